@@ -1,0 +1,1 @@
+"""One module per consumer: ``handle_record(record)`` over its sink. See ``registry``."""

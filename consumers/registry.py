@@ -1,0 +1,98 @@
+"""The one list of consumers, shared by the Lambda handlers, the reprocess worker and the API.
+
+Importing this module imports no consumer: ``Consumer.load()`` imports the consumer's own
+module only when asked, so each Lambda pays only for its own client library.
+
+Naming conventions (serverless.yml follows them, so a laptop can find the queues by name):
+  failure queue  {SERVICE_NAME}-{STAGE}-{consumer}-failures
+  parking queue  {SERVICE_NAME}-{STAGE}-{consumer}-parking
+  env overrides  {CONSUMER_KEY}_FAILURE_QUEUE_URL, {CONSUMER_KEY}_PARKING_QUEUE_URL
+                 (e.g. SEARCH_INDEXER_FAILURE_QUEUE_URL); inside a consumer's own function
+                 FAILURE_QUEUE_URL / PARKING_QUEUE_URL.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+DEFAULT_SERVICE_NAME = "userstream"
+DEFAULT_STAGE = "dev"
+POLICIES = ("soft-fail", "hard-fail", "dlq-capture")
+REPROCESS_MODES = ("replay", "latest")
+
+
+class UnknownConsumerError(KeyError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"unknown consumer {self.name!r}; known consumers: {', '.join(CONSUMERS)}"
+
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    module: str
+    default_policy: str
+    reprocess_mode: str
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        """``search-indexer`` -> ``SEARCH_INDEXER`` (prefix of its environment overrides)."""
+        return self.name.upper().replace("-", "_")
+
+    def load(self) -> Callable:
+        """Import the consumer module and return its ``handle_record``."""
+        return importlib.import_module(self.module).handle_record
+
+    def queue_name(self, kind: str, env: Mapping[str, str] | None = None) -> str:
+        """``kind`` is ``failures`` or ``parking``."""
+        env = os.environ if env is None else env
+        service = env.get("SERVICE_NAME", DEFAULT_SERVICE_NAME)
+        stage = env.get("STAGE", DEFAULT_STAGE)
+        return f"{service}-{stage}-{self.name}-{kind}"
+
+    def configured_queue_url(self, kind: str, env: Mapping[str, str] | None = None) -> str | None:
+        """The queue URL from the environment, if one is set (else resolve ``queue_name``)."""
+        env = os.environ if env is None else env
+        var = {"failures": "FAILURE_QUEUE_URL", "parking": "PARKING_QUEUE_URL"}[kind]
+        return env.get(f"{self.key}_{var}") or None
+
+
+CONSUMERS: dict[str, Consumer] = {
+    c.name: c
+    for c in (
+        Consumer(
+            "search-indexer",
+            "consumers.search_indexer",
+            default_policy="dlq-capture",
+            reprocess_mode="latest",
+            description="keeps the user search index (OpenSearch, or SQLite FTS5 locally)",
+        ),
+        Consumer(
+            "slack-notifier",
+            "consumers.slack_notifier",
+            default_policy="soft-fail",
+            reprocess_mode="replay",
+            description="posts new signups to a Slack incoming webhook",
+        ),
+        Consumer(
+            "crm-sync",
+            "consumers.crm_sync",
+            default_policy="hard-fail",
+            reprocess_mode="latest",
+            description="upserts contacts in the CRM, archives them on REMOVE",
+        ),
+    )
+}
+
+
+def get_consumer(name: str) -> Consumer:
+    try:
+        return CONSUMERS[name]
+    except KeyError:
+        raise UnknownConsumerError(name) from None

@@ -1,0 +1,88 @@
+"""DynamoDB attribute values -> plain Python, for stream images.
+
+Ours rather than boto3's ``TypeDeserializer`` because it sits on the hot path: one tight
+if-chain ordered by how often each type appears in real items, no per-value method
+dispatch, integral numbers as ``int`` (what handlers want), binary as ``bytes``. It also
+avoids importing boto3 on the happy path. ``bench/`` measures the difference.
+"""
+from __future__ import annotations
+
+import base64
+from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
+from typing import Any
+
+# Same context boto3 uses for DynamoDB numbers: 38 digits, exponent range of the service,
+# and every lossy operation trapped, so a value is never silently rounded.
+DYNAMODB_CONTEXT = Context(
+    Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow]
+)
+_create_decimal = DYNAMODB_CONTEXT.create_decimal
+
+
+class DeserializationError(ValueError):
+    """An attribute value that is not valid DynamoDB JSON."""
+
+
+def _number(text: str) -> int | Decimal:
+    # Fast path: plain integers ("42", "-7") are by far the most common numbers.
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = _create_decimal(text)
+    except Exception as exc:  # decimal signals are not ValueErrors
+        raise DeserializationError(f"not a DynamoDB number: {text!r}") from exc
+    if not value.is_finite():
+        raise DeserializationError(f"not a DynamoDB number: {text!r}")
+    if value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _binary(value: Any) -> bytes:
+    # Lambda's JSON events carry base64 text; boto3-parsed records carry bytes already.
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    try:
+        return base64.b64decode(value, validate=True)
+    except Exception as exc:
+        raise DeserializationError("B value is not base64") from exc
+
+
+def deserialize_value(av: dict) -> Any:
+    """One attribute value such as ``{"S": "ada"}`` -> ``"ada"``."""
+    try:
+        ((tag, value),) = av.items()
+    except (AttributeError, ValueError):
+        raise DeserializationError(f"attribute value must be a one-key dict, got {av!r:.80}") from None
+    if tag == "S":
+        return value
+    if tag == "N":
+        return _number(value)
+    if tag == "M":
+        return {k: deserialize_value(v) for k, v in value.items()}
+    if tag == "L":
+        return [deserialize_value(v) for v in value]
+    if tag == "BOOL":
+        return value
+    if tag == "NULL":
+        return None
+    if tag == "SS":
+        return set(value)
+    if tag == "NS":
+        return {_number(v) for v in value}
+    if tag == "B":
+        return _binary(value)
+    if tag == "BS":
+        return {_binary(v) for v in value}
+    raise DeserializationError(f"unknown DynamoDB type tag {tag!r}")
+
+
+def deserialize_image(image: dict | None) -> dict | None:
+    """A whole image (``NewImage``/``OldImage``/``Keys``) -> dict of plain values."""
+    if image is None:
+        return None
+    if not isinstance(image, dict):
+        raise DeserializationError(f"image must be a dict, got {type(image).__name__}")
+    return {name: deserialize_value(av) for name, av in image.items()}
