@@ -1,0 +1,29 @@
+"""streamkit: consume a DynamoDB stream on Lambda with one loop and a failure policy per consumer."""
+from .errors import (
+    CaptureError,
+    ConfigError,
+    MalformedEventError,
+    MalformedRecordError,
+    PermanentError,
+    TransientError,
+    is_transient,
+)
+from .handler import stream_handler
+from .policies import DlqCapture, FailurePolicy, HardFail, SoftFail
+from .record import StreamRecord
+
+__all__ = [
+    "StreamRecord",
+    "stream_handler",
+    "FailurePolicy",
+    "SoftFail",
+    "HardFail",
+    "DlqCapture",
+    "TransientError",
+    "PermanentError",
+    "ConfigError",
+    "MalformedEventError",
+    "MalformedRecordError",
+    "CaptureError",
+    "is_transient",
+]

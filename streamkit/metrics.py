@@ -1,0 +1,33 @@
+"""Per-consumer EMF metrics through Powertools, one flush per invocation."""
+from __future__ import annotations
+
+import os
+
+COUNTERS = ("processed", "failed", "captured", "retried", "reported_for_retry")
+DEFAULT_NAMESPACE = "StreamKit"
+
+
+class ConsumerMetrics:
+    """Counts for one consumer, written as one EMF document at the end of each batch.
+
+    Uses Powertools' EMF provider directly, one instance per consumer: the ``Metrics``
+    facade shares its metric set across instances, which would mix consumers that run
+    in one process (the local runtime does that).
+    """
+
+    def __init__(self, consumer: str, namespace: str | None = None):
+        from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+            AmazonCloudWatchEMFProvider,
+        )
+
+        self._provider = AmazonCloudWatchEMFProvider(
+            namespace=namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+            service=consumer,
+            default_dimensions={"consumer": consumer},
+        )
+
+    def publish(self, counts: dict[str, int]) -> None:
+        """Every counter every time (zeros too), so alarms never see missing data."""
+        for name in COUNTERS:
+            self._provider.add_metric(name=name, unit="Count", value=counts.get(name, 0))
+        self._provider.flush_metrics()
