@@ -1,0 +1,22 @@
+import boto3
+import pytest
+
+
+@pytest.fixture
+def queue_url(aws):
+    return boto3.client("sqs").create_queue(QueueName="search-indexer-failures")["QueueUrl"]
+
+
+@pytest.fixture
+def bucket(aws):
+    boto3.client("s3").create_bucket(Bucket="claim-checks")
+    return "claim-checks"
+
+
+@pytest.fixture
+def quiet_env(monkeypatch):
+    """No retry waits in tests; the policy comes from each test."""
+    monkeypatch.setenv("RETRY_BASE_DELAY_MS", "0")
+    monkeypatch.delenv("FAILURE_POLICY", raising=False)
+    monkeypatch.delenv("FAILURE_QUEUE_URL", raising=False)
+    monkeypatch.delenv("FAILURE_BUCKET", raising=False)

@@ -1,0 +1,79 @@
+"""Builders shared by the streamkit tests."""
+from __future__ import annotations
+
+import json
+
+import boto3
+
+from streamkit.testing import make_event, make_record
+
+
+def user_records(n: int, start: int = 0, *, bad: set[int] = frozenset()) -> list[dict]:
+    """``n`` INSERT records; those whose index is in ``bad`` lack ``fullname`` (the schema change)."""
+    out = []
+    for i in range(start, start + n):
+        item = {"user_id": f"u{i:05d}", "email": f"user{i}@example.com", "plan": "free", "logins": i}
+        if i in bad:
+            item.update(firstname="Ada", lastname=f"Number{i}")
+        else:
+            item["fullname"] = f"Ada Number{i}"
+        out.append(make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item))
+    return out
+
+
+def event_of(records: list[dict]) -> dict:
+    return make_event(records)
+
+
+def seqs(records: list[dict]) -> list[str]:
+    return [r["dynamodb"]["SequenceNumber"] for r in records]
+
+
+def reported(response: dict) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def drain_queue(queue_url: str) -> list[dict]:
+    """Every message in the queue (received and deleted), bodies parsed."""
+    sqs = boto3.client("sqs")
+    out = []
+    while True:
+        resp = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
+        )
+        msgs = resp.get("Messages", [])
+        if not msgs:
+            return out
+        for m in msgs:
+            out.append({"body": json.loads(m["Body"]), "attributes": m.get("MessageAttributes", {})})
+        sqs.delete_message_batch(
+            QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)]
+        )
+
+
+class Recorder:
+    """A consumer's handle_record that fails on records without ``fullname`` (v1 code)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.applied: list[str] = []
+
+    def __call__(self, record) -> None:
+        self.calls.append(record.sequence_number)
+        name = record.new_image["fullname"]  # KeyError on the new schema
+        self.applied.append(f"{record.keys['user_id']}={name}")
+
+
+class StepContext:
+    """A Lambda context whose remaining time drops by ``step_ms`` at each look."""
+
+    def __init__(self, start_ms: int, step_ms: int):
+        self.remaining = start_ms
+        self.step = step_ms
+        self.aws_request_id = "req-step"
+        self.function_name = "fn"
+
+    def get_remaining_time_in_millis(self) -> int:
+        value = self.remaining
+        self.remaining -= self.step
+        return max(0, value)
