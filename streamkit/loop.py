@@ -114,8 +114,9 @@ class BatchLoop:
         self.sleep = sleep
         self.last_batch: Batch | None = None
 
-    def _run_one(self, record: StreamRecord, batch: Batch, deadline: Deadline) -> None:
-        """``handle_record`` with bounded retries of transient errors, within the deadline."""
+    def _retry(self, record: StreamRecord, first_error: Exception, batch: Batch, deadline: Deadline) -> None:
+        """After a first failure: bounded retries of transient errors, within the deadline.
+        Raises when the failure stands."""
 
         def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
             batch.retried += 1
@@ -138,6 +139,7 @@ class BatchLoop:
             max_delay_s=s.max_delay_s,
             on_retry=on_retry,
             sleep=self.sleep,
+            first_error=first_error,
         )
 
     def run(self, event: Any, context: Any = None) -> dict:
@@ -158,6 +160,7 @@ class BatchLoop:
         self.last_batch = batch
         deadline = Deadline(context, self.settings.deadline_margin_ms)
         policy = self.policy
+        handle = self.handle_record
         seqs = batch.sequence_numbers = [_sequence_number(raw) for raw in records]
         stop_at: int | None = None
 
@@ -167,7 +170,11 @@ class BatchLoop:
                 stop_at = index
                 break
             try:
-                self._run_one(StreamRecord(raw), batch, deadline)
+                record = StreamRecord(raw)
+                try:
+                    handle(record)  # the hot path: no retry machinery unless something fails
+                except Exception as first:
+                    self._retry(record, first, batch, deadline)
             except Exception as exc:
                 batch.failed += 1
                 if policy.on_failure(batch, index, raw, seqs[index], exc) is STOP:

@@ -31,24 +31,31 @@ def call_with_retries(
     max_delay_s: float = DEFAULT_MAX_DELAY_S,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    first_error: Exception | None = None,
 ) -> Any:
     """``fn(arg)``, retrying transient errors up to ``max_retries`` times.
 
     Permanent errors propagate at once. A retry whose wait would cross the deadline is not
-    attempted: the last error propagates and the failure policy decides.
+    attempted: the last error propagates and the failure policy decides. ``first_error``
+    says the first call was already made (by a hot loop that tries once before paying for
+    this machinery) and failed with it.
     """
     attempt = 0
+    error = first_error
     while True:
-        try:
-            return fn(arg)
-        except Exception as exc:
-            if attempt >= max_retries or not is_transient(exc):
-                raise
-            delay = backoff_delay(attempt, base_delay_s, max_delay_s, getattr(exc, "retry_after", None))
-            if deadline is not None and not deadline.allows(delay):
-                raise
-            attempt += 1
-            if on_retry is not None:
-                on_retry(exc, attempt, delay)
-            if delay > 0:
-                sleep(delay)
+        if error is None:
+            try:
+                return fn(arg)
+            except Exception as exc:
+                error = exc
+        if attempt >= max_retries or not is_transient(error):
+            raise error
+        delay = backoff_delay(attempt, base_delay_s, max_delay_s, getattr(error, "retry_after", None))
+        if deadline is not None and not deadline.allows(delay):
+            raise error
+        attempt += 1
+        if on_retry is not None:
+            on_retry(error, attempt, delay)
+        if delay > 0:
+            sleep(delay)
+        error = None
