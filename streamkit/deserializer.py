@@ -24,17 +24,24 @@ class DeserializationError(ValueError):
 
 
 def _number(text: str) -> int | Decimal:
-    # Fast path: plain integers ("42", "-7") are by far the most common numbers.
-    try:
-        return int(text)
-    except ValueError:
-        pass
+    # Integers ("42", "-7") are by far the most common numbers; int() is the fast path.
+    if "." not in text and "e" not in text and "E" not in text:
+        try:
+            return int(text)
+        except ValueError:
+            raise DeserializationError(f"not a DynamoDB number: {text!r}") from None
     try:
         value = _create_decimal(text)
     except Exception as exc:  # decimal signals are not ValueErrors
         raise DeserializationError(f"not a DynamoDB number: {text!r}") from exc
     if not value.is_finite():
         raise DeserializationError(f"not a DynamoDB number: {text!r}")
+    if "e" not in text and "E" not in text:
+        # "12.50" is fractional, "12.00" is integral: decide from the text, cheaper than
+        # Decimal arithmetic.
+        if text.partition(".")[2].strip("0"):
+            return value
+        return int(value)
     if value == value.to_integral_value():
         return int(value)
     return value
@@ -53,17 +60,18 @@ def _binary(value: Any) -> bytes:
 def deserialize_value(av: dict) -> Any:
     """One attribute value such as ``{"S": "ada"}`` -> ``"ada"``."""
     try:
-        ((tag, value),) = av.items()
-    except (AttributeError, ValueError):
+        (tag,) = av
+        value = av[tag]
+    except (TypeError, ValueError, KeyError):
         raise DeserializationError(f"attribute value must be a one-key dict, got {av!r:.80}") from None
     if tag == "S":
         return value
     if tag == "N":
         return _number(value)
     if tag == "M":
-        return {k: deserialize_value(v) for k, v in value.items()}
+        return _map(value)
     if tag == "L":
-        return [deserialize_value(v) for v in value]
+        return _list(value)
     if tag == "BOOL":
         return value
     if tag == "NULL":
@@ -79,10 +87,54 @@ def deserialize_value(av: dict) -> Any:
     raise DeserializationError(f"unknown DynamoDB type tag {tag!r}")
 
 
+def _map(image: dict) -> dict:
+    # The commonest scalar types are inlined (no call per attribute), and shape checks
+    # come for free from the unpacking: anything odd falls back to the strict path,
+    # which raises the precise error.
+    out = {}
+    try:
+        for name, av in image.items():
+            (tag,) = av
+            value = av[tag]
+            if tag == "S" or tag == "BOOL":
+                out[name] = value
+            elif tag == "N":
+                out[name] = _number(value)
+            elif tag == "M":
+                out[name] = _map(value)
+            elif tag == "L":
+                out[name] = _list(value)
+            else:
+                out[name] = deserialize_value(av)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return {name: deserialize_value(av) for name, av in image.items()}
+    return out
+
+
+def _list(values: list) -> list:
+    out = []
+    append = out.append
+    try:
+        for av in values:
+            (tag,) = av
+            value = av[tag]
+            if tag == "S" or tag == "BOOL":
+                append(value)
+            elif tag == "N":
+                append(_number(value))
+            elif tag == "M":
+                append(_map(value))
+            else:
+                append(deserialize_value(av))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return [deserialize_value(av) for av in values]
+    return out
+
+
 def deserialize_image(image: dict | None) -> dict | None:
     """A whole image (``NewImage``/``OldImage``/``Keys``) -> dict of plain values."""
     if image is None:
         return None
     if not isinstance(image, dict):
         raise DeserializationError(f"image must be a dict, got {type(image).__name__}")
-    return {name: deserialize_value(av) for name, av in image.items()}
+    return _map(image)

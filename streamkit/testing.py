@@ -33,7 +33,20 @@ def to_attribute_value(value: Any) -> dict:
             return {"L": [fix(x) for x in v]}
         return av
 
-    return fix(TypeSerializer().serialize(value))
+    return fix(TypeSerializer().serialize(_no_floats(value)))
+
+
+def _no_floats(value: Any) -> Any:
+    """DynamoDB has no floats: 1.25 -> Decimal("1.25") (what a producer would store)."""
+    from decimal import Decimal
+
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _no_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_floats(v) for v in value]
+    return value
 
 
 def to_image(item: dict | None) -> dict | None:
