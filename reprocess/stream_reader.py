@@ -1,0 +1,232 @@
+"""Read DynamoDB stream records back with the Streams API, in Lambda's record format.
+
+Two users: the reprocess worker's hard-fail backstop (re-reading the range named by a
+Lambda on-failure message) and the local event-source-mapping emulator. Both need records
+exactly as Lambda delivers them (contract 7), so the conversion lives here, once:
+
+    from reprocess.stream_reader import to_lambda_record
+    lambda_record = to_lambda_record(boto3_record, stream_arn)
+
+What differs between ``dynamodbstreams.get_records`` (boto3) and a Lambda event record:
+- Lambda adds ``eventSourceARN`` (the stream ARN) and says ``eventVersion`` "1.1";
+- boto3 parses ``ApproximateCreationDateTime`` into a ``datetime``; Lambda sends whole
+  epoch seconds as a number;
+- boto3 hands binary attribute values (``B``, ``BS``) as ``bytes``; Lambda's JSON carries
+  them base64-encoded;
+- ``awsRegion`` is taken from the stream ARN (moto always says us-east-1).
+``SizeBytes`` is kept as the Streams API reports it.
+"""
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, Iterator
+
+LAMBDA_EVENT_VERSION = "1.1"
+_RECORD_FIELDS = ("eventID", "eventName", "eventVersion", "eventSource", "awsRegion")
+_DDB_ORDER = (
+    "ApproximateCreationDateTime",
+    "Keys",
+    "NewImage",
+    "OldImage",
+    "SequenceNumber",
+    "SizeBytes",
+    "StreamViewType",
+)
+GET_RECORDS_LIMIT = 1000
+MAX_EMPTY_PAGES = 5
+
+
+class StreamRangeUnavailable(Exception):
+    """The records asked for cannot be read: trimmed (older than 24 h), shard or stream gone."""
+
+    def __init__(self, reason: str, code: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+def _b64(value: Any) -> str:
+    if isinstance(value, str):  # already Lambda-style
+        return value
+    return base64.b64encode(bytes(value)).decode()
+
+
+def to_lambda_attribute(av: dict) -> dict:
+    """One attribute value in boto3's low-level shape -> Lambda's JSON shape (binary as base64)."""
+    ((tag, v),) = av.items()
+    if tag == "B":
+        return {"B": _b64(v)}
+    if tag == "BS":
+        return {"BS": [_b64(x) for x in v]}
+    if tag == "M":
+        return {"M": {k: to_lambda_attribute(x) for k, x in v.items()}}
+    if tag == "L":
+        return {"L": [to_lambda_attribute(x) for x in v]}
+    return {tag: v}
+
+
+def to_lambda_image(image: dict | None) -> dict | None:
+    """A whole image (``Keys``, ``NewImage``, a ``GetItem`` item) -> Lambda's JSON shape."""
+    if image is None:
+        return None
+    return {k: to_lambda_attribute(v) for k, v in image.items()}
+
+
+def _epoch_seconds(value: Any) -> int | float:
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    if isinstance(value, (int, float)):
+        return int(value)
+    return value
+
+
+def region_of(stream_arn: str) -> str | None:
+    parts = stream_arn.split(":") if stream_arn else []
+    return parts[3] if len(parts) > 3 and parts[3] else None
+
+
+def to_lambda_record(boto3_record: dict, stream_arn: str) -> dict:
+    """A record from ``dynamodbstreams.get_records`` -> the dict Lambda would deliver.
+
+    Does not modify its argument. Works on boto3-parsed records (``datetime``, ``bytes``)
+    and on raw JSON responses (numbers, base64 strings) alike.
+    """
+    out: dict[str, Any] = {k: boto3_record[k] for k in _RECORD_FIELDS if k in boto3_record}
+    out["eventVersion"] = LAMBDA_EVENT_VERSION
+    out.setdefault("eventSource", "aws:dynamodb")
+    region = region_of(stream_arn)
+    if region:
+        out["awsRegion"] = region
+    src = boto3_record.get("dynamodb") or {}
+    ddb: dict[str, Any] = {}
+    for key in _DDB_ORDER:
+        if key not in src:
+            continue
+        value = src[key]
+        if key == "ApproximateCreationDateTime":
+            value = _epoch_seconds(value)
+        elif key in ("Keys", "NewImage", "OldImage"):
+            value = to_lambda_image(value)
+        ddb[key] = value
+    for key, value in src.items():  # anything newer the API adds, passed through
+        if key not in ddb:
+            ddb[key] = value
+    out["dynamodb"] = ddb
+    if "userIdentity" in boto3_record:  # TTL deletions carry it, Lambda passes it on
+        out["userIdentity"] = boto3_record["userIdentity"]
+    out["eventSourceARN"] = stream_arn
+    return out
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return (response.get("Error") or {}).get("Code")
+    return None
+
+
+_GONE = {"TrimmedDataAccessException", "ResourceNotFoundException", "ValidationException"}
+
+
+def _iterator(streams, stream_arn: str, shard_id: str, kind: str, seq: str | None = None) -> str:
+    kwargs = {"StreamArn": stream_arn, "ShardId": shard_id, "ShardIteratorType": kind}
+    if seq is not None:
+        kwargs["SequenceNumber"] = seq
+    try:
+        return streams.get_shard_iterator(**kwargs)["ShardIterator"]
+    except Exception as exc:
+        code = _error_code(exc)
+        if code in _GONE:
+            raise StreamRangeUnavailable(
+                f"{kind} {seq or ''} on {shard_id}: {code}: {exc}".replace("  ", " "), code
+            ) from exc
+        raise
+
+
+def iter_shard(
+    streams,
+    stream_arn: str,
+    shard_id: str,
+    *,
+    iterator_type: str = "AT_SEQUENCE_NUMBER",
+    sequence_number: str | None = None,
+    end_sequence_number: str | None = None,
+    max_pages: int = 10_000,
+) -> Iterator[dict]:
+    """Yield boto3 records from a shard position until ``end_sequence_number`` (inclusive),
+    the end of the available data, or ``max_pages`` ``GetRecords`` calls (always bounded).
+
+    An expired iterator is renewed after the last record seen. Trimmed data, a missing
+    shard or stream raise ``StreamRangeUnavailable``.
+    """
+    end = int(end_sequence_number) if end_sequence_number is not None else None
+    it = _iterator(streams, stream_arn, shard_id, iterator_type, sequence_number)
+    last_seq: str | None = None
+    empty = 0
+    for _ in range(max_pages):
+        try:
+            resp = streams.get_records(ShardIterator=it, Limit=GET_RECORDS_LIMIT)
+        except Exception as exc:
+            code = _error_code(exc)
+            if code == "ExpiredIteratorException":
+                it = (
+                    _iterator(streams, stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", last_seq)
+                    if last_seq
+                    else _iterator(streams, stream_arn, shard_id, iterator_type, sequence_number)
+                )
+                continue
+            if code in _GONE:
+                raise StreamRangeUnavailable(f"GetRecords on {shard_id}: {code}: {exc}", code) from exc
+            raise
+        records = resp.get("Records") or []
+        for rec in records:
+            seq = rec["dynamodb"]["SequenceNumber"]
+            if end is not None and int(seq) > end:
+                return
+            last_seq = seq
+            yield rec
+            if end is not None and int(seq) == end:
+                return
+        it = resp.get("NextShardIterator")
+        if not it:  # closed shard, fully read
+            return
+        empty = 0 if records else empty + 1
+        if empty >= MAX_EMPTY_PAGES:  # at the tip of an open shard: nothing more to come
+            return
+
+
+def read_range(
+    streams, stream_arn: str, shard_id: str, start_sequence_number: str, end_sequence_number: str
+) -> list[dict]:
+    """The Lambda-format records from ``start`` to ``end`` (inclusive) of one shard."""
+    return [
+        to_lambda_record(r, stream_arn)
+        for r in iter_shard(
+            streams,
+            stream_arn,
+            shard_id,
+            iterator_type="AT_SEQUENCE_NUMBER",
+            sequence_number=start_sequence_number,
+            end_sequence_number=end_sequence_number,
+        )
+    ]
+
+
+def surviving_in_range(
+    streams, stream_arn: str, shard_id: str, start_sequence_number: str, end_sequence_number: str
+) -> list[dict]:
+    """After the start of a range was trimmed: the records of ``[start, end]`` still in the
+    shard, read from ``TRIM_HORIZON`` (the oldest record kept)."""
+    start = int(start_sequence_number)
+    return [
+        to_lambda_record(r, stream_arn)
+        for r in iter_shard(
+            streams,
+            stream_arn,
+            shard_id,
+            iterator_type="TRIM_HORIZON",
+            end_sequence_number=end_sequence_number,
+        )
+        if int(r["dynamodb"]["SequenceNumber"]) >= start
+    ]

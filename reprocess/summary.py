@@ -1,0 +1,119 @@
+"""The result of one drain: counts that add up, for people (table) and scripts (JSON)."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+
+
+@dataclass
+class Summary:
+    """Every message taken ends in exactly one of succeeded / still_failing / parked.
+
+    ``taken == succeeded + still_failing + parked`` always holds (``conserved``). Messages
+    received but not started (over ``--max``, past the time budget) are ``released``
+    (made visible again) and not counted as taken. ``held`` counts receipts of messages
+    already tried in this run (their re-sent copies), which are left alone.
+    """
+
+    consumer: str
+    queue_url: str
+    mode: str
+    dry_run: bool = False
+    parking_queue_url: str | None = None
+    taken: int = 0
+    succeeded: int = 0
+    still_failing: int = 0
+    parked: int = 0
+    resent: int = 0
+    released: int = 0
+    held: int = 0
+    delete_failures: int = 0
+    stream_records: int = 0  # records read back from the stream for on-failure messages
+    by_error_type: Counter = field(default_factory=Counter)
+    park_reasons: Counter = field(default_factory=Counter)
+    oldest: str | None = None
+    newest: str | None = None
+    stopped_by: str | None = None
+    duration_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def conserved(self) -> bool:
+        return self.taken == self.succeeded + self.still_failing + self.parked
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything taken succeeded (or a dry run), 1 when failures remain or were parked."""
+        if self.dry_run:
+            return EXIT_OK
+        return EXIT_FAILURES if (self.still_failing or self.parked) else EXIT_OK
+
+    def seen_time(self, iso: str | None) -> None:
+        if not iso:
+            return
+        if self.oldest is None or iso < self.oldest:
+            self.oldest = iso
+        if self.newest is None or iso > self.newest:
+            self.newest = iso
+
+    def note(self, text: str, limit: int = 20) -> None:
+        if len(self.notes) < limit and text not in self.notes:
+            self.notes.append(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "consumer": self.consumer,
+            "queue_url": self.queue_url,
+            "parking_queue_url": self.parking_queue_url,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "taken": self.taken,
+            "succeeded": self.succeeded,
+            "still_failing": self.still_failing,
+            "parked": self.parked,
+            "resent": self.resent,
+            "released": self.released,
+            "held": self.held,
+            "delete_failures": self.delete_failures,
+            "stream_records": self.stream_records,
+            "by_error_type": dict(self.by_error_type.most_common()),
+            "park_reasons": dict(self.park_reasons.most_common()),
+            "oldest": self.oldest,
+            "newest": self.newest,
+            "stopped_by": self.stopped_by,
+            "duration_s": round(self.duration_s, 3),
+            "exit_code": self.exit_code,
+            "notes": list(self.notes),
+        }
+
+    def to_text(self) -> str:
+        """A short human summary (the CLI's default output)."""
+        verb = "would reprocess" if self.dry_run else "taken"
+        lines = [
+            f"consumer {self.consumer} ({self.mode} mode{', dry run' if self.dry_run else ''})",
+            f"queue    {self.queue_url}",
+            f"{verb:<16}{self.taken}",
+        ]
+        if not self.dry_run:
+            lines += [
+                f"{'succeeded':<16}{self.succeeded}",
+                f"{'still failing':<16}{self.still_failing}",
+                f"{'parked':<16}{self.parked}",
+            ]
+        if self.by_error_type:
+            lines.append("by error type:")
+            lines += [f"  {n:>6}  {t}" for t, n in self.by_error_type.most_common()]
+        if self.park_reasons:
+            lines.append("parked because:")
+            lines += [f"  {n:>6}  {r}" for r, n in self.park_reasons.most_common()]
+        if self.oldest:
+            lines.append(f"oldest   {self.oldest}")
+            lines.append(f"newest   {self.newest}")
+        lines.append(f"stopped  {self.stopped_by} after {self.duration_s:.1f}s")
+        lines += [f"note     {n}" for n in self.notes]
+        return "\n".join(lines)
