@@ -1,0 +1,119 @@
+"""search-indexer: keep a search index of users (INSERT/MODIFY upsert, REMOVE tombstone).
+
+Sink from ``SEARCH_URL``: ``http(s)://`` -> OpenSearch (SigV4 on AWS hosts),
+``sqlite:///path`` -> embedded SQLite FTS5. Index/table name ``SEARCH_INDEX`` (default
+``users``). Without ``SEARCH_URL``, local runs use ``sqlite:///.local/search.sqlite3``; in
+Lambda that is a configuration error. Out-of-order records never overwrite newer state
+(see ``consumers.sinks``). The user's name goes through ``consumers.users`` (the schema
+story: ``USER_SCHEMA_MODE=legacy`` reproduces the v1 KeyError).
+
+CLI (for the demo): ``python -m consumers.search_indexer search "ada" [--json] [--limit N]``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from streamkit import ConfigError, StreamRecord
+
+from .users import display_name, plain, user_id
+
+CONSUMER = "search-indexer"
+DEFAULT_LOCAL_URL = "sqlite:///.local/search.sqlite3"
+# Item fields copied into the document as they are (the name is built from the schema).
+DOC_FIELDS = ("email", "plan", "created_at", "company", "country")
+
+_sinks: dict[tuple[str, str], Any] = {}
+
+
+def search_url() -> str:
+    url = os.environ.get("SEARCH_URL")
+    if url:
+        return url
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        raise ConfigError("search-indexer needs SEARCH_URL (https://<OpenSearch endpoint>) in Lambda")
+    return DEFAULT_LOCAL_URL
+
+
+def get_sink() -> Any:
+    """The sink for the current SEARCH_URL/SEARCH_INDEX, created once per process."""
+    key = (search_url(), os.environ.get("SEARCH_INDEX") or "users")
+    sink = _sinks.get(key)
+    if sink is None:
+        from .sinks import open_sink
+
+        sink = _sinks[key] = open_sink(*key)
+    return sink
+
+
+def prepare() -> None:
+    """Import the configured sink's client now (Lambda init phase), not on the first record."""
+    url = search_url()
+    if url.startswith(("http://", "https://")):
+        from .sinks import opensearch  # noqa: F401
+
+
+def build_document(item: dict) -> dict:
+    """The searchable document for a user item (raises KeyError on v2 items in legacy mode)."""
+    doc = {"user_id": str(item["user_id"]), "name": display_name(item)}
+    for field in DOC_FIELDS:
+        if item.get(field) is not None:
+            doc[field] = plain(item[field])
+    return doc
+
+
+def handle_record(record: StreamRecord) -> None:
+    """Apply one stream record to the index; older-than-stored records are skipped silently."""
+    uid = user_id(record.keys)
+    if record.event_name == "REMOVE":
+        get_sink().remove(uid, record.sequence_number)
+        return
+    item = record.new_image
+    if item is None:
+        from streamkit import PermanentError
+
+        raise PermanentError(f"{record.event_name} without NewImage: the stream view type must include new images")
+    get_sink().put(uid, build_document({**item, "user_id": uid}), record.sequence_number)
+
+
+def search(query: str, limit: int = 10) -> list[dict]:
+    """Live users matching ``query`` (the demo's ``search "ada"``)."""
+    return get_sink().search(query, limit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m consumers.search_indexer", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("search", help="query the index (SEARCH_URL / SEARCH_INDEX)")
+    s.add_argument("query")
+    s.add_argument("--limit", type=int, default=10)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--url", help="overrides SEARCH_URL")
+    g = sub.add_parser("get", help="show one stored document (tombstones too)")
+    g.add_argument("user_id")
+    g.add_argument("--url", help="overrides SEARCH_URL")
+    args = parser.parse_args(argv)
+    if args.url:
+        os.environ["SEARCH_URL"] = args.url
+    try:
+        if args.command == "get":
+            print(json.dumps(get_sink().get(args.user_id), indent=2, default=str))
+            return 0
+        hits = search(args.query, args.limit)
+    except ConfigError as exc:
+        print(f"error: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(hits, default=str))
+    else:
+        for h in hits:
+            print(f"{h.get('user_id')}\t{h.get('name')}\t{h.get('email', '')}\t{h.get('plan', '')}")
+        print(f"({len(hits)} match{'es' if len(hits) != 1 else ''} for {args.query!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

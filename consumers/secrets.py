@@ -1,0 +1,26 @@
+"""One secret setting: a plain env var locally, an SSM SecureString name in AWS.
+
+``SLACK_WEBHOOK_URL`` / ``SLACK_WEBHOOK_URL_PARAM`` and ``CRM_TOKEN`` / ``CRM_TOKEN_PARAM``:
+the plain value wins (local runs); otherwise the parameter is read with Powertools
+Parameters (decrypted, cached ``SECRET_MAX_AGE_S`` seconds, default 300) so a rotated
+secret is picked up without a redeploy and SSM is not called per record.
+"""
+from __future__ import annotations
+
+import os
+
+
+def get_secret(name: str) -> str:
+    """The value of ``name`` from the env, or from SSM via ``<name>_PARAM``; ConfigError if neither."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    param = os.environ.get(f"{name}_PARAM")
+    if not param:
+        from streamkit import ConfigError
+
+        raise ConfigError(f"set {name} (local) or {name}_PARAM (the SSM SecureString name, in AWS)")
+    from aws_lambda_powertools.utilities import parameters  # only in AWS, only when needed
+
+    max_age = int(os.environ.get("SECRET_MAX_AGE_S", "300"))
+    return str(parameters.get_parameter(param, decrypt=True, max_age=max_age))

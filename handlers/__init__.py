@@ -1,0 +1,1 @@
+"""Thin Lambda entry points: each imports only what its own function needs."""
