@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from .filters import matches_any, parse_filters
 from .functions import FunctionRuntime, short_error
-from .records import to_lambda_record
+from reprocess.stream_reader import to_lambda_record  # one converter, shared with the reprocess backstop
 
 DEFAULT_STATE_PATH = ".local-state/esm.json"
 
