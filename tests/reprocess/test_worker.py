@@ -1,0 +1,276 @@
+"""The worker in-process (reprocess.worker.drain) against the moto server."""
+from __future__ import annotations
+
+import json
+import threading
+
+import boto3
+import pytest
+
+from reprocess.worker import drain
+from streamkit.errors import ConfigError, TransientError
+from streamkit.record import StreamRecord
+from streamkit.testing import make_record
+
+from . import sample_consumers
+from .conftest import capture, depth, envelope, index_items, insert, make_queues, make_table, send_bodies, take_all, user
+
+FAST = dict(wait_time_s=0)
+
+
+def conserved(s) -> bool:
+    return s.taken == s.succeeded + s.still_failing + s.parked and s.conserved
+
+
+def test_parks_after_max_attempts(queues, index_table):
+    failures, parking = queues
+    records = [insert(user(i)) for i in range(4)]
+    capture(failures, [envelope(r) for r in records])
+
+    first = drain("search-indexer", mode="replay", handle_record=sample_consumers.always_fails, max_attempts=3, **FAST)
+    assert (first.still_failing, first.parked, first.exit_code) == (4, 0, 1) and conserved(first)
+    second = drain("search-indexer", mode="replay", handle_record=sample_consumers.always_fails, max_attempts=3, **FAST)
+    assert (second.taken, second.still_failing, second.parked, second.exit_code) == (4, 0, 4, 1) and conserved(second)
+
+    assert depth(failures) == 0
+    parked = take_all(parking)
+    assert sorted(m["body"]["record"]["eventID"] for m in parked) == sorted(r["eventID"] for r in records)
+    for m in parked:
+        assert m["body"]["attempts"] == 3
+        assert m["body"]["error"]["type"] == "ValueError"
+        assert m["body"]["parked"]["reason"].startswith("gave up after 3 attempts: ValueError")
+        assert m["attributes"]["parkReason"].startswith("gave up after 3 attempts")
+        assert m["attributes"]["consumer"] == "search-indexer"
+
+
+def test_malformed_envelopes_are_parked_with_reasons(queues, index_table):
+    failures, parking = queues
+    good = insert(user(1))
+    no_ddb = envelope(good)
+    no_ddb["record"] = {"eventID": "x", "eventName": "INSERT"}
+    bodies = [
+        "not json",
+        json.dumps({**envelope(insert(user(2))), "version": 99}),
+        json.dumps(envelope(insert(user(3)), consumer="billing")),
+        json.dumps(envelope(insert(user(4)), consumer="crm-sync")),
+        json.dumps(no_ddb),
+        json.dumps(envelope(good)),
+    ]
+    send_bodies(failures, bodies)
+
+    s = drain("search-indexer", mode="replay", handle_record=sample_consumers.index_v1, **FAST)
+    assert (s.taken, s.succeeded, s.parked, s.still_failing) == (6, 1, 5, 0) and conserved(s)
+    assert s.exit_code == 1
+    assert depth(failures) == 0
+    parked = take_all(parking)
+    reasons = sorted(m["attributes"]["parkReason"] for m in parked)
+    assert any(r.startswith("malformed envelope: body is not JSON") for r in reasons)
+    assert any("unsupported envelope version 99" in r for r in reasons)
+    assert any("unknown consumer 'billing'" in r for r in reasons)
+    assert any("envelope for consumer 'crm-sync'" in r for r in reasons)
+    assert any(r.startswith("not a valid stream record") for r in reasons)
+    assert "not json" in [m["raw"] for m in parked]  # kept byte for byte
+    assert set(index_items()) == {"u0001"}
+
+
+def test_claim_checked_record_is_fetched_from_s3(queues, index_table):
+    failures, parking = queues
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="claims")
+    big = insert(user(7, bio="x" * 5000))
+    s3.put_object(Bucket="claims", Key="claim-checks/a.json", Body=json.dumps(big).encode())
+    gone = insert(user(8))
+    capture(
+        failures,
+        [
+            envelope(big, payload_ref={"bucket": "claims", "key": "claim-checks/a.json"}),
+            envelope(gone, payload_ref={"bucket": "claims", "key": "claim-checks/missing.json"}),
+        ],
+    )
+    seen = []
+
+    def handler(record):
+        seen.append(record)
+        sample_consumers.index_v1(record)
+
+    s = drain("search-indexer", mode="replay", handle_record=handler, **FAST)
+    assert (s.succeeded, s.parked) == (1, 1) and conserved(s)
+    assert seen[0].new_image["bio"] == "x" * 5000  # the whole record, not the stub
+    assert seen[0].raw == big
+    assert index_items()["u0007"]["name"] == "Ada Number7"
+    (p,) = take_all(parking)
+    assert "claim-checked record s3://claims/claim-checks/missing.json is missing" in p["attributes"]["parkReason"]
+
+
+def test_latest_mode_never_rolls_state_back(queues, index_table, users_table):
+    failures, _ = queues
+    table = boto3.resource("dynamodb").Table(users_table)
+    old = user(1, fullname="Old Name")
+    new = user(1, fullname="New Name")
+    table.put_item(Item=new)  # the table moved on; the index already has the newer state
+    sample_consumers.index_v2(StreamRecord(make_record("MODIFY", keys={"user_id": "u0001"}, new_image=new, old_image=old)))
+    stale = make_record("MODIFY", keys={"user_id": "u0001"}, new_image=old, old_image=user(1, fullname="Older"))
+    removed = insert(user(2))  # captured INSERT of an item deleted since
+    sample_consumers.index_v2(StreamRecord(removed))
+    capture(failures, [envelope(stale), envelope(removed)])
+    seen = []
+
+    def handler(record):
+        seen.append(record)
+        sample_consumers.index_v2(record)
+
+    s = drain("search-indexer", handle_record=handler, **FAST)  # search-indexer's default: latest
+    assert s.mode == "latest" and s.succeeded == 2 and s.exit_code == 0
+    assert index_items()["u0001"]["name"] == "New Name"
+    assert "u0002" not in index_items()
+    by_id = {r.event_id: r for r in seen}
+    assert by_id[stale["eventID"]].event_name == "MODIFY"
+    assert by_id[stale["eventID"]].sequence_number == stale["dynamodb"]["SequenceNumber"]
+    assert by_id[stale["eventID"]].old_image is None
+    assert by_id[removed["eventID"]].event_name == "REMOVE"
+    assert by_id[removed["eventID"]].old_image["email"] == "user2@example.com"
+
+    # The same stale record in replay mode does roll the index back: why latest exists.
+    capture(failures, [envelope(stale)])
+    drain("search-indexer", mode="replay", handle_record=sample_consumers.index_v2, **FAST)
+    assert index_items()["u0001"]["name"] == "Old Name"
+
+
+def test_a_record_already_applied_is_not_applied_twice(env, monkeypatch):
+    failures, parking = make_queues("slack-notifier")
+    monkeypatch.setenv("TEST_NOTIFY_TABLE", make_table("notify"))
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(
+        TableName="idem",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", "idem")
+    applied = insert(user(1))
+    fresh = insert(user(2))
+    # The stream path applied this record, yet it was captured too (e.g. the invocation timed out).
+    sample_consumers.notify_once(StreamRecord(applied))
+    capture(failures, [envelope(applied, "slack-notifier"), envelope(fresh, "slack-notifier"), envelope(fresh, "slack-notifier")])
+
+    s = drain("slack-notifier", handle_record=sample_consumers.notify_once, **FAST)  # replay by default
+    assert s.mode == "replay" and (s.taken, s.succeeded) == (3, 3)
+    posts = {i["user_id"]: int(i["posts"]) for i in boto3.resource("dynamodb").Table("notify").scan()["Items"]}
+    assert posts == {"u0001": 1, "u0002": 1}
+    assert depth(failures) == 0 and depth(parking) == 0
+
+
+def test_concurrency_keeps_order_per_key(queues):
+    failures, _ = queues
+    records = []
+    for n in range(6):  # 6 changes per key, in stream order
+        for k in range(5):
+            records.append(make_record("MODIFY", keys={"user_id": f"k{k}"}, new_image={"user_id": f"k{k}", "n": n}))
+    import random
+
+    shuffled = records[:]
+    random.Random(7).shuffle(shuffled)
+    capture(failures, [envelope(r) for r in shuffled])
+    lock = threading.Lock()
+    calls: list[tuple[str, int, int]] = []
+    threads = set()
+    barrier = threading.Barrier(2, timeout=5)
+
+    def handler(record):
+        with lock:
+            calls.append((record.keys["user_id"], int(record.sequence_number), record.new_image["n"]))
+            threads.add(threading.get_ident())
+        try:  # make two groups overlap, proving they really run side by side
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    s = drain("search-indexer", mode="replay", handle_record=handler, concurrency=4, **FAST)
+    assert s.succeeded == 30 and conserved(s)
+    assert len(threads) > 1
+    for k in range(5):
+        ns = [n for key, _, n in calls if key == f"k{k}"]
+        assert ns == sorted(ns) and len(ns) == 6
+
+
+def test_transient_errors_get_bounded_retries(queues):
+    failures, _ = queues
+    capture(failures, [envelope(insert(user(1))), envelope(insert(user(2)))])
+    attempts = {}
+
+    def flaky(record):
+        uid = record.keys["user_id"]
+        attempts[uid] = attempts.get(uid, 0) + 1
+        if uid == "u0001" and attempts[uid] < 2:
+            raise TransientError("429", retry_after=0)
+        if uid == "u0002":
+            raise TransientError("still 503", retry_after=0)
+
+    s = drain("search-indexer", mode="replay", handle_record=flaky, max_retries=2, retry_base_delay_s=0, **FAST)
+    assert (s.succeeded, s.still_failing) == (1, 1)
+    assert attempts == {"u0001": 2, "u0002": 3}
+
+
+def test_max_and_time_budget_stop_the_run_and_lose_nothing(queues):
+    failures, _ = queues
+    capture(failures, [envelope(insert(user(i))) for i in range(30)])
+    ok = lambda record: None  # noqa: E731
+
+    s = drain("search-indexer", mode="replay", handle_record=ok, max_messages=12, **FAST)
+    assert s.taken == 12 == s.succeeded and s.stopped_by.startswith("max 12")
+    assert depth(failures) == 18  # the rest, visible again
+
+    class Checks:  # a deadline that expires after a number of looks (no wall clock)
+        def __init__(self, n):
+            self.n = n
+
+        def expired(self):
+            self.n -= 1
+            return self.n < 0
+
+        def remaining_s(self):
+            return 0.0 if self.n <= 0 else 60.0
+
+        def allows(self, seconds):
+            return not self.expired()
+
+    s = drain("search-indexer", mode="replay", handle_record=ok, deadline=Checks(4), **FAST)
+    assert s.stopped_by == "time budget used" and conserved(s)
+    assert s.taken + depth(failures) == 18
+
+
+def test_resend_failure_leaves_the_original(queues):
+    failures, _ = queues
+    records = [insert(user(i)) for i in range(3)]
+    capture(failures, [envelope(r) for r in records])
+    sqs = boto3.client("sqs")
+
+    def refuse(request, **_):  # SQS answers every SendMessageBatch with a 400
+        from botocore.awsrequest import AWSResponse
+
+        body = b'{"__type": "com.amazonaws.sqs#InvalidParameterValue", "message": "refused by test"}'
+
+        class Raw:
+            def stream(self, **kw):
+                yield body
+
+        response = AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, Raw())
+        response._content = body
+        return response
+
+    sqs.meta.events.register("before-send.sqs.SendMessageBatch", refuse)
+    s = drain("search-indexer", mode="replay", handle_record=sample_consumers.always_fails, sqs=sqs, **FAST)
+    assert (s.taken, s.still_failing, s.resent) == (3, 3, 0) and conserved(s)
+    left = take_all(failures)
+    assert sorted(m["body"]["record"]["eventID"] for m in left) == sorted(r["eventID"] for r in records)
+    assert {m["body"]["attempts"] for m in left} == {1}  # untouched originals
+
+
+def test_configuration_errors():
+    with pytest.raises(ConfigError, match="unknown consumer"):
+        drain("nobody")
+
+
+def test_config_missing_queue(env):
+    with pytest.raises(ConfigError, match="userstream-dev-search-indexer-failures does not exist"):
+        drain("search-indexer", mode="replay", handle_record=lambda r: None)
