@@ -64,6 +64,7 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # headers + body in one segment (no 40 ms delayed-ACK stalls)
 
             def _serve(self) -> None:
                 fake._handle(self)
@@ -76,7 +77,7 @@ class FakeServer:
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"{self.name}-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"{self.name}-{self.port}", daemon=True)
         self._thread.start()
         return self
 
@@ -117,6 +118,10 @@ class FakeServer:
         parts = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
+        if body and (h.headers.get("Content-Encoding") or "").lower() == "gzip":
+            import gzip
+
+            body = gzip.decompress(body)
         req = Request(h.command, parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()},
                       {k.lower(): v for k, v in h.headers.items()}, body)
         with self.lock:

@@ -1,0 +1,195 @@
+"""search-indexer against both sinks: upsert, REMOVE, out-of-order writes, errors, CLI."""
+import json
+
+import pytest
+
+import consumers.search_indexer as si
+from streamkit import ConfigError, PermanentError, TransientError
+
+from .conftest import sr, v1_user, v2_user
+
+# Sequence numbers of different lengths: as text "9..." > "1...", as integers it is the reverse.
+OLD = "99999999999999999999999"      # 23 digits
+NEW = "100000000000000000000000"     # 24 digits
+NEWER = "100000000000000000000001"
+
+
+def test_insert_then_search_finds_the_user(search_sink):
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    si.handle_record(sr("INSERT", v2_user(2), seq=NEW))
+    hits = si.search("ada")
+    assert [h["user_id"] for h in hits] == ["u1"]
+    assert hits[0]["name"] == "Ada Lovelace1" and hits[0]["email"] == "user1@example.com"
+    assert [h["user_id"] for h in si.search("hopper2")] == ["u2"]
+    assert si.search("nobody") == []
+
+
+def test_modify_replaces_the_document(search_sink):
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    si.handle_record(sr("MODIFY", v1_user(1, fullname="Ada King"), old=v1_user(1), seq=NEW))
+    assert si.search("lovelace1") == []
+    assert [h["name"] for h in si.search("king")] == ["Ada King"]
+    assert search_sink.get("u1")["seq"] == NEW
+
+
+def test_older_record_never_overwrites_newer_state(search_sink):
+    """Sequence numbers compare as integers: the 23-digit OLD is older than the 24-digit NEW."""
+    si.handle_record(sr("MODIFY", v1_user(1, fullname="Ada New"), seq=NEW))
+    si.handle_record(sr("MODIFY", v1_user(1, fullname="Ada Old"), seq=OLD))  # late redelivery
+    doc = search_sink.get("u1")
+    assert doc["name"] == "Ada New" and doc["seq"] == NEW
+    assert si.search("old") == []
+
+
+def test_same_record_twice_is_a_no_op(search_sink):
+    record = sr("INSERT", v1_user(1), seq=NEW)
+    assert search_sink.put("u1", si.build_document(record.new_image), NEW) == "written"
+    assert search_sink.put("u1", si.build_document(record.new_image), NEW) == "stale"
+    si.handle_record(record)
+    assert len(si.search("ada")) == 1
+
+
+def test_remove_hides_the_user_and_missing_documents_are_fine(search_sink):
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    si.handle_record(sr("REMOVE", None, old=v1_user(1), seq=NEW))
+    assert si.search("ada") == []
+    assert search_sink.get("u1")["deleted"] is True
+    si.handle_record(sr("REMOVE", None, old=v1_user(9), seq=NEWER))  # never indexed: fine
+    assert search_sink.get("u9")["deleted"] is True
+
+
+def test_older_remove_does_not_delete_newer_state(search_sink):
+    si.handle_record(sr("INSERT", v1_user(1), seq=NEW))
+    si.handle_record(sr("REMOVE", None, old=v1_user(1), seq=OLD))
+    assert [h["user_id"] for h in si.search("ada")] == ["u1"]
+
+
+def test_older_insert_does_not_resurrect_a_removed_user(search_sink):
+    si.handle_record(sr("REMOVE", None, old=v1_user(1), seq=NEW))
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    assert si.search("ada") == []
+    si.handle_record(sr("INSERT", v1_user(1, fullname="Ada Again"), seq=NEWER))  # a real re-signup
+    assert [h["name"] for h in si.search("again")] == ["Ada Again"]
+
+
+def test_schema_change_legacy_fails_with_keyerror_fix_accepts_both(search_sink, monkeypatch):
+    monkeypatch.setenv("USER_SCHEMA_MODE", "legacy")
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    with pytest.raises(KeyError, match="fullname"):
+        si.handle_record(sr("INSERT", v2_user(2), seq=NEW))
+    monkeypatch.setenv("USER_SCHEMA_MODE", "compat")
+    si.handle_record(sr("INSERT", v2_user(2), seq=NEW))
+    assert [h["name"] for h in si.search("grace")] == ["Grace Hopper2"]
+
+
+def test_bad_sequence_number_and_missing_image_are_permanent(search_sink):
+    with pytest.raises(PermanentError, match="sequence number"):
+        si.handle_record(sr("INSERT", v1_user(1), seq="12ab"))
+    with pytest.raises(PermanentError, match="NewImage"):
+        si.handle_record(sr("INSERT", None, seq=NEW, user="u1"))
+
+
+# --- OpenSearch specifics ------------------------------------------------------------------
+@pytest.fixture
+def os_sink(opensearch, monkeypatch):
+    monkeypatch.setenv("SEARCH_URL", opensearch.url)
+    monkeypatch.setenv("SEARCH_INDEX", "users-test")
+    return si.get_sink()
+
+
+def test_opensearch_exact_requests(os_sink, opensearch):
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    si.handle_record(sr("MODIFY", v1_user(1, plan="team"), seq=NEW))
+    calls = [(r.method, r.path, r.query) for r in opensearch.requests]
+    assert calls == [
+        ("HEAD", "/users-test", {}),
+        ("PUT", "/users-test", {}),
+        ("GET", "/users-test/_doc/u1", {}),
+        ("PUT", "/users-test/_create/u1", {}),
+        ("GET", "/users-test/_doc/u1", {}),
+        ("PUT", "/users-test/_doc/u1", {"if_seq_no": "0", "if_primary_term": "1"}),
+    ]
+    assert json.loads(opensearch.requests[1].body)["mappings"]["properties"]["seq_key"] == {"type": "keyword"}
+    doc = json.loads(opensearch.requests[-1].body)
+    assert doc["plan"] == "team" and doc["seq"] == NEW and doc["deleted"] is False
+    assert doc["seq_key"] == NEW.zfill(48)
+
+
+def test_opensearch_concurrent_write_conflict_is_rechecked(os_sink, opensearch):
+    """A 409 between our read and our write (someone else wrote) makes us compare again."""
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    # Simulate the race for real: after our read, another writer stores a newer version.
+    original_read = os_sink._read
+
+    def racing_read(doc_id, _done=[]):
+        current = original_read(doc_id)
+        if not _done:
+            _done.append(1)
+            os_sink.client.index(index=os_sink.index, id=doc_id,
+                                 body={**current["_source"], "name": "Racer", "seq": NEWER, "seq_key": NEWER.zfill(48)})
+        return current
+
+    os_sink._read = racing_read
+    assert os_sink.put("u1", si.build_document(v1_user(1, fullname="Ada Mid")), NEW) == "stale"
+    assert os_sink.get("u1")["name"] == "Racer"
+    puts = [r for r in opensearch.requests if r.method == "PUT" and "if_seq_no" in r.query]
+    assert len(puts) == 1  # the conditional write was refused (409), then the re-read saw NEWER
+
+
+@pytest.mark.parametrize("status, error", [(429, TransientError), (503, TransientError), (400, PermanentError),
+                                           (403, PermanentError)])
+def test_opensearch_errors_map_to_transient_or_permanent(os_sink, opensearch, status, error):
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))  # index exists now
+    opensearch.fail(status, {"error": {"type": "x", "reason": "injected"}, "status": status}, path_contains="/_doc/")
+    with pytest.raises(error):
+        si.handle_record(sr("MODIFY", v1_user(1), seq=NEW))
+    si.handle_record(sr("MODIFY", v1_user(1, plan="after"), seq=NEW))  # the next attempt succeeds
+    assert os_sink.get("u1")["plan"] == "after"
+
+
+def test_opensearch_unreachable_is_transient(monkeypatch):
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("SEARCH_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TransientError, match="unreachable"):
+        si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+
+
+def test_sigv4_for_amazon_hosts():
+    from opensearchpy import Urllib3AWSV4SignerAuth
+
+    from consumers.sinks.opensearch import aws_service, build_client, region_from_host
+
+    host = "search-users-abc123.eu-west-1.es.amazonaws.com"
+    assert aws_service(host) == "es" and region_from_host(host) == "eu-west-1"
+    assert aws_service("abc.us-east-1.aoss.amazonaws.com") == "aoss"
+    assert aws_service("localhost") is None
+    conn = build_client(f"https://{host}").transport.get_connection()
+    assert isinstance(conn.http_auth, Urllib3AWSV4SignerAuth)
+    headers = conn.http_auth("GET", f"https://{host}/users/_doc/u1", None, {})
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256")
+    assert "/eu-west-1/es/aws4_request" in headers["Authorization"]
+    plain = build_client("http://localhost:9200").transport.get_connection()
+    assert not callable(getattr(plain, "http_auth", None))
+
+
+# --- configuration and CLI -----------------------------------------------------------------
+def test_search_url_required_in_lambda_and_validated(monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "userstream-dev-search-indexer")
+    with pytest.raises(ConfigError, match="SEARCH_URL"):
+        si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    monkeypatch.setenv("SEARCH_URL", "ftp://nope")
+    with pytest.raises(ConfigError, match="sqlite"):
+        si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+
+
+def test_cli_search(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/cli.sqlite3"
+    monkeypatch.setenv("SEARCH_URL", url)
+    si.handle_record(sr("INSERT", v1_user(1), seq=OLD))
+    si._sinks.clear()
+    assert si.main(["search", "ada", "--json", "--url", url]) == 0
+    assert [h["user_id"] for h in json.loads(capsys.readouterr().out)] == ["u1"]
+    assert si.main(["search", "lovelace", "--url", url]) == 0
+    out = capsys.readouterr().out
+    assert "u1\tAda Lovelace1" in out and "(1 match for 'lovelace')" in out
