@@ -129,3 +129,30 @@ def test_missing_settings_are_config_errors(slack, idempotency_table, monkeypatc
 def test_v2_items_post_with_the_fix(slack, idempotency_table):
     sn.handle_record(sr("INSERT", v2_user(2)))
     assert slack.messages[0]["text"] == ":tada: New signup: *Grace Hopper2* (free plan)"
+
+
+def test_failure_to_mark_completed_still_reports_success_and_never_reposts(slack, idempotency_table):
+    """The post happened; failing the record would invite a second post. The claim stays
+    IN_PROGRESS, so a redelivery inside the lock timeout is refused (transient), not reposted."""
+    from botocore.awsrequest import AWSResponse
+
+    import streamkit.idempotency as idem
+
+    class Raw:
+        def stream(self, **kw):
+            yield b'{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}'
+
+    def fail_update(request, **kwargs):
+        return AWSResponse(request.url, 500, {}, Raw())
+
+    client = idem._dynamodb()
+    client.meta.events.register("before-send.dynamodb.UpdateItem", fail_update)
+    try:
+        sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-x"))  # no exception
+    finally:
+        client.meta.events.unregister("before-send.dynamodb.UpdateItem", fail_update)
+    assert len(slack.messages) == 1
+    assert table_items(idempotency_table)["slack-notifier#ev-x"]["status"]["S"] == "IN_PROGRESS"
+    with pytest.raises(TransientError):
+        sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-x"))
+    assert len(slack.messages) == 1
