@@ -1,0 +1,228 @@
+"""Embedded AWS: moto in server mode on a free loopback port, and the stack deployed on it.
+
+The stack comes from the packaged template (``serverless package``), created through
+CloudFormation on moto, so what runs locally is what ``serverless deploy`` would create.
+The functions' settings (handler, timeout, environment: queue URLs, table names) are read
+back from the Lambda functions moto created (``GetFunctionConfiguration``), not from a
+second copy of the configuration. The event-source mappings' settings come from the same
+template (see ``local.template``). Local overrides exist only for what points at local
+stand-ins: ``SEARCH_URL``, ``SLACK_WEBHOOK_URL``, ``CRM_BASE_URL``, ``CRM_TOKEN``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .esm import MappingConfig
+from .functions import FunctionConfig
+from .template import TemplateError, function_logical_id, load_template, strip_event_source_mappings
+
+LOCAL_OVERRIDE_KEYS = ("SEARCH_URL", "SLACK_WEBHOOK_URL", "CRM_BASE_URL", "CRM_TOKEN")
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedAws:
+    """A ThreadedMotoServer in this process; ``start()`` points boto3 (and child processes) at it."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+
+    def start(self) -> "EmbeddedAws":
+        from moto.server import ThreadedMotoServer
+
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            os.environ.pop(var, None)  # never reach a real account from the local runtime
+        os.environ.update(AWS_ENV)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per request
+        self._server.start()
+        os.environ["AWS_ENDPOINT_URL"] = self.url
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> "EmbeddedAws":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+@dataclass
+class Deployment:
+    """The deployed stack as the local runtime needs it."""
+
+    stack_name: str
+    resources: dict[str, tuple[str, str]]  # logical id -> (type, physical id)
+    functions: dict[str, FunctionConfig]  # by deployed function name
+    mappings: list[MappingConfig]
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def physical_id(self, logical_id: str) -> str:
+        try:
+            return self.resources[logical_id][1]
+        except KeyError:
+            raise TemplateError(f"the stack has no resource {logical_id!r}") from None
+
+    def function_for(self, suffix: str) -> FunctionConfig:
+        """The function whose deployed name ends with ``suffix`` (``crm-sync`` -> userstream-dev-crm-sync)."""
+        hits = [f for name, f in self.functions.items() if name == suffix or name.endswith("-" + suffix)]
+        if len(hits) != 1:
+            raise KeyError(f"no single function named *{suffix} among {sorted(self.functions)}")
+        return hits[0]
+
+    @property
+    def table_name(self) -> str:
+        tables = [p for t, p in self.resources.values() if t == "AWS::DynamoDB::Table"
+                  and (p.endswith("users") or "users" in p.lower())]
+        if not tables:
+            raise TemplateError("the stack has no users table")
+        return tables[0]
+
+
+def default_stack_name(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return f"{env.get('SERVICE_NAME', 'userstream')}-{env.get('STAGE', 'dev')}"
+
+
+class _Resolver:
+    """Resolve the few intrinsics a mapping's properties use, against the deployed stack."""
+
+    def __init__(self, resources: dict[str, tuple[str, str]]):
+        import boto3
+
+        self.resources = resources
+        self.ddb, self.sqs, self.lam = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("lambda")
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str) or value is None:
+            return value
+        if isinstance(value, dict) and "Ref" in value:
+            return self._physical(value["Ref"])[1]
+        if isinstance(value, dict) and "Fn::GetAtt" in value:
+            target = value["Fn::GetAtt"]
+            logical, attr = target if isinstance(target, list) else target.split(".", 1)
+            rtype, pid = self._physical(logical)
+            if rtype == "AWS::DynamoDB::Table" and attr in ("StreamArn", "LatestStreamArn"):
+                return self.ddb.describe_table(TableName=pid)["Table"]["LatestStreamArn"]
+            if rtype == "AWS::SQS::Queue" and attr == "Arn":
+                return self.sqs.get_queue_attributes(QueueUrl=pid, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            if rtype == "AWS::Lambda::Function" and attr == "Arn":
+                return self.lam.get_function_configuration(FunctionName=pid)["FunctionArn"]
+            if rtype == "AWS::SNS::Topic":
+                return pid
+        raise TemplateError(f"the local runtime cannot resolve {json.dumps(value)} in an event-source mapping")
+
+    def _physical(self, logical: str) -> tuple[str, str]:
+        if logical not in self.resources:
+            raise TemplateError(f"template references {logical!r}, which the stack does not contain")
+        return self.resources[logical]
+
+
+def deploy(
+    template: dict | None = None,
+    *,
+    stack_name: str | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Deployment:
+    """Create the stack on the embedded AWS and describe it for the emulator."""
+    import boto3
+
+    template = template if template is not None else load_template()
+    moto_template, _ = strip_event_source_mappings(template)
+    stack_name = stack_name or default_stack_name()
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(moto_template),
+                     Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
+    return describe(template, stack_name=stack_name, overrides=overrides)
+
+
+def describe(
+    template: dict | None = None,
+    *,
+    stack_name: str | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Deployment:
+    """Describe an already deployed stack (functions from Lambda, mappings from the template)."""
+    import boto3
+
+    template = template if template is not None else load_template()
+    _, esm_props = strip_event_source_mappings(template)
+    stack_name = stack_name or default_stack_name()
+    cfn = boto3.client("cloudformation")
+    try:
+        stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
+    except cfn.exceptions.ClientError as exc:
+        raise TemplateError(f"no stack {stack_name!r} at {os.environ.get('AWS_ENDPOINT_URL')}: {exc}") from None
+    if stack["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        events = cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
+        reasons = [f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason')}" for e in events if "FAILED" in e["ResourceStatus"]]
+        raise TemplateError(f"stack {stack_name} is {stack['StackStatus']}: {'; '.join(reasons) or 'no reason given'}")
+    resources = {
+        r["LogicalResourceId"]: (r["ResourceType"], r["PhysicalResourceId"])
+        for r in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+    }
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
+
+    lam = boto3.client("lambda")
+    functions: dict[str, FunctionConfig] = {}
+    for rtype, pid in resources.values():
+        if rtype != "AWS::Lambda::Function":
+            continue
+        conf = lam.get_function_configuration(FunctionName=pid)
+        env = dict((conf.get("Environment") or {}).get("Variables") or {})
+        functions[conf["FunctionName"]] = FunctionConfig(
+            name=conf["FunctionName"],
+            handler=conf["Handler"],
+            environment=apply_local_overrides(env, overrides or {}),
+            timeout_s=float(conf.get("Timeout") or 6),
+            arn=conf["FunctionArn"],
+        )
+
+    resolve = _Resolver(resources)
+    mappings = []
+    for logical_id, props in sorted(esm_props.items()):
+        fn_logical = function_logical_id(props.get("FunctionName"))
+        on_failure = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        mappings.append(MappingConfig.from_properties(
+            logical_id,
+            props,
+            function=resolve._physical(fn_logical)[1],
+            stream_arn=resolve(props.get("EventSourceArn")),
+            on_failure_arn=resolve(on_failure),
+        ))
+    return Deployment(stack_name, resources, functions, mappings, outputs)
+
+
+def apply_local_overrides(env: dict[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
+    """Point a function at local stand-ins; only the stand-in settings may be overridden."""
+    unknown = sorted(set(overrides) - set(LOCAL_OVERRIDE_KEYS))
+    if unknown:
+        raise ValueError(f"only {', '.join(LOCAL_OVERRIDE_KEYS)} may be overridden locally, not {unknown}")
+    out = dict(env)
+    for key, value in overrides.items():
+        out[key] = value
+        out.pop(f"{key}_PARAM", None)  # the plain local value replaces the SSM parameter name
+    return out
