@@ -43,10 +43,13 @@ class EmbeddedAws:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: Any = None
+        self._saved_env: dict[str, str | None] = {}
 
     def start(self) -> "EmbeddedAws":
         from moto.server import ThreadedMotoServer
 
+        keys = [*AWS_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"]
+        self._saved_env = {k: os.environ.get(k) for k in keys}
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
             os.environ.pop(var, None)  # never reach a real account from the local runtime
         os.environ.update(AWS_ENV)
@@ -62,6 +65,11 @@ class EmbeddedAws:
         if self._server is not None:
             self._server.stop()
             self._server = None
+            for k, v in self._saved_env.items():  # leave the process environment as it was
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def __enter__(self) -> "EmbeddedAws":
         return self.start()

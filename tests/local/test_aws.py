@@ -1,0 +1,101 @@
+"""Embedded AWS: the stack from the (packaged or hand-written) template, functions read back
+from what moto deployed, mapping settings from the same template."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from local.aws import apply_local_overrides, deploy
+from local.esm import Emulator
+from local.functions import FunctionRuntime
+from local.template import TemplateError, load_template, strip_event_source_mappings
+from tests.local import recorder
+from tests.local.stack_template import template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_HANDLERS = {c: "tests/local/fn_handlers.handler" for c in ("search-indexer", "slack-notifier", "crm-sync")}
+
+
+def test_strip_keeps_everything_but_the_mappings_and_inlines_code():
+    t = template()
+    moto_t, mappings = strip_event_source_mappings(t)
+    assert len(mappings) == 3 and all(k.endswith("EventSourceMappingDynamodbUsersTable") for k in mappings)
+    assert not [r for r in moto_t["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert len(moto_t["Resources"]) == len(t["Resources"]) - 3
+    fn = moto_t["Resources"]["CrmDashsyncLambdaFunction"]["Properties"]
+    assert "ZipFile" in fn["Code"] and fn["Environment"] == t["Resources"]["CrmDashsyncLambdaFunction"]["Properties"]["Environment"]
+    assert "S3Bucket" in t["Resources"]["CrmDashsyncLambdaFunction"]["Properties"]["Code"]  # input untouched
+
+
+def test_deploy_reads_the_functions_back_from_the_stack(aws):
+    dep = deploy(template(TEST_HANDLERS, batch_size=7), overrides={"SEARCH_URL": "sqlite:///x.db", "CRM_TOKEN": "t"})
+    sqs, ddb = boto3.client("sqs"), boto3.client("dynamodb")
+    crm = dep.function_for("crm-sync")
+    assert crm.name == "userstream-dev-crm-sync" and crm.handler == "tests/local/fn_handlers.handler"
+    assert crm.timeout_s == 30 and crm.arn.endswith(":function:userstream-dev-crm-sync")
+    env = crm.environment
+    assert env["FAILURE_POLICY"] == "hard-fail" and env["USERS_TABLE"] == "userstream-dev-users"
+    # moto names CloudFormation queues by their AWS-style URL; either form reaches the queue
+    assert env["FAILURE_QUEUE_URL"].endswith("/123456789012/userstream-dev-crm-sync-failures")
+    assert sqs.get_queue_attributes(QueueUrl=env["FAILURE_QUEUE_URL"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"].endswith(":userstream-dev-crm-sync-failures")
+    assert env["SEARCH_URL"] == "sqlite:///x.db" and env["CRM_TOKEN"] == "t" and "CRM_TOKEN_PARAM" not in env
+    assert env["SLACK_WEBHOOK_URL_PARAM"]  # not overridden: left as deployed
+    assert set(dep.functions) == {f"userstream-dev-{n}" for n in ("search-indexer", "slack-notifier", "crm-sync", "reprocess")}
+    stream_arn = ddb.describe_table(TableName="userstream-dev-users")["Table"]["LatestStreamArn"]
+    by_fn = {m.function: m for m in dep.mappings}
+    assert all(m.stream_arn == stream_arn and m.batch_size == 7 for m in dep.mappings)
+    si = by_fn["userstream-dev-search-indexer"]
+    assert si.bisect_on_error and si.report_batch_item_failures and si.max_retry_attempts == 5
+    assert si.on_failure_arn == sqs.get_queue_attributes(
+        QueueUrl=sqs.get_queue_url(QueueName="userstream-dev-search-indexer-esm-on-failure")["QueueUrl"],
+        AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert by_fn["userstream-dev-slack-notifier"].filter_criteria["Filters"][0]["Pattern"] == '{"eventName": ["INSERT"]}'
+    assert by_fn["userstream-dev-crm-sync"].max_retry_attempts == -1
+    assert boto3.client("lambda").list_event_source_mappings()["EventSourceMappings"] == []  # moto never sees them
+
+    # and the emulator runs the deployed functions with their deployed environment
+    recorder.calls.clear()
+    em = Emulator(dep.mappings, {n: FunctionRuntime(c) for n, c in dep.functions.items()}, retry_backoff_s=0)
+    for fn in ("search-indexer", "slack-notifier", "crm-sync"):
+        em.redeploy(dep.function_for(fn).name, {"FN_NAME": fn})
+    ddb.put_item(TableName="userstream-dev-users", Item={"user_id": {"S": "a1"}})
+    ddb.delete_item(TableName="userstream-dev-users", Key={"user_id": {"S": "a1"}})
+    assert em.run_until_idle().ok
+    got = sorted((n, tuple(users)) for n, _, users in recorder.calls)
+    assert got == [("crm-sync", ("a1", "a1")), ("search-indexer", ("a1", "a1")), ("slack-notifier", ("a1",))]
+
+
+def test_only_stand_in_settings_can_be_overridden():
+    with pytest.raises(ValueError, match="FAILURE_QUEUE_URL"):
+        apply_local_overrides({}, {"FAILURE_QUEUE_URL": "http://elsewhere"})
+
+
+def test_a_missing_template_says_how_to_make_it(tmp_path):
+    with pytest.raises(TemplateError, match="make package"):
+        load_template(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(TemplateError, match="not valid JSON"):
+        load_template(tmp_path / "bad.json")
+
+
+def test_cli_run_until_idle_on_a_fresh_stack(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(template()))
+    proc = subprocess.run([sys.executable, "-m", "local", "run", "--until-idle", "--template", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "LOCAL_ESM_STATE": str(tmp_path / "esm.json")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "userstream-dev-crm-sync: iterator age 0.0s" in proc.stdout
+    state = json.loads((tmp_path / "esm.json").read_text())
+    assert {m["functionName"] for m in state["mappings"]} == {f"userstream-dev-{n}" for n in ("search-indexer", "slack-notifier", "crm-sync")}
+
+
+def test_cli_without_a_template_fails_clearly(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "local", "demo", "--template", str(tmp_path / "missing.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "make package" in proc.stderr
