@@ -273,9 +273,14 @@ class Mapping:
         self.counters.delivered += len(batch)
         error: str | None = None
         lowest: int | None = None
+        started = self.em.clock()
         try:
             response = self.function.invoke(event)
-            if self.config.report_batch_item_failures:
+            timeout = self.function.config.timeout_s
+            if self.em.clock() - started > timeout:
+                # Lambda would have stopped it: the side effects happened, the batch failed
+                error = f"Task timed out after {timeout:.2f} seconds"
+            elif self.config.report_batch_item_failures:
                 lowest = failed_index(response, batch)
         except Exception as exc:  # the function errored: the whole batch failed
             error = short_error(exc)

@@ -25,7 +25,9 @@ def handler(event, context):
     recorder.calls.append((name, [r["dynamodb"]["SequenceNumber"] for r in records], [_user(r) for r in records]))
     recorder.environ_seen.append((name, os.environ.get("SHARED_VAR")))
     assert LOADED_WITH == name
-    assert context.get_remaining_time_in_millis() > 0
+    recorder.remaining_ms.append(context.get_remaining_time_in_millis())
+    for hook in recorder.hooks:
+        hook(name, event)
     failing = [r for r in records if _user(r) in bad]
     if behaviour == "raise-on-bad" and failing:
         raise RuntimeError(f"cannot handle {_user(failing[0])}")

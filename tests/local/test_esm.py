@@ -26,6 +26,8 @@ def stream(aws):
     )
     recorder.calls.clear()
     recorder.environ_seen.clear()
+    recorder.remaining_ms.clear()
+    recorder.hooks.clear()
     return ddb.describe_table(TableName="users")["Table"]["LatestStreamArn"]
 
 
@@ -294,3 +296,41 @@ def test_a_handler_that_cannot_be_imported_fails_the_batch_and_blocks(stream):
     put_users(1)
     assert em.run_until_idle(stall_after=2).stalled == ["broken"]
     assert "no_such_module" in em.mapping("broken").last_error
+
+
+def test_batching_window_waits_for_a_full_batch_or_the_window(stream):
+    offset = [0.0]
+    clock = lambda: time.time() + offset[0]  # noqa: E731
+    em = emulator(stream, {"function": "window", "batch_size": 5, "max_batching_window_s": 10},
+                  functions=[function("window")], clock=clock)
+    put_users(3)
+    em.step()
+    em.step()
+    assert calls_of("window") == []  # 3 of 5 records, window still open
+    offset[0] = 11
+    em.step()
+    assert [users for _, users in calls_of("window")] == [["u000", "u001", "u002"]]
+    put_users(6, start=3)
+    em.step()  # a full batch goes at once
+    assert [users for _, users in calls_of("window")][-1] == ["u003", "u004", "u005", "u006", "u007"]
+
+
+def test_the_context_deadline_is_the_function_timeout_and_overruns_fail_the_batch(stream):
+    offset = [0.0]
+    clock = lambda: time.time() + offset[0]  # noqa: E731
+    fn = function("slow")
+    fn.config.timeout_s = 3
+    em = emulator(stream, {"function": "slow"}, functions=[fn], clock=clock)
+    put_users(2)
+    slow_once = [True]
+
+    def overrun(name, event):
+        if slow_once[0]:
+            slow_once[0] = False
+            offset[0] += 5  # this invocation "took" 5 s of a 3 s timeout
+
+    recorder.hooks.append(overrun)
+    assert em.run_until_idle().ok
+    assert 0 < recorder.remaining_ms[0] <= 3000
+    assert [users for _, users in calls_of("slow")] == [["u000", "u001"]] * 2  # timed out, retried whole
+    assert em.mapping("slow").counters.failed_invocations == 1
