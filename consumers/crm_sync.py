@@ -65,6 +65,14 @@ def client() -> Any:
     return _client
 
 
+def prepare() -> None:
+    """Cold-start check (the handler calls it): fail the init with a clear message, not every record."""
+    if not os.environ.get("CRM_BASE_URL"):
+        raise ConfigError("crm-sync needs CRM_BASE_URL (e.g. https://api.hubapi.com, or the local fake CRM)")
+    if not (os.environ.get("CRM_TOKEN") or os.environ.get("CRM_TOKEN_PARAM")):
+        raise ConfigError("crm-sync needs CRM_TOKEN (local) or CRM_TOKEN_PARAM (SSM SecureString name, in AWS)")
+
+
 def _request(method: str, path: str, **kwargs: Any) -> Any:
     """One CRM call; returns the response for 2xx and 404, raises streamkit errors otherwise."""
     import httpx

@@ -84,6 +84,16 @@ def post(payload: dict) -> None:
     raise SlackWebhookError(status, body)
 
 
+def prepare() -> None:
+    """Cold-start check (the handler calls it): fail the init with a clear message, not every record."""
+    from streamkit import ConfigError
+
+    if not os.environ.get("IDEMPOTENCY_TABLE"):
+        raise ConfigError("slack-notifier needs IDEMPOTENCY_TABLE (DynamoDB, partition key 'id' (S), TTL 'expires_at')")
+    if not (os.environ.get("SLACK_WEBHOOK_URL") or os.environ.get("SLACK_WEBHOOK_URL_PARAM")):
+        raise ConfigError("slack-notifier needs SLACK_WEBHOOK_URL (local) or SLACK_WEBHOOK_URL_PARAM (SSM name, in AWS)")
+
+
 @idempotent(CONSUMER)
 def _notify(record: StreamRecord) -> None:
     item = dict(record.new_image or {})

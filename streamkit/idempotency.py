@@ -128,7 +128,7 @@ class Idempotency:
         if status == COMPLETED:
             return None
         lock_left = int(item.get("lock_expires_at", {}).get("N", now)) - now
-        raise TransientError(f"{key} is being processed by another invocation", retry_after=max(1, lock_left))
+        raise TransientError(f"{key} is being processed by another invocation", retry_after=min(max(1, lock_left), 5))
 
     def complete(self, key: str, token: str) -> None:
         _dynamodb().update_item(
