@@ -121,7 +121,12 @@ def upsert(item: dict) -> dict:
     response = _request("POST", f"{CONTACTS}/batch/upsert", json=body)
     if response.status_code == 404:
         raise CrmError(404, "batch upsert endpoint not found (is CRM_BASE_URL right?)")
-    results = response.json().get("results") or []
+    data = response.json()
+    errors = data.get("errors") or []  # 207 Multi-Status: the input was refused
+    if errors:
+        first = errors[0]
+        raise CrmError(response.status_code, str(first.get("message")), str(first.get("category", "")))
+    results = data.get("results") or []
     if not results:
         raise TransientError(f"CRM upsert returned no result: {response.text[:300]}")
     return results[0]

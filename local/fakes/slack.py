@@ -34,7 +34,7 @@ class FakeSlack(FakeServer):
         except ValueError:
             return 400, "invalid_payload"
         if not isinstance(payload, dict) or not (payload.get("text") or payload.get("blocks")):
-            return 400, "invalid_payload" if isinstance(payload, dict) else "invalid_payload"
+            return 400, "invalid_payload"
         with self.lock:
             self.messages.append(payload)
         if self.print_messages:

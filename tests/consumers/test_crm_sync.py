@@ -122,3 +122,10 @@ def test_hard_fail_retries_transient_then_blocks_on_persistent_failure(crm):
     assert out == {"batchItemFailures": [{"itemIdentifier": r["dynamodb"]["SequenceNumber"]} for r in more]}
     assert len(crm.active()) == 3  # nothing after the blocked record was applied
     assert len(crm.requests) == 4 + 3  # 3 upserts + 1 retry, then 1 try + 2 retries of the blocked record
+
+
+def test_multi_status_errors_are_permanent(crm):
+    crm.fail(207, {"status": "COMPLETE", "results": [], "numErrors": 1, "errors": [
+        {"status": "error", "category": "VALIDATION_ERROR", "message": "Property \"plan\" does not exist"}]})
+    with pytest.raises(cs.CrmError, match="VALIDATION_ERROR.*plan"):
+        cs.handle_record(sr("INSERT", v1_user(1)))
