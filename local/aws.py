@@ -122,13 +122,26 @@ class _Resolver:
         import boto3
 
         self.resources = resources
+        self.pseudo = {"AWS::Region": os.environ.get("AWS_REGION", "us-east-1"), "AWS::AccountId": "123456789012",
+                       "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
         self.ddb, self.sqs, self.lam = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("lambda")
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str) or value is None:
             return value
         if isinstance(value, dict) and "Ref" in value:
+            if value["Ref"] in self.pseudo:
+                return self.pseudo[value["Ref"]]
             return self._physical(value["Ref"])[1]
+        if isinstance(value, dict) and "Fn::Join" in value:
+            sep, parts = value["Fn::Join"]
+            return sep.join(str(self(p)) for p in parts)
+        if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+            import re
+
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(self(
+                {"Fn::GetAtt": m.group(1).split(".", 1)} if "." in m.group(1) and not m.group(1).startswith("AWS::")
+                else {"Ref": m.group(1)})), value["Fn::Sub"])
         if isinstance(value, dict) and "Fn::GetAtt" in value:
             target = value["Fn::GetAtt"]
             logical, attr = target if isinstance(target, list) else target.split(".", 1)

@@ -272,18 +272,21 @@ class Demo:
         checks.append(Check("Slack: bug-window signups lost by design (soft-fail)", set(posted).isdisjoint(lost),
                             f"{len(lost)} signups soft-failed under the bug were logged, not posted, not replayed"))
 
+        import boto3
+
+        from consumers.registry import get_consumer
+
+        sqs = boto3.client("sqs")
         sqs_urls = {}
-        for c in CONSUMER_NAMES:
+        for c in CONSUMER_NAMES:  # the queues by the registry's naming convention, as deployed
             env = self.fn(c).environment
-            for kind in ("FAILURE_QUEUE_URL", "PARKING_QUEUE_URL"):
-                if env.get(kind):
-                    sqs_urls[f"{c} {'failure' if kind.startswith('FAILURE') else 'parking'} queue"] = env[kind]
+            for kind, label in (("failures", "failure"), ("parking", "parking")):
+                name = get_consumer(c).queue_name(kind, env)
+                sqs_urls[f"{c} {label} queue"] = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         for m in self.em.mappings:
             if m.config.on_failure_arn and ":sqs:" in m.config.on_failure_arn:
-                import boto3
-
                 name = m.config.on_failure_arn.rsplit(":", 1)[1]
-                sqs_urls[f"{self.short(m.config.function)} on-failure destination"] = boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+                sqs_urls[f"{self.short(m.config.function)} on-failure destination"] = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         depths = {k: self.queue_depth(v) for k, v in sqs_urls.items()}
         checks.append(Check("failure, parking and on-failure queues empty", not any(depths.values()),
                             ", ".join(f"{k}: {v}" for k, v in depths.items() if v) or f"{len(depths)} queues, all empty"))
