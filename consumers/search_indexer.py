@@ -2,7 +2,7 @@
 
 Sink from ``SEARCH_URL``: ``http(s)://`` -> OpenSearch (SigV4 on AWS hosts),
 ``sqlite:///path`` -> embedded SQLite FTS5. Index/table name ``SEARCH_INDEX`` (default
-``users``). Without ``SEARCH_URL``, local runs use ``sqlite:///.local/search.sqlite3``; in
+``users``). Without ``SEARCH_URL``, local runs use ``sqlite:///.local-state/search.sqlite3``; in
 Lambda that is a configuration error. Out-of-order records never overwrite newer state
 (see ``consumers.sinks``). The user's name goes through ``consumers.users`` (the schema
 story: ``USER_SCHEMA_MODE=legacy`` reproduces the v1 KeyError).
@@ -19,7 +19,7 @@ from streamkit import ConfigError, StreamRecord
 from .users import display_name, plain, user_id
 
 CONSUMER = "search-indexer"
-DEFAULT_LOCAL_URL = "sqlite:///.local/search.sqlite3"
+DEFAULT_LOCAL_URL = "sqlite:///.local-state/search.sqlite3"  # where `python -m local` keeps it
 # Item fields copied into the document as they are (the name is built from the schema).
 DOC_FIELDS = ("email", "plan", "created_at", "company", "country")
 

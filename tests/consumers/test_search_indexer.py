@@ -193,3 +193,37 @@ def test_cli_search(tmp_path, monkeypatch, capsys):
     assert si.main(["search", "lovelace", "--url", url]) == 0
     out = capsys.readouterr().out
     assert "u1\tAda Lovelace1" in out and "(1 match for 'lovelace')" in out
+
+
+def test_concurrent_out_of_order_writers_end_at_the_newest(search_sink):
+    """Shuffled MODIFYs of one user from 4 threads: the stored state is the highest sequence
+    number's, whatever the interleaving (conditional upsert / if_seq_no conflicts)."""
+    import random
+    import threading
+
+    seqs = [str(10**22 + i * 7919) for i in range(24)]
+    order = seqs[:]
+    random.Random(4).shuffle(order)
+    chunks = [order[i::4] for i in range(4)]
+    errors = []
+
+    def writer(chunk):
+        for seq in chunk:
+            for _attempt in range(20):  # what the loop does with a TransientError (conflict storm)
+                try:
+                    si.handle_record(sr("MODIFY", v1_user(1, fullname=f"Ada S{seq}"), seq=seq))
+                    break
+                except TransientError:
+                    continue
+            else:
+                errors.append(seq)
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    newest = max(seqs, key=int)
+    doc = search_sink.get("u1")
+    assert doc["seq"] == newest and doc["name"] == f"Ada S{newest}"
