@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoSettings, run_demo
 
-    settings = DemoSettings(template=args.template)
+    from .template import ensure_packaged
+
+    settings = DemoSettings(template=args.template or str(ensure_packaged(ROOT)))
     if args.users:
         settings.v1_users = args.users
     return run_demo(settings)
@@ -26,7 +28,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .functions import FunctionRuntime
     from .template import load_template
 
-    template = load_template(args.template)
+    from .template import ensure_packaged
+
+    template = load_template(args.template or ensure_packaged(ROOT))
     aws = slack = crm = None
     overrides: dict[str, str] = {}
     try:

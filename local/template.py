@@ -30,6 +30,32 @@ def template_path() -> Path:
     return Path(os.environ.get("LOCAL_TEMPLATE") or DEFAULT_TEMPLATE)
 
 
+NODE_HINT = ("Node.js 18+ is needed for `serverless package`: install it with your package manager "
+             "(e.g. `sudo apt-get install nodejs npm`) or from https://nodejs.org")
+
+
+def ensure_packaged(root: str | os.PathLike) -> Path:
+    """The default template, running ``make package`` first when it is missing (needs Node)."""
+    import shutil
+    import subprocess
+    import sys
+
+    p = Path(root) / template_path()
+    if p.exists():
+        return p
+    if shutil.which("node") is None:
+        raise TemplateError(f"no packaged CloudFormation template at {p}. {NODE_HINT}, then run `make package`.")
+    makefile = Path(root) / "Makefile"
+    if not makefile.exists() or "\npackage:" not in makefile.read_text():
+        raise TemplateError(f"no packaged CloudFormation template at {p}: run `serverless package` and copy "
+                            ".serverless/cloudformation-template-update-stack.json there")
+    print(f"{p} is missing: running `make package`...", file=sys.stderr, flush=True)
+    proc = subprocess.run(["make", "package"], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0 or not p.exists():
+        raise TemplateError(f"`make package` failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-2000:]}")
+    return p
+
+
 def load_template(path: str | os.PathLike | None = None) -> dict:
     """Read the packaged template, or explain how to produce it."""
     p = Path(path) if path else template_path()
@@ -38,8 +64,7 @@ def load_template(path: str | os.PathLike | None = None) -> dict:
 
         how = "run `make package` (it runs `serverless package` and copies the template to artifacts/)"
         if shutil.which("node") is None:
-            how = ("install Node.js 18+ first (e.g. `apt-get install nodejs npm`, or from https://nodejs.org), "
-                   "then " + how)
+            how = f"{NODE_HINT}, then {how}"
         raise TemplateError(f"no packaged CloudFormation template at {p}: {how}")
     try:
         template = json.loads(p.read_text())

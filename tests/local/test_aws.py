@@ -99,3 +99,13 @@ def test_cli_without_a_template_fails_clearly(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "local", "demo", "--template", str(tmp_path / "missing.json")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "make package" in proc.stderr
+
+
+def test_without_node_the_demo_says_how_to_get_it(tmp_path):
+    import os
+
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "LOCAL_TEMPLATE": str(tmp_path / "none.json")}
+    proc = subprocess.run([sys.executable, "-m", "local", "demo"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Node.js 18+" in proc.stderr and "make package" in proc.stderr
