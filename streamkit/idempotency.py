@@ -119,11 +119,13 @@ class Idempotency:
                 ),
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":now": {"N": str(now)}, ":in_progress": {"S": IN_PROGRESS}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             return token
-        except client.exceptions.ConditionalCheckFailedException:
-            pass
-        item = client.get_item(TableName=self.table, Key={"id": {"S": key}}, ConsistentRead=True).get("Item") or {}
+        except client.exceptions.ConditionalCheckFailedException as exc:
+            item = exc.response.get("Item")  # the blocking item, without a second call
+        if item is None:
+            item = client.get_item(TableName=self.table, Key={"id": {"S": key}}, ConsistentRead=True).get("Item") or {}
         status = item.get("status", {}).get("S")
         if status == COMPLETED:
             return None
