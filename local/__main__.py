@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT))
     try:
         return _cmd_demo(args) if args.command == "demo" else _cmd_run(args)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 0 if args.command == "run" else 130
     except TemplateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

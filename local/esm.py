@@ -533,8 +533,10 @@ class Emulator:
                     self.sleep(poll_interval_s)
         except KeyboardInterrupt:
             pass
-        finally:
+        try:
             self.write_state(force=True)
+        except KeyboardInterrupt:  # a second Ctrl-C while saving: the previous state file stays
+            pass
 
     def redeploy(self, function: str, env_updates: dict[str, str] | None = None) -> None:
         """Simulate a new deployment of ``function``: new environment, fresh cold start."""
