@@ -63,6 +63,7 @@ RUN_ATTRIBUTE = "reprocessRun"
 PARK_REASON_ATTRIBUTE = "parkReason"
 MAX_ATTRIBUTE_CHARS = 1_000
 MAX_IDLE_ROUNDS = 2  # rounds in a row that bring nothing new before "everything was tried"
+THREADS_PER_RECEIVE = 2  # one ReceiveMessage (10 messages) per round for every 2 worker threads
 
 
 class ParkError(Exception):
@@ -163,6 +164,7 @@ class Drainer:
         users_table: str | None = None,
         max_retries: int = 2,
         retry_base_delay_s: float = 0.05,
+        receives_per_round: int | None = None,
         sqs=None,
         s3=None,
         dynamodb=None,
@@ -193,6 +195,10 @@ class Drainer:
         self.max_attempts = max_attempts
         self.wait_time_s = max(0, min(20, int(wait_time_s)))
         self.visibility_timeout_s = visibility_timeout_s
+        # A round is what is received together; it is also the window in which records of one
+        # key are put in stream order. With the next round read ahead while this one runs,
+        # one receive per 2 threads keeps them busy without many empty polls at the tail.
+        self.receives_per_round = receives_per_round or max(1, -(-concurrency // THREADS_PER_RECEIVE))
         self.max_retries = max_retries
         self.retry_base_delay_s = retry_base_delay_s
         self.run_id = uuid.uuid4().hex[:16]
@@ -254,6 +260,11 @@ class Drainer:
             except Exception as exc:
                 raise ConfigError(f"cannot load {self.consumer.module}.handle_record: {type(exc).__name__}: {exc}") from exc
         pool = ThreadPoolExecutor(self.concurrency) if self.concurrency > 1 else None
+        # Receives run one round ahead, so the next batch is on its way while this one is
+        # handled (a round's items still finish, and settle, before the next round's start:
+        # per-key order holds across rounds too).
+        receiver = ThreadPoolExecutor(self.concurrency + 1)
+        ahead = None
         try:
             idle = 0
             while True:
@@ -261,11 +272,14 @@ class Drainer:
                 if stop:
                     self.summary.stopped_by = stop
                     break
-                messages = self._receive(pool)
+                messages = ahead.result() if ahead is not None else self._receive(receiver)
+                ahead = None
                 if not messages:
                     self.summary.stopped_by = "queue empty"
                     break
                 fresh = self._take(messages)
+                if not self._stop_reason():
+                    ahead = receiver.submit(self._receive, receiver)
                 if not fresh:
                     idle += 1
                     if idle >= MAX_IDLE_ROUNDS:
@@ -282,7 +296,17 @@ class Drainer:
                 if self.progress is not None:
                     self.progress(self.summary)
         finally:
+            if ahead is not None:  # received ahead but never taken: made visible again below
+                try:
+                    for m in ahead.result():
+                        if m["MessageId"] not in self.held:
+                            self.held[m["MessageId"]] = m["ReceiptHandle"]
+                            if m["MessageId"] not in self.seen:
+                                self.summary.released += 1
+                except Exception as exc:
+                    self.summary.note(f"read-ahead receive failed: {type(exc).__name__}: {exc}"[:300])
             self._release_held()
+            receiver.shutdown(wait=True)
             if pool is not None:
                 pool.shutdown(wait=True)
             self.summary.duration_s = time.monotonic() - started
@@ -297,7 +321,9 @@ class Drainer:
 
     def _receive(self, pool) -> list[dict]:
         want = None if self.max_messages is None else self.max_messages - self.summary.taken
-        calls = self.concurrency if want is None else max(1, min(self.concurrency, -(-want // 10)))
+        calls = self.receives_per_round
+        if want is not None:
+            calls = max(1, min(calls, -(-want // 10)))
         wait = self.wait_time_s
         remaining = self.deadline.remaining_s()
         if remaining != float("inf"):
@@ -313,7 +339,7 @@ class Drainer:
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
 
-        batches = list(pool.map(one, range(calls))) if pool is not None and calls > 1 else [one(0)]
+        batches = list(pool.map(one, range(calls))) if calls > 1 else [one(0)]
         return [m for b in batches for m in b]
 
     def _take(self, messages: list[dict]) -> list[Item]:
@@ -702,7 +728,8 @@ def drain(
     default; ``deadline`` (a ``streamkit.deadline.Deadline``) wins over ``time_budget_s``.
     Further ``options``: ``parking_queue_url``, ``max_attempts`` (5), ``wait_time_s`` (2),
     ``visibility_timeout_s`` (120), ``users_table`` (USERS_TABLE), ``max_retries`` (2),
-    ``retry_base_delay_s``, and boto3 clients ``sqs``, ``s3``, ``dynamodb``, ``streams``.
+    ``retry_base_delay_s``, ``receives_per_round`` (ceil(concurrency / 2): the window, in
+    batches of 10, within which records of one key run in stream order), and boto3 clients ``sqs``, ``s3``, ``dynamodb``, ``streams``.
     Raises ``streamkit.errors.ConfigError`` for bad usage or configuration (exit code 2).
     """
     if deadline is None:

@@ -160,37 +160,64 @@ def test_a_record_already_applied_is_not_applied_twice(env, monkeypatch):
     assert depth(failures) == 0 and depth(parking) == 0
 
 
-def test_concurrency_keeps_order_per_key(queues):
-    failures, _ = queues
-    records = []
-    for n in range(6):  # 6 changes per key, in stream order
-        for k in range(5):
-            records.append(make_record("MODIFY", keys={"user_id": f"k{k}"}, new_image={"user_id": f"k{k}", "n": n}))
+def _keyed_backlog(failures, keys: int, per_key: int) -> None:
     import random
 
-    shuffled = records[:]
-    random.Random(7).shuffle(shuffled)
-    capture(failures, [envelope(r) for r in shuffled])
-    lock = threading.Lock()
-    calls: list[tuple[str, int, int]] = []
-    threads = set()
-    barrier = threading.Barrier(2, timeout=5)
+    records = [
+        make_record("MODIFY", keys={"user_id": f"k{k}"}, new_image={"user_id": f"k{k}", "n": n})
+        for n in range(per_key)  # stream order: n increases with the sequence number
+        for k in range(keys)
+    ]
+    random.Random(7).shuffle(records)  # SQS standard queues deliver in any order
+    capture(failures, [envelope(r) for r in records])
 
-    def handler(record):
-        with lock:
-            calls.append((record.keys["user_id"], int(record.sequence_number), record.new_image["n"]))
-            threads.add(threading.get_ident())
-        try:  # make two groups overlap, proving they really run side by side
-            barrier.wait()
+
+class OrderProbe:
+    """handle_record that records calls and catches two records of one key running at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, int]] = []
+        self.running: set[str] = set()
+        self.overlaps = 0
+        self.threads: set[int] = set()
+        self.barrier = threading.Barrier(2, timeout=5)
+
+    def __call__(self, record):
+        key = record.keys["user_id"]
+        with self.lock:
+            if key in self.running:
+                self.overlaps += 1
+            self.running.add(key)
+            self.calls.append((key, record.new_image["n"]))
+            self.threads.add(threading.get_ident())
+        try:  # make two keys overlap, proving they really run side by side
+            self.barrier.wait()
         except threading.BrokenBarrierError:
             pass
+        finally:
+            with self.lock:
+                self.running.discard(key)
 
-    s = drain("search-indexer", mode="replay", handle_record=handler, concurrency=4, **FAST)
+
+def test_concurrency_keeps_stream_order_per_key_within_a_round(queues):
+    failures, _ = queues
+    _keyed_backlog(failures, keys=5, per_key=6)
+    probe = OrderProbe()
+    s = drain("search-indexer", mode="replay", handle_record=probe, concurrency=4, receives_per_round=3, **FAST)
     assert s.succeeded == 30 and conserved(s)
-    assert len(threads) > 1
+    assert len(probe.threads) > 1 and probe.overlaps == 0
     for k in range(5):
-        ns = [n for key, _, n in calls if key == f"k{k}"]
-        assert ns == sorted(ns) and len(ns) == 6
+        assert [n for key, n in probe.calls if key == f"k{k}"] == list(range(6))
+
+
+def test_concurrency_never_runs_one_key_twice_at_once(queues):
+    failures, _ = queues
+    _keyed_backlog(failures, keys=3, per_key=10)
+    probe = OrderProbe()
+    s = drain("search-indexer", mode="replay", handle_record=probe, concurrency=8, **FAST)  # several rounds
+    assert s.succeeded == 30 and conserved(s)
+    assert probe.overlaps == 0 and len(probe.calls) == 30
 
 
 def test_transient_errors_get_bounded_retries(queues):
