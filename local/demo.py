@@ -250,6 +250,10 @@ class Demo:
                             f"{len(self.users) - len(wrong)}/{len(self.users)}" + (f"; wrong: {wrong[:5]}" if wrong else "")))
         hits = sink.search("ada", limit=500)
         ada = [u for u in self.users if u.first == "Ada"]
+        self.say(f'   $ python -m consumers.search_indexer search "ada" --url {self.overrides["SEARCH_URL"]}')
+        for h in hits[:3]:
+            self.say(f"     {h.get('user_id')}  {h.get('name'):20} {h.get('email', '')}")
+        self.say(f"     ... ({len(hits)} matches)")
         checks.append(Check('search "ada" finds every Ada', {h["user_id"] for h in hits} == {u.uid for u in ada},
                             f"{len(hits)} hits, {len(ada)} Adas; e.g. " + ", ".join(h["name"] for h in hits[:3])))
         sink.close()
