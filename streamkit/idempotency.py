@@ -38,20 +38,22 @@ IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 
 _client = None
+_client_endpoint: str | None = None
 
 
 def _dynamodb():
-    """One boto3 client per process (honours AWS_ENDPOINT_URL), created on first use."""
-    global _client
-    if _client is None:
+    """One boto3 client per process and AWS_ENDPOINT_URL, created on first use."""
+    global _client, _client_endpoint
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if _client is None or endpoint != _client_endpoint:
         import boto3
 
-        _client = boto3.client("dynamodb")
+        _client, _client_endpoint = boto3.client("dynamodb"), endpoint
     return _client
 
 
 def reset_client() -> None:
-    """Forget the cached client (tests that point AWS_ENDPOINT_URL somewhere new)."""
+    """Forget the cached client."""
     global _client
     _client = None
 

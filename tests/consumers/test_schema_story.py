@@ -94,3 +94,35 @@ def test_crm_sync_hard_fails_blocks_the_shard_then_the_fix_unblocks_it(crm, monk
 @pytest.mark.parametrize("name", ["search-indexer", "slack-notifier", "crm-sync"])
 def test_default_policies_are_the_registry_ones(name):
     assert get_consumer(name).load().__module__ == f"consumers.{name.replace('-', '_')}"
+
+
+def test_search_indexer_story_closes_through_the_reprocess_worker(aws, tmp_path, monkeypatch):
+    """Capture under v1 code, deploy the fix, drain the failure queue with the reprocess worker
+    in the consumer's default (latest) mode: the real handle_record indexes the v2 user."""
+    from reprocess.worker import drain
+
+    consumer = get_consumer("search-indexer")
+    sqs = boto3.client("sqs")
+    failures = sqs.create_queue(QueueName=consumer.queue_name("failures"))["QueueUrl"]
+    sqs.create_queue(QueueName=consumer.queue_name("parking"))
+    ddb = boto3.client("dynamodb")
+    ddb.create_table(TableName="users", KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")
+    items = [v1_user(1), v2_user(2), v1_user(3)]
+    table = boto3.resource("dynamodb").Table("users")
+    for item in items:
+        table.put_item(Item=item)
+    monkeypatch.setenv("USERS_TABLE", "users")
+    monkeypatch.setenv("FAILURE_QUEUE_URL", failures)
+    monkeypatch.setenv("SEARCH_URL", f"sqlite:///{tmp_path}/search.sqlite3")
+    monkeypatch.setenv("USER_SCHEMA_MODE", "legacy")
+    handler = handler_for("search-indexer", si.handle_record)
+    assert handler(make_event([rec("INSERT", i) for i in items]), LambdaContext()) == {"batchItemFailures": []}
+    assert si.search("grace") == []
+
+    monkeypatch.setenv("USER_SCHEMA_MODE", "compat")
+    summary = drain("search-indexer", wait_time_s=0)
+    assert summary.mode == "latest" and (summary.taken, summary.succeeded) == (1, 1)
+    assert [h["user_id"] for h in si.search("grace")] == ["u2"]
+    assert sorted(h["user_id"] for h in si.search("user")) == ["u1", "u2", "u3"]
