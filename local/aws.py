@@ -225,6 +225,11 @@ def describe(
     resolve = _Resolver(resources)
     mappings = []
     for logical_id, props in sorted(esm_props.items()):
+        ignored = MappingConfig.unsupported(props)
+        if ignored:
+            import sys
+
+            print(f"local: mapping {logical_id}: not emulated: {', '.join(ignored)}", file=sys.stderr)
         fn_logical = function_logical_id(props.get("FunctionName"))
         on_failure = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
         mappings.append(MappingConfig.from_properties(

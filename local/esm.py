@@ -75,6 +75,15 @@ class MappingConfig:
             enabled=bool(props.get("Enabled", True)),
         )
 
+    @staticmethod
+    def unsupported(props: dict) -> list[str]:
+        """Template properties the emulator does not honour (reported, not silently dropped)."""
+        known = {"BatchSize", "StartingPosition", "MaximumBatchingWindowInSeconds", "FunctionResponseTypes",
+                 "BisectBatchOnFunctionError", "MaximumRetryAttempts", "MaximumRecordAgeInSeconds",
+                 "DestinationConfig", "FilterCriteria", "Enabled", "EventSourceArn", "FunctionName"}
+        return sorted(k for k, v in props.items() if k not in known and v not in (None, 1, False)
+                      and not (k == "ParallelizationFactor" and v == 1))
+
 
 @dataclass
 class Pending:
@@ -178,7 +187,10 @@ class Mapping:
             self.shards[sid] = ShardState(sid, it)
 
     def _fill(self, shard: ShardState) -> None:
-        if shard.iterator is None or len(shard.buffer) >= self.config.batch_size:
+        if shard.iterator is None:  # a closed shard, read to its end
+            shard.caught_up = True
+            return
+        if len(shard.buffer) >= self.config.batch_size:
             return
         resp = self.em.streams.get_records(ShardIterator=shard.iterator, Limit=1000)
         shard.iterator = resp.get("NextShardIterator")
@@ -510,14 +522,11 @@ class Emulator:
         rounds = 0
         while rounds < max_rounds:
             rounds += 1
-            self.step()
+            progressed = self.step()
             if all(m.idle or m.stalled(stall_after) or not m.config.enabled for m in self.mappings):
                 break
-            if not any(s.buffer and self.clock() >= s.next_attempt_at
-                       for m in self.mappings for s in m.shards.values()):
-                wait = self._wait_hint()
-                if wait > 0:
-                    self.sleep(min(wait, 1.0))
+            if not progressed:  # waiting on a retry backoff or a batching window: don't spin
+                self.sleep(min(max(self._wait_hint(), 0.01), 1.0))
         self.write_state(force=True)
         return IdleReport(
             rounds,
