@@ -590,7 +590,7 @@ class Drainer:
                 text = dumps(body)
             else:
                 text = item.message.get("Body", "")  # malformed or on-failure: kept byte for byte
-            attrs = message_attributes(self.consumer.name, (item.error or {}).get("type") or item.error_type or "Malformed")
+            attrs = message_attributes(self.consumer.name, _kind(item))
             attrs[PARK_REASON_ATTRIBUTE] = {"DataType": "String", "StringValue": reason[:MAX_ATTRIBUTE_CHARS]}
             entries.append({"Id": str(i), "MessageBody": text, "MessageAttributes": attrs})
             by_id[str(i)] = item
@@ -608,7 +608,7 @@ class Drainer:
             else:
                 s.parked += 1
                 s.park_reasons[_reason_kind(item.park_reason)] += 1
-                s.by_error_type[(item.error or {}).get("type") or "Malformed"] += 1
+                s.by_error_type[_kind(item)] += 1
                 self.log.warning("parked", message_id=item.message["MessageId"], reason=item.park_reason)
                 parked.append(item)
         return parked
@@ -698,6 +698,12 @@ class Drainer:
                 self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:  # they reappear after the visibility timeout anyway
                 self.summary.note(f"could not release messages early: {type(exc).__name__}")
+
+
+def _kind(item: Item) -> str:
+    """The error type a message is counted (and tagged) under: its latest error, else its
+    envelope's, else ``malformed``."""
+    return (item.error or {}).get("type") or item.error_type or "malformed"
 
 
 def _reason_kind(reason: str | None) -> str:
