@@ -304,3 +304,21 @@ def test_configuration_errors():
 def test_config_missing_queue(env):
     with pytest.raises(ConfigError, match="userstream-dev-search-indexer-failures does not exist"):
         drain("search-indexer", mode="replay", handle_record=lambda r: None)
+
+
+def test_delete_batch_failed_entries_are_counted(queues):
+    failures, _ = queues
+    capture(failures, [envelope(insert(user(i))) for i in range(3)])
+    sqs = boto3.client("sqs")
+
+    def fail_first(parsed, **_):  # moto never reports Failed entries: fake one after the call
+        ok = parsed.get("Successful") or []
+        if ok:
+            first = ok.pop(0)
+            parsed.setdefault("Failed", []).append(
+                {"Id": first["Id"], "SenderFault": False, "Code": "InternalError", "Message": "injected"}
+            )
+
+    sqs.meta.events.register("after-call.sqs.DeleteMessageBatch", fail_first)
+    s = drain("search-indexer", mode="replay", handle_record=lambda r: None, sqs=sqs, **FAST)
+    assert s.succeeded == 3 and s.delete_failures == 1 and s.exit_code == 0
