@@ -58,6 +58,7 @@ from .summary import Summary
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_WAIT_TIME_S = 2
 DEFAULT_VISIBILITY_TIMEOUT_S = 120
+DRY_RUN_VISIBILITY_S = 30
 MAX_MESSAGE_BYTES = 1_048_576  # SQS's largest message; a queue set lower rejects and we keep the original
 RUN_ATTRIBUTE = "reprocessRun"
 PARK_REASON_ATTRIBUTE = "parkReason"
@@ -194,7 +195,9 @@ class Drainer:
         self.progress = progress
         self.max_attempts = max_attempts
         self.wait_time_s = max(0, min(20, int(wait_time_s)))
-        self.visibility_timeout_s = visibility_timeout_s
+        # A dry run hides what it reads only briefly (and makes it visible again at the end);
+        # a message seen twice in one run is recognised by its id and not counted again.
+        self.visibility_timeout_s = min(visibility_timeout_s, DRY_RUN_VISIBILITY_S) if dry_run else visibility_timeout_s
         # A round is what is received together; it is also the window in which records of one
         # key are put in stream order. With the next round read ahead while this one runs,
         # one receive per 2 threads keeps them busy without many empty polls at the tail.
