@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -212,6 +213,7 @@ class Drainer:
         self._parking_explicit = parking_queue_url
         self._parking_url: str | None | bool = False  # False = not looked up yet
         self.summary = Summary(self.consumer.name, self.queue_url, self.mode, dry_run=dry_run)
+        self._lock = threading.Lock()
         self.seen: set[str] = set()
         self.held: dict[str, str] = {}  # MessageId -> latest receipt handle, released at the end
 
@@ -497,7 +499,8 @@ class Drainer:
         """Read the batch back from the stream and run each record; failures become envelopes."""
         info = item.info
         res = backstop.resolve(info, self.client("dynamodbstreams"))
-        self.summary.stream_records += len(res.records)
+        with self._lock:  # groups of different shards run on different threads
+            self.summary.stream_records += len(res.records)
         mode = "latest" if res.expired else self.mode
         for record in sorted(res.records, key=_seq_int):
             try:
