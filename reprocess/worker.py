@@ -208,20 +208,26 @@ class Drainer:
         self.run_id = uuid.uuid4().hex[:16]
         self.log = LazyLogger(component="reprocess", consumer=self.consumer.name, run_id=self.run_id)
         self._clients = {"sqs": sqs, "s3": s3, "dynamodb": dynamodb, "dynamodbstreams": streams}
+        self._lock = threading.RLock()
 
         self.queue_url = self._resolve(queue_url, "failures")
         self._parking_explicit = parking_queue_url
         self._parking_url: str | None | bool = False  # False = not looked up yet
         self.summary = Summary(self.consumer.name, self.queue_url, self.mode, dry_run=dry_run)
-        self._lock = threading.Lock()
         self.seen: set[str] = set()
         self.held: dict[str, str] = {}  # MessageId -> latest receipt handle, released at the end
 
     # --- clients and queues ---------------------------------------------------------------
     def client(self, service: str):
-        if self._clients.get(service) is None:
-            self._clients[service] = _client(service, self.concurrency * 2 + 2)
-        return self._clients[service]
+        """A boto3 client made on first use; made under a lock, as boto3's default session
+        is not thread-safe (clients themselves are)."""
+        client = self._clients.get(service)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(service)
+                if client is None:
+                    client = self._clients[service] = _client(service, self.concurrency * 2 + 2)
+        return client
 
     @property
     def sqs(self):
