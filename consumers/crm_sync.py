@@ -18,6 +18,7 @@ contact stays (HubSpot merges are a human decision).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from streamkit import ConfigError, PermanentError, StreamRecord, TransientError
@@ -30,6 +31,7 @@ CONTACTS = "/crm/v3/objects/contacts"
 
 _client: Any = None
 _client_key: tuple[str, str] | None = None
+_client_lock = threading.Lock()
 
 
 class CrmError(PermanentError):
@@ -43,12 +45,23 @@ class CrmError(PermanentError):
 
 
 def client() -> Any:
-    """The process-wide httpx client for the current CRM_BASE_URL and token."""
-    global _client, _client_key
+    """The process-wide httpx client for the current CRM_BASE_URL and token.
+
+    Locked: the reprocess worker calls handle_record from a thread pool.
+    """
     base = os.environ.get("CRM_BASE_URL")
     if not base:
         raise ConfigError("crm-sync needs CRM_BASE_URL (e.g. https://api.hubapi.com, or the local fake CRM)")
     key = (base.rstrip("/"), get_secret("CRM_TOKEN"))
+    current = _client
+    if current is not None and _client_key == key:
+        return current
+    with _client_lock:
+        return _new_client(key)
+
+
+def _new_client(key: tuple[str, str]) -> Any:
+    global _client, _client_key
     if _client is None or _client_key != key:
         import httpx
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 import uuid
 from typing import Any, Callable
@@ -39,17 +40,26 @@ COMPLETED = "COMPLETED"
 
 _client = None
 _client_endpoint: str | None = None
+_client_lock = threading.Lock()
 
 
 def _dynamodb():
-    """One boto3 client per process and AWS_ENDPOINT_URL, created on first use."""
+    """One boto3 client per process and AWS_ENDPOINT_URL, created on first use.
+
+    Locked: the reprocess worker calls consumers from a thread pool, and creating clients
+    on boto3's default session from several threads at once is not safe.
+    """
     global _client, _client_endpoint
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if _client is None or endpoint != _client_endpoint:
-        import boto3
+    client = _client
+    if client is not None and endpoint == _client_endpoint:
+        return client
+    with _client_lock:
+        if _client is None or endpoint != _client_endpoint:
+            import boto3
 
-        _client, _client_endpoint = boto3.client("dynamodb"), endpoint
-    return _client
+            _client, _client_endpoint = boto3.session.Session().client("dynamodb"), endpoint
+        return _client
 
 
 def reset_client() -> None:
