@@ -204,6 +204,8 @@ def describe(
     resources = {
         r["LogicalResourceId"]: (r["ResourceType"], r["PhysicalResourceId"])
         for r in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+        # moto lists resources it skipped (BucketPolicy, ...) and Lambda versions without ids
+        if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
     }
     outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
 

@@ -93,6 +93,29 @@ def template(handlers: dict[str, str] | None = None, *, batch_size: int = 100) -
                 **copy.deepcopy(extras),
             },
         }
+    # what `serverless package` adds around each function: log group, version, exports
+    outputs: dict = {"ServerlessDeploymentBucketName": {"Value": {"Ref": "ServerlessDeploymentBucket"},
+                                                        "Export": {"Name": f"sls-{SERVICE}-{STAGE}-ServerlessDeploymentBucketName"}}}
+    r["ServerlessDeploymentBucketPolicy"] = {"Type": "AWS::S3::BucketPolicy", "Properties": {
+        "Bucket": {"Ref": "ServerlessDeploymentBucket"},
+        "PolicyDocument": {"Statement": [{"Action": "s3:*", "Effect": "Deny", "Principal": "*",
+                                          "Resource": [{"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::",
+                                                                          {"Ref": "ServerlessDeploymentBucket"}, "/*"]]}],
+                                          "Condition": {"Bool": {"aws:SecureTransport": False}}}]}}}
+    r["IamRoleLambdaExecution"]["Properties"]["Policies"] = [{
+        "PolicyName": {"Fn::Join": ["-", [SERVICE, STAGE, "lambda"]]},
+        "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [{"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/%s-%s*:*" % (SERVICE, STAGE)}]}]}}]
+    for consumer, (prefix, _, _) in CONSUMERS.items():
+        r[f"{prefix}LogGroup"] = {"Type": "AWS::Logs::LogGroup", "Properties": {
+            "LogGroupName": f"/aws/lambda/{SERVICE}-{STAGE}-{consumer}"}}
+        r[f"{prefix}LambdaFunction"]["DependsOn"] = [f"{prefix}LogGroup"]
+        r[f"{prefix}LambdaVersionAbc123"] = {"Type": "AWS::Lambda::Version", "DeletionPolicy": "Retain", "Properties": {
+            "FunctionName": {"Ref": f"{prefix}LambdaFunction"}, "CodeSha256": "abc123"}}
+        outputs[f"{prefix}LambdaFunctionQualifiedArn"] = {
+            "Value": {"Ref": f"{prefix}LambdaVersionAbc123"},
+            "Export": {"Name": f"sls-{SERVICE}-{STAGE}-{prefix}LambdaFunctionQualifiedArn"}}
     r["ReprocessLambdaFunction"] = {"Type": "AWS::Lambda::Function", "Properties": {
         "Code": {"S3Bucket": {"Ref": "ServerlessDeploymentBucket"}, "S3Key": f"serverless/{SERVICE}/{STAGE}/1/{SERVICE}.zip"},
         "Handler": "handlers/reprocess.handler", "Runtime": "python3.12",
@@ -101,4 +124,4 @@ def template(handlers: dict[str, str] | None = None, *, batch_size: int = 100) -
         "Role": {"Fn::GetAtt": ["IamRoleLambdaExecution", "Arn"]},
     }}
     return {"AWSTemplateFormatVersion": "2010-09-09", "Description": "hand-written stand-in", "Resources": r,
-            "Outputs": {"UsersTableStreamArn": {"Value": {"Fn::GetAtt": ["UsersTable", "StreamArn"]}}}}
+            "Outputs": {**outputs, "UsersTableStreamArn": {"Value": {"Fn::GetAtt": ["UsersTable", "StreamArn"]}}}}
