@@ -32,7 +32,7 @@ def test_strip_keeps_everything_but_the_mappings_and_inlines_code():
     assert "S3Bucket" in t["Resources"]["CrmDashsyncLambdaFunction"]["Properties"]["Code"]  # input untouched
 
 
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS::S3::BucketPolicy:UserWarning")  # moto skips it, as on AWS-less runs
+@pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")  # moto skips it, as on AWS-less runs
 def test_deploy_reads_the_functions_back_from_the_stack(aws):
     dep = deploy(template(TEST_HANDLERS, batch_size=7), overrides={"SEARCH_URL": "sqlite:///x.db", "CRM_TOKEN": "t"})
     sqs, ddb = boto3.client("sqs"), boto3.client("dynamodb")
