@@ -19,13 +19,19 @@ DYNAMODB_CONTEXT = Context(
 _create_decimal = DYNAMODB_CONTEXT.create_decimal
 
 
+_SET_TAGS = frozenset({"SS", "NS", "BS"})
+
+
 class DeserializationError(ValueError):
     """An attribute value that is not valid DynamoDB JSON."""
 
 
 def _number(text: str) -> int | Decimal:
+    if type(text) is not str:
+        raise DeserializationError(f"N value must be a string, got {type(text).__name__}")
     # Integers ("42", "-7") are by far the most common numbers; int() is the fast path.
-    if "." not in text and "e" not in text and "E" not in text:
+    # Longer texts take the Decimal path, which rejects more than 38 significant digits.
+    if len(text) < 39 and "." not in text and "e" not in text and "E" not in text:
         try:
             return int(text)
         except ValueError:
@@ -76,13 +82,18 @@ def deserialize_value(av: dict) -> Any:
         return value
     if tag == "NULL":
         return None
-    if tag == "SS":
-        return set(value)
-    if tag == "NS":
-        return {_number(v) for v in value}
     if tag == "B":
         return _binary(value)
-    if tag == "BS":
+    if tag in _SET_TAGS:
+        if not isinstance(value, list):
+            raise DeserializationError(f"{tag} value must be a list, got {type(value).__name__}")
+        if tag == "SS":
+            try:
+                return set(value)
+            except TypeError:
+                raise DeserializationError("SS items must be strings") from None
+        if tag == "NS":
+            return {_number(v) for v in value}
         return {_binary(v) for v in value}
     raise DeserializationError(f"unknown DynamoDB type tag {tag!r}")
 
@@ -107,6 +118,8 @@ def _map(image: dict) -> dict:
             else:
                 out[name] = deserialize_value(av)
     except (TypeError, ValueError, KeyError, AttributeError):
+        if not isinstance(image, dict):
+            raise DeserializationError(f"M value must be an object, got {type(image).__name__}") from None
         return {name: deserialize_value(av) for name, av in image.items()}
     return out
 
@@ -127,6 +140,8 @@ def _list(values: list) -> list:
             else:
                 append(deserialize_value(av))
     except (TypeError, ValueError, KeyError, AttributeError):
+        if not isinstance(values, list):
+            raise DeserializationError(f"L value must be a list, got {type(values).__name__}") from None
         return [deserialize_value(av) for av in values]
     return out
 

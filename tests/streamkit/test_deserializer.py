@@ -10,14 +10,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamkit.deserializer import DeserializationError, deserialize_image, deserialize_value
+from streamkit.errors import MalformedRecordError
 from streamkit.record import StreamRecord
 from streamkit.testing import make_record, to_attribute_value
 
-# Numbers DynamoDB accepts: up to 38 significant digits, exponent within range.
+def _dynamodb_decimal(sign: int, digits: str, adjusted: int) -> Decimal:
+    """Exactly ``len(digits)`` significant digits, magnitude 10**adjusted (no context rounding)."""
+    return Decimal((sign, tuple(int(c) for c in digits), adjusted - len(digits) + 1))
+
+
+# Numbers DynamoDB accepts: up to 38 significant digits, magnitude 1E-130 .. 9.99..E+125.
 numbers = st.one_of(
     st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1),
+    st.integers(-1000, 1000),
     st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-(10**20), max_value=10**20),
-    st.builds(lambda m, e: Decimal(m).scaleb(e), st.integers(-(10**10), 10**10), st.integers(-60, 60)),
+    st.builds(
+        _dynamodb_decimal,
+        st.integers(0, 1),
+        st.text("0123456789", min_size=1, max_size=38).map(lambda d: d.lstrip("0") or "0"),
+        st.integers(-130, 125),
+    ),
+    st.sampled_from([Decimal("1E-130"), Decimal("9.9999999999999999999999999999999999999E+125"),
+                     Decimal("-1E+125"), Decimal("12.00"), Decimal("-0.0"), Decimal("0E+5"), Decimal("1.5E+3")]),
 )
 scalars = st.one_of(
     st.text(max_size=30),
@@ -86,31 +100,62 @@ def test_whole_images_match(item):
     assert_same(deserialize_image(image), theirs)
 
 
-@pytest.mark.parametrize(
-    "av",
-    [{"X": "1"}, {"N": "abc"}, {"N": "1e999"}, {"B": "***not base64***"}, {}, {"S": "a", "N": "1"}, "S", None],
-)
+BAD_VALUES = [
+    {"X": "1"}, {"s": "lowercase tag"},  # unknown tag
+    {"N": "abc"}, {"N": "1e999"}, {"N": "1E-200"}, {"N": "NaN"}, {"N": "Infinity"}, {"N": ""},
+    {"N": "1" * 39}, {"N": "1." + "1" * 38}, {"N": 5}, {"N": None},  # bad numbers
+    {"NS": ["1", "x"]}, {"NS": [5]},
+    {"B": "***not base64***"}, {"B": "QUJ"}, {"B": 5}, {"BS": ["AA==", "%%"]},  # bad base64
+    {}, {"S": "a", "N": "1"}, "S", None, 5, ["S", "a"],  # not a one-key dict
+    {"M": "x"}, {"M": None}, {"L": 5}, {"L": None}, {"SS": 5}, {"SS": [["x"]]}, {"BS": None},
+    {"M": {"a": {"N": "x"}}}, {"M": {"a": "S"}}, {"L": [{"S": "ok"}, {"Q": 1}]}, {"L": [{"M": 3}]},
+]
+
+
+@pytest.mark.parametrize("av", BAD_VALUES, ids=[repr(v)[:40] for v in BAD_VALUES])
 def test_invalid_values_raise_a_clear_error(av):
     with pytest.raises(DeserializationError):
         deserialize_value(av)
+    # Nested at any depth, the same error, not a TypeError/AttributeError from the fast path.
+    with pytest.raises(DeserializationError):
+        deserialize_image({"ok": {"S": "x"}, "bad": av})
+    with pytest.raises(DeserializationError):
+        deserialize_value({"L": [{"N": "1"}, av]})
+
+
+@pytest.mark.parametrize("image", ["x", 5, [{"S": "a"}], ("a",)])
+def test_image_must_be_a_dict(image):
+    with pytest.raises(DeserializationError):
+        deserialize_image(image)
+    assert deserialize_image(None) is None
 
 
 def test_binary_from_lambda_is_bytes():
     assert deserialize_value({"B": base64.b64encode(b"\x00\xff").decode()}) == b"\x00\xff"
 
 
-def test_record_images_are_lazy_and_read_once(monkeypatch):
+def test_record_images_are_lazy_and_read_once():
     raw = make_record("MODIFY", keys={"user_id": "u1"}, new_image={"user_id": "u1", "n": 1}, old_image={"user_id": "u1"})
-    calls = []
-    import streamkit.record as rec_mod
-
-    real = rec_mod.deserialize_image
-    monkeypatch.setattr(rec_mod, "deserialize_image", lambda img: calls.append(1) or real(img))
+    # A broken NewImage does not stop construction or the keys: images are read only on access.
+    raw["dynamodb"]["NewImage"]["n"] = {"N": "not a number"}
     r = StreamRecord(raw)
-    assert calls == []  # nothing deserialized at construction
-    first = r.new_image
-    assert r.new_image is first and calls == [1]  # once, then cached
-    assert r.keys == {"user_id": "u1"} and len(calls) == 2
-    assert r.raw is raw and "NewImage" in raw["dynamodb"]  # raw untouched
     assert r.event_name == "MODIFY" and r.sequence_number == raw["dynamodb"]["SequenceNumber"]
+    assert r.keys == {"user_id": "u1"}
+    with pytest.raises(MalformedRecordError, match="NewImage"):
+        r.new_image
+    # Read once: the same object every time, even if the raw record changes afterwards.
+    raw["dynamodb"]["NewImage"]["n"] = {"N": "1"}
+    r = StreamRecord(raw)
+    first = r.new_image
+    assert first == {"user_id": "u1", "n": 1}
+    raw["dynamodb"]["NewImage"]["n"] = {"N": "2"}
+    assert r.new_image is first and r.new_image == {"user_id": "u1", "n": 1}
+    old = r.old_image
+    assert old == {"user_id": "u1"} and r.old_image is old and r.keys is r.keys
+    assert r.raw is raw and "NewImage" in raw["dynamodb"]  # raw kept as delivered
     assert r.approximate_creation_time.tzinfo is not None and r.size_bytes == raw["dynamodb"]["SizeBytes"]
+
+
+def test_record_without_images():
+    r = StreamRecord(make_record("REMOVE", keys={"user_id": "u9"}))
+    assert r.new_image is None and r.old_image is None and r.keys == {"user_id": "u9"}
