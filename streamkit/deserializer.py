@@ -107,14 +107,22 @@ def _map(image: dict) -> dict:
         for name, av in image.items():
             (tag,) = av
             value = av[tag]
-            if tag == "S" or tag == "BOOL":
+            if tag == "S":
                 out[name] = value
             elif tag == "N":
-                out[name] = _number(value)
+                # _number's integer fast path, inlined (a non-str raises TypeError: strict path)
+                if len(value) < 39 and "." not in value and "e" not in value and "E" not in value:
+                    out[name] = int(value)
+                else:
+                    out[name] = _number(value)
+            elif tag == "BOOL":
+                out[name] = value
             elif tag == "M":
                 out[name] = _map(value)
             elif tag == "L":
                 out[name] = _list(value)
+            elif tag == "NULL":
+                out[name] = None
             else:
                 out[name] = deserialize_value(av)
     except (TypeError, ValueError, KeyError, AttributeError):
@@ -131,10 +139,13 @@ def _list(values: list) -> list:
         for av in values:
             (tag,) = av
             value = av[tag]
-            if tag == "S" or tag == "BOOL":
+            if tag == "S":
                 append(value)
             elif tag == "N":
-                append(_number(value))
+                if len(value) < 39 and "." not in value and "e" not in value and "E" not in value:
+                    append(int(value))
+                else:
+                    append(_number(value))
             elif tag == "M":
                 append(_map(value))
             else:
