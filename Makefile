@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench clean
+.PHONY: all venv test demo bench package clean
 
 all: test
 
@@ -18,14 +18,35 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-test: venv
+# --- packaging (Serverless Framework, offline: no AWS credentials, no AWS calls) ---------
+TEMPLATE    := artifacts/cloudformation-template-update-stack.json
+PKG_SOURCES := serverless.yml package.json package-lock.json $(wildcard plugins/*.js) requirements.txt \
+               $(shell find handlers streamkit consumers reprocess opsapi -name '*.py' 2>/dev/null)
+
+node_modules/.installed: package.json package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "error: Node.js (20.19+) and npm are needed for 'serverless package'."; \
+	  echo "       install them with your package manager (e.g. 'apt-get install nodejs npm') or from nodejs.org"; exit 1; }
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=19)?0:1)' || { \
+	  echo "error: Node.js $$(node --version) is too old for osls; install Node.js 20.19 or newer"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(TEMPLATE): $(STAMP) node_modules/.installed $(PKG_SOURCES)
+	AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline AWS_PROFILE= PYTHON_BIN=$(abspath $(BIN)/python) \
+	  npx --no-install serverless package --package artifacts --stage dev
+	@touch $@
+
+package: $(TEMPLATE)
+
+test: venv package
 	$(BIN)/python -m pytest
 
-demo: venv
+demo: venv package
 	$(BIN)/python -m local demo
 
 bench: venv
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis artifacts .serverless node_modules
+	rm -rf $(VENV) .pytest_cache .hypothesis artifacts .serverless node_modules .requirements-cache

@@ -1,0 +1,238 @@
+'use strict';
+/**
+ * Generates, from `custom.streamConsumers` (one block per consumer), everything a stream
+ * consumer needs, so no setting is written twice:
+ *   - the function (handler, FAILURE_POLICY and queue/bucket/table environment),
+ *   - its DynamoDB `stream` event with the per-policy settings (ReportBatchItemFailures always;
+ *     hard-fail: bisect, retries, max record age; every policy: an on-failure destination),
+ *   - its failure queue (SSE, 14-day retention, redrive to the parking queue) and parking queue,
+ *   - its least-privilege role statements (serverless-iam-roles-per-function),
+ *   - its alarms (IteratorAge Maximum, Errors, failure-queue depth and oldest age, parking depth).
+ * Also the users table unless `usersStreamArn` points at an existing stream, and the alarms
+ * of the non-stream functions.
+ */
+
+const POLICIES = ['soft-fail', 'hard-fail', 'dlq-capture'];
+
+const logicalPrefix = (name) => name.split('-').map((p) => p[0].toUpperCase() + p.slice(1)).join('');
+const envKey = (name) => name.toUpperCase().replace(/-/g, '_');
+const arn = (logicalId) => ({ 'Fn::GetAtt': [logicalId, 'Arn'] });
+const ref = (logicalId) => ({ Ref: logicalId });
+const sub = (text) => ({ 'Fn::Sub': text });
+
+class StreamConsumers {
+  constructor(serverless) {
+    this.serverless = serverless;
+    this.hooks = {
+      'before:package:initialize': () => this.generate(),
+      'before:deploy:function:initialize': () => this.generate(),
+      'before:invoke:local:invoke': () => this.generate(),
+      'after:aws:package:finalize:mergeCustomProviderResources': () => this.dropUnusedDefaultRole(),
+    };
+  }
+
+  naming() {
+    return this.serverless.getProvider('aws').naming;
+  }
+
+  generate() {
+    if (this.done) return;
+    this.done = true;
+    const service = this.serverless.service;
+    const custom = service.custom || {};
+    const consumers = custom.streamConsumers || {};
+    const stage = service.provider.stage;
+    const serviceName = service.service;
+    const resources = (service.resources = service.resources || {});
+    resources.Resources = resources.Resources || {};
+    const R = resources.Resources;
+    const alarmsOn = custom.alarms || {};
+    const topic = ref('AlarmTopic');
+
+    const existingStreamArn = custom.usersTable.existingStreamArn || '';
+    const streamArn = existingStreamArn || { 'Fn::GetAtt': ['UsersTable', 'StreamArn'] };
+    // Teams with a table already: point at its stream, create no table.
+    if (existingStreamArn) delete R.UsersTable;
+
+    const alarm = (id, props) => {
+      R[id] = {
+        Type: 'AWS::CloudWatch::Alarm',
+        Properties: {
+          AlarmActions: [topic],
+          OKActions: [topic],
+          TreatMissingData: 'notBreaching',
+          EvaluationPeriods: 1,
+          Period: 60,
+          ...props,
+        },
+      };
+    };
+
+    const queueArns = [];
+    for (const [name, c] of Object.entries(consumers)) {
+      if (!POLICIES.includes(c.policy)) {
+        throw new this.serverless.classes.Error(
+          `custom.streamConsumers.${name}.policy is '${c.policy}': use one of ${POLICIES.join(', ')}`);
+      }
+      const P = logicalPrefix(name);
+      const failureQ = `${P}FailureQueue`;
+      const parkingQ = `${P}ParkingQueue`;
+      queueArns.push(arn(failureQ), arn(parkingQ));
+      R[parkingQ] = {
+        Type: 'AWS::SQS::Queue',
+        Properties: {
+          QueueName: `${serviceName}-${stage}-${name}-parking`,
+          SqsManagedSseEnabled: true,
+          MessageRetentionPeriod: 1209600,
+        },
+      };
+      R[failureQ] = {
+        Type: 'AWS::SQS::Queue',
+        Properties: {
+          QueueName: `${serviceName}-${stage}-${name}-failures`,
+          SqsManagedSseEnabled: true,
+          MessageRetentionPeriod: 1209600,
+          // Longer than the reprocess function's timeout, so a message in flight is not
+          // handed to a second worker.
+          VisibilityTimeout: custom.failureQueueVisibilityTimeout,
+          // Safety net only: the reprocess worker parks after its own attempt count; this
+          // catches receivers that never delete (the budget also covers operator samples).
+          RedrivePolicy: { deadLetterTargetArn: arn(parkingQ), maxReceiveCount: custom.failureQueueMaxReceiveCount },
+        },
+      };
+
+      const fnName = name;
+      const stream = {
+        type: 'dynamodb',
+        arn: streamArn,
+        batchSize: c.batchSize,
+        maximumBatchingWindow: c.batchWindowSeconds,
+        startingPosition: c.startingPosition || 'TRIM_HORIZON',
+        functionResponseType: 'ReportBatchItemFailures',
+        parallelizationFactor: c.parallelizationFactor || 1,
+        maximumRetryAttempts: c.maximumRetryAttempts,
+        maximumRecordAgeInSeconds: c.maximumRecordAgeInSeconds,
+        bisectBatchOnFunctionError: c.policy === 'hard-fail',
+        destinations: { onFailure: { arn: arn(failureQ), type: 'sqs' } },
+      };
+      if (c.filterPatterns) stream.filterPatterns = c.filterPatterns;
+
+      // Stream read rights are added by serverless-iam-roles-per-function from the event.
+      const statements = [
+        // The on-failure destination (Lambda sends with the function's role) and, for
+        // dlq-capture, the captures themselves.
+        { Effect: 'Allow', Action: ['sqs:SendMessage'], Resource: [arn(failureQ)] },
+      ];
+      const environment = {
+        FAILURE_POLICY: c.policy,
+        FAILURE_QUEUE_URL: ref(failureQ),
+        PARKING_QUEUE_URL: ref(parkingQ),
+        ...(c.environment || {}),
+      };
+      if (c.policy === 'dlq-capture') {
+        environment.FAILURE_BUCKET = ref('FailureBucket');
+        statements.push({
+          Effect: 'Allow',
+          Action: ['s3:PutObject'],
+          Resource: [sub(`\${FailureBucket.Arn}/claim-checks/${name}/*`)],
+        });
+      }
+      statements.push(...(c.iamRoleStatements || []));
+
+      service.functions[fnName] = {
+        name: `${serviceName}-${stage}-${fnName}`,
+        handler: c.handler,
+        description: `${name}: DynamoDB stream consumer (${c.policy})`,
+        timeout: c.timeout,
+        memorySize: c.memorySize,
+        environment,
+        iamRoleStatements: statements,
+        events: [{ stream }],
+      };
+      const lambdaFn = this.naming().getLambdaLogicalId(fnName);
+
+      alarm(`${P}IteratorAgeAlarm`, {
+        AlarmDescription: `${name} is falling behind the users stream (IteratorAge, Maximum)`,
+        Namespace: 'AWS/Lambda', MetricName: 'IteratorAge', Statistic: 'Maximum',
+        Dimensions: [{ Name: 'FunctionName', Value: ref(lambdaFn) }],
+        Threshold: c.iteratorAgeAlarmMs || alarmsOn.iteratorAgeMs,
+        ComparisonOperator: 'GreaterThanThreshold',
+        EvaluationPeriods: alarmsOn.iteratorAgeEvaluationPeriods,
+      });
+      alarm(`${P}ErrorsAlarm`, {
+        AlarmDescription: `${name} invocations are failing`,
+        Namespace: 'AWS/Lambda', MetricName: 'Errors', Statistic: 'Sum',
+        Dimensions: [{ Name: 'FunctionName', Value: ref(lambdaFn) }],
+        Threshold: alarmsOn.errors, ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      });
+      alarm(`${P}FailureQueueDepthAlarm`, {
+        AlarmDescription: `${name} has captured failures waiting for reprocessing`,
+        Namespace: 'AWS/SQS', MetricName: 'ApproximateNumberOfMessagesVisible', Statistic: 'Maximum',
+        Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [failureQ, 'QueueName'] } }],
+        Threshold: alarmsOn.failureQueueDepth, ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        Period: 300,
+      });
+      alarm(`${P}FailureQueueAgeAlarm`, {
+        AlarmDescription: `${name}'s oldest captured failure is getting old (retention is 14 days)`,
+        Namespace: 'AWS/SQS', MetricName: 'ApproximateAgeOfOldestMessage', Statistic: 'Maximum',
+        Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [failureQ, 'QueueName'] } }],
+        Threshold: alarmsOn.oldestFailureSeconds, ComparisonOperator: 'GreaterThanThreshold',
+        Period: 300,
+      });
+      alarm(`${P}ParkingQueueDepthAlarm`, {
+        AlarmDescription: `${name} has parked messages that need a person`,
+        Namespace: 'AWS/SQS', MetricName: 'ApproximateNumberOfMessagesVisible', Statistic: 'Maximum',
+        Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [parkingQ, 'QueueName'] } }],
+        Threshold: 1, ComparisonOperator: 'GreaterThanOrEqualToThreshold', Period: 300,
+      });
+    }
+
+    // Functions that serve every consumer: the queue URLs by consumer, and their alarms.
+    for (const fnName of custom.allConsumerFunctions || []) {
+      const fn = service.functions[fnName];
+      if (!fn) continue;
+      fn.environment = fn.environment || {};
+      for (const name of Object.keys(consumers)) {
+        const P = logicalPrefix(name);
+        fn.environment[`${envKey(name)}_FAILURE_QUEUE_URL`] = ref(`${P}FailureQueue`);
+        fn.environment[`${envKey(name)}_PARKING_QUEUE_URL`] = ref(`${P}ParkingQueue`);
+      }
+      for (const st of fn.iamRoleStatements || []) {
+        if (st.Resource === 'ALL_CONSUMER_QUEUES') st.Resource = queueArns;
+        if (st.Resource === 'USERS_STREAM') st.Resource = [streamArn];
+      }
+      const P = logicalPrefix(fnName);
+      alarm(`${P}ErrorsAlarm`, {
+        AlarmDescription: `${fnName} invocations are failing`,
+        Namespace: 'AWS/Lambda', MetricName: 'Errors', Statistic: 'Sum',
+        Dimensions: [{ Name: 'FunctionName', Value: ref(this.naming().getLambdaLogicalId(fnName)) }],
+        Threshold: alarmsOn.errors, ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      });
+    }
+
+    const readers = Object.keys(consumers).length;
+    if (readers > 2) {
+      this.serverless.cli.log(
+        `WARNING: ${readers} event source mappings read the users stream (${Object.keys(consumers).join(', ')}). ` +
+        'DynamoDB Streams supports at most 2 concurrent readers per shard (1 on global tables); more risk ' +
+        'read throttling and a growing IteratorAge. Consider the single-reader fan-out option (one reader that ' +
+        'forwards to EventBridge/SNS/Kinesis for the consumers), or watch the IteratorAge alarms closely.');
+    }
+  }
+}
+
+/** The framework's default role collects every function's stream and queue rights; with a
+ * role per function nobody uses it, and it must not linger as the union of everyone's rights. */
+StreamConsumers.prototype.dropUnusedDefaultRole = function dropUnusedDefaultRole() {
+  const template = this.serverless.service.provider.compiledCloudFormationTemplate;
+  const id = 'IamRoleLambdaExecution';
+  if (!template.Resources[id]) return;
+  const rest = { ...template.Resources };
+  delete rest[id];
+  const text = JSON.stringify({ Resources: rest, Outputs: template.Outputs || {} });
+  if (text.includes(`"${id}"`)) return; // still referenced: keep it
+  delete template.Resources[id];
+  this.serverless.cli.log(`Removed the unused default role ${id} (every function has its own role).`);
+};
+
+module.exports = StreamConsumers;
