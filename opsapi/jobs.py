@@ -1,0 +1,161 @@
+"""Reprocess jobs: an in-process thread running ``reprocess.worker.drain`` locally, or an
+asynchronous invoke of the reprocess Lambda when ``REPROCESS_FUNCTION_NAME`` is set.
+
+Job records live in memory (this process). In AWS the summary is the reprocess Lambda's
+return value: with ``InvocationType=Event`` it goes to the function's asynchronous
+on-success destination when one is configured, and to its logs (``jobId`` is in the event);
+this API reports such jobs as ``submitted``. See docs/operator-api.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+MAX_JOBS_KEPT = 200
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobConflict(Exception):
+    """A local job for this consumer is already running (two drains of one queue in one process)."""
+
+
+class JobRunner:
+    """Starts jobs and keeps their status; thread-safe."""
+
+    def __init__(self, *, clients: Any, function_name: str | None = None,
+                 drain: Callable[..., Any] | None = None, on_finish: Callable[[str], None] | None = None,
+                 drain_options: dict | None = None):
+        self.clients = clients
+        self.function_name = function_name
+        self._drain = drain  # None: reprocess.worker.drain, imported in the job thread
+        self.on_finish = on_finish or (lambda consumer: None)
+        self.drain_options = drain_options or {}
+        self._lock = threading.Lock()
+        self._jobs: dict[str, dict] = {}
+        self._threads: dict[str, threading.Thread] = {}
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.function_name)
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return json.loads(json.dumps(job, default=str)) if job else None
+
+    def running(self, consumer: str) -> dict | None:
+        with self._lock:
+            for job in self._jobs.values():
+                if job["consumer"] == consumer and job["status"] in ("queued", "running"):
+                    return dict(job)
+        return None
+
+    def list(self) -> list[dict]:
+        with self._lock:
+            return [json.loads(json.dumps(j, default=str)) for j in self._jobs.values()]
+
+    def start(self, consumer: str, *, max_messages: int | None, mode: str | None, dry_run: bool,
+              concurrency: int = 1) -> dict:
+        job_id = uuid.uuid4().hex
+        job = {
+            "jobId": job_id,
+            "consumer": consumer,
+            "request": {"max": max_messages, "mode": mode, "dryRun": dry_run, "concurrency": concurrency},
+            "runner": "lambda" if self.remote else "local",
+            "status": "queued",
+            "createdAt": _now_iso(),
+            "startedAt": None,
+            "finishedAt": None,
+            "summary": None,
+            "error": None,
+        }
+        with self._lock:
+            if not self.remote and any(j["consumer"] == consumer and j["status"] in ("queued", "running")
+                                       for j in self._jobs.values()):
+                raise JobConflict(f"a reprocess job for {consumer} is already running")
+            self._jobs[job_id] = job
+            self._trim()
+        if self.remote:
+            self._invoke(job)
+        else:
+            thread = threading.Thread(target=self._run_local, args=(job_id,), name=f"reprocess-{job_id[:8]}",
+                                      daemon=True)
+            self._threads[job_id] = thread
+            thread.start()
+        return self.get(job_id) or job
+
+    def wait(self, job_id: str, timeout_s: float) -> dict | None:
+        """Join a local job's thread (tests, shutdown)."""
+        thread = self._threads.get(job_id)
+        if thread is not None:
+            thread.join(timeout_s)
+        return self.get(job_id)
+
+    def _trim(self) -> None:
+        done = [k for k, j in self._jobs.items() if j["status"] not in ("queued", "running")]
+        while len(self._jobs) > MAX_JOBS_KEPT and done:
+            self._jobs.pop(done.pop(0), None)
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        with self._lock:
+            self._jobs[job_id].update(fields)
+
+    def _invoke(self, job: dict) -> None:
+        req = job["request"]
+        payload = {"consumer": job["consumer"], "max": req["max"], "mode": req["mode"], "dryRun": req["dryRun"],
+                   "concurrency": req["concurrency"], "jobId": job["jobId"]}
+        try:
+            resp = self.clients.get("lambda").invoke(
+                FunctionName=self.function_name, InvocationType="Event", Payload=json.dumps(payload).encode()
+            )
+        except Exception as exc:
+            from .inspect_aws import short_error
+
+            self._update(job["jobId"], status="failed", error=f"invoke failed: {short_error(exc)}",
+                         finishedAt=_now_iso())
+            return
+        self._update(job["jobId"], status="submitted", startedAt=_now_iso(),
+                     invokeStatusCode=resp.get("StatusCode"), function=self.function_name,
+                     note="runs in the reprocess Lambda; its summary goes to that function's logs and "
+                          "on-success destination (jobId in the event)")
+
+    def _run_local(self, job_id: str) -> None:
+        job = self.get(job_id) or {}
+        req = job.get("request") or {}
+        consumer = job.get("consumer", "")
+        self._update(job_id, status="running", startedAt=_now_iso())
+        started = time.monotonic()
+        try:
+            drain = self._drain
+            if drain is None:
+                from reprocess.worker import drain  # heavy: only in the job thread
+
+            def progress(summary: Any) -> None:
+                self._update(job_id, progress=summary.to_dict() if hasattr(summary, "to_dict") else summary)
+
+            summary = drain(
+                consumer,
+                max_messages=req.get("max"),
+                mode=req.get("mode"),
+                dry_run=bool(req.get("dryRun")),
+                concurrency=int(req.get("concurrency") or 1),
+                progress=progress,
+                **self.drain_options,
+            )
+            result = summary.to_dict()
+            status = "succeeded" if result.get("exit_code") == 0 else "finished-with-failures"
+            self._update(job_id, status=status, summary=result, finishedAt=_now_iso(),
+                         durationS=round(time.monotonic() - started, 3))
+        except Exception as exc:  # ConfigError and anything unexpected: the job says why
+            self._update(job_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:1000],
+                         finishedAt=_now_iso(), durationS=round(time.monotonic() - started, 3))
+        finally:
+            self.on_finish(consumer)
