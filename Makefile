@@ -35,6 +35,7 @@ node_modules/.installed: package.json package-lock.json
 $(TEMPLATE): $(STAMP) node_modules/.installed $(PKG_SOURCES)
 	AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline AWS_PROFILE= PYTHON_BIN=$(abspath $(BIN)/python) \
 	  npx --no-install serverless package --package artifacts --stage dev
+	$(BIN)/python scripts/check_readers.py $(TEMPLATE)
 	@touch $@
 
 package: $(TEMPLATE)

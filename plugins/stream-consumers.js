@@ -106,7 +106,7 @@ class StreamConsumers {
         type: 'dynamodb',
         arn: streamArn,
         batchSize: c.batchSize,
-        maximumBatchingWindow: c.batchWindowSeconds,
+        batchWindow: c.batchWindowSeconds,
         startingPosition: c.startingPosition || 'TRIM_HORIZON',
         functionResponseType: 'ReportBatchItemFailures',
         parallelizationFactor: c.parallelizationFactor || 1,
@@ -210,14 +210,6 @@ class StreamConsumers {
       });
     }
 
-    const readers = Object.keys(consumers).length;
-    if (readers > 2) {
-      this.serverless.cli.log(
-        `WARNING: ${readers} event source mappings read the users stream (${Object.keys(consumers).join(', ')}). ` +
-        'DynamoDB Streams supports at most 2 concurrent readers per shard (1 on global tables); more risk ' +
-        'read throttling and a growing IteratorAge. Consider the single-reader fan-out option (one reader that ' +
-        'forwards to EventBridge/SNS/Kinesis for the consumers), or watch the IteratorAge alarms closely.');
-    }
   }
 }
 

@@ -1,0 +1,204 @@
+"""The packaged CloudFormation template (serverless package, offline) says what we promise."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from consumers.registry import CONSUMERS
+
+from .conftest import ROOT, TEMPLATE
+
+
+def resources(t, rtype):
+    return {k: r for k, r in t["Resources"].items() if r["Type"] == rtype}
+
+
+def functions_by_name(t):
+    """{consumer/function short name: (logical id, resource)}"""
+    out = {}
+    for k, r in resources(t, "AWS::Lambda::Function").items():
+        out[r["Properties"]["FunctionName"].split("-dev-", 1)[1]] = (k, r)
+    return out
+
+
+def mapping_for(t, fn_logical):
+    (m,) = [r["Properties"] for r in resources(t, "AWS::Lambda::EventSourceMapping").values()
+            if r["Properties"]["FunctionName"]["Fn::GetAtt"][0] == fn_logical]
+    return m
+
+
+def role_statements(t, fn_resource):
+    role = fn_resource["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [s for p in t["Resources"][role]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+def queue_logical(consumer, kind):
+    return "".join(p.capitalize() for p in consumer.split("-")) + ("FailureQueue" if kind == "failures" else "ParkingQueue")
+
+
+def test_cfn_lint_reports_no_errors():
+    proc = subprocess.run([sys.executable, "-m", "cfnlint", str(TEMPLATE)], capture_output=True, text=True)
+    assert proc.returncode & 2 == 0, proc.stdout + proc.stderr  # bit 2 = errors (4 = warnings)
+
+
+@pytest.mark.parametrize("consumer", list(CONSUMERS))
+def test_each_stream_function_matches_its_policy(template, consumer):
+    spec = CONSUMERS[consumer]
+    logical, fn = functions_by_name(template)[consumer]
+    env = fn["Properties"]["Environment"]["Variables"]
+    assert env["FAILURE_POLICY"] == spec.default_policy
+    assert fn["Properties"]["Handler"] == f"handlers/{consumer.replace('-', '_')}.handler"
+    m = mapping_for(template, logical)
+    assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert m["EventSourceArn"] == {"Fn::GetAtt": ["UsersTable", "StreamArn"]}
+    assert m["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [queue_logical(consumer, "failures"), "Arn"]}
+    if spec.default_policy == "hard-fail":
+        assert m["BisectBatchOnFunctionError"] is True
+        assert 0 < m["MaximumRetryAttempts"] <= 10_000
+        assert 60 <= m["MaximumRecordAgeInSeconds"] <= 604_800
+    else:
+        assert m["BisectBatchOnFunctionError"] is False
+        assert m["BatchSize"] >= 10 and m.get("MaximumBatchingWindowInSeconds", 0) >= 1
+    if consumer == "slack-notifier":
+        (f,) = m["FilterCriteria"]["Filters"]
+        assert json.loads(f["Pattern"]) == {"eventName": ["INSERT"]}
+    else:
+        assert "FilterCriteria" not in m
+
+
+@pytest.mark.parametrize("consumer", list(CONSUMERS))
+def test_send_message_on_exactly_its_own_failure_queue(template, consumer):
+    _, fn = functions_by_name(template)[consumer]
+    q = queue_logical(consumer, "failures")
+    env = fn["Properties"]["Environment"]["Variables"]
+    assert env["FAILURE_QUEUE_URL"] == {"Ref": q}
+    sends = [s for s in role_statements(template, fn) if "sqs:SendMessage" in s["Action"]]
+    assert sends and all(s["Resource"] == [{"Fn::GetAtt": [q, "Arn"]}] for s in sends)
+    if CONSUMERS[consumer].default_policy == "dlq-capture":
+        assert env["FAILURE_BUCKET"] == {"Ref": "FailureBucket"}
+
+
+def test_queues_encrypted_retained_and_redriven(template):
+    queues = resources(template, "AWS::SQS::Queue")
+    assert len(queues) == 2 * len(CONSUMERS)
+    for consumer in CONSUMERS:
+        f = queues[queue_logical(consumer, "failures")]["Properties"]
+        p = queues[queue_logical(consumer, "parking")]["Properties"]
+        assert f["QueueName"] == f"userstream-dev-{consumer}-failures"
+        assert p["QueueName"] == f"userstream-dev-{consumer}-parking"
+        assert f["MessageRetentionPeriod"] == 1_209_600
+        assert f["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": [queue_logical(consumer, "parking"), "Arn"]}
+        assert f["VisibilityTimeout"] > 900  # outlives the reprocess function's timeout
+    for q in queues.values():
+        assert q["Properties"].get("SqsManagedSseEnabled") or q["Properties"].get("KmsMasterKeyId")
+
+
+def test_buckets_encrypted_and_claim_checks_private_and_expiring(template):
+    for b in resources(template, "AWS::S3::Bucket").values():
+        assert b["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    fb = template["Resources"]["FailureBucket"]["Properties"]
+    assert all(fb["PublicAccessBlockConfiguration"].values())
+    assert any(r["Status"] == "Enabled" and r["ExpirationInDays"] for r in fb["LifecycleConfiguration"]["Rules"])
+
+
+def test_idempotency_table_has_ttl_and_users_table_a_stream(template):
+    idem = template["Resources"]["IdempotencyTable"]["Properties"]
+    assert idem["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert idem["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    users = template["Resources"]["UsersTable"]["Properties"]
+    assert users["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+
+
+def test_every_alarm_exists_and_notifies_one_topic(template):
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    by_metric = {}
+    for a in alarms.values():
+        p = a["Properties"]
+        assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        by_metric.setdefault(p["MetricName"], []).append(p)
+    fns = functions_by_name(template)
+    for consumer in CONSUMERS:
+        logical, _ = fns[consumer]
+        (age,) = [p for p in by_metric["IteratorAge"] if p["Dimensions"][0]["Value"] == {"Ref": logical}]
+        assert age["Statistic"] == "Maximum"
+        queue_dims = lambda metric, kind: [  # noqa: E731
+            p for p in by_metric[metric]
+            if p["Dimensions"][0]["Value"] == {"Fn::GetAtt": [queue_logical(consumer, kind), "QueueName"]}
+        ]
+        assert queue_dims("ApproximateNumberOfMessagesVisible", "failures")
+        assert queue_dims("ApproximateAgeOfOldestMessage", "failures")
+        assert queue_dims("ApproximateNumberOfMessagesVisible", "parking")
+    for name, (logical, _) in fns.items():
+        assert [p for p in by_metric["Errors"] if p["Dimensions"][0]["Value"] == {"Ref": logical}], name
+    (topic,) = resources(template, "AWS::SNS::Topic").values()
+    assert topic["Properties"]["KmsMasterKeyId"]
+
+
+ALLOWED_WILDCARD_RESOURCE_ACTIONS = {"lambda:ListEventSourceMappings", "cloudwatch:GetMetricData", "logs:CreateLogStream",
+                                     "logs:CreateLogGroup", "logs:PutLogEvents", "logs:TagResource"}
+
+
+def test_least_privilege_roles(template):
+    roles = resources(template, "AWS::IAM::Role")
+    assert "IamRoleLambdaExecution" not in roles  # no default role holding everyone's rights
+    fns = functions_by_name(template)
+    assert len({f["Properties"]["Role"]["Fn::GetAtt"][0] for _, f in fns.values()}) == len(fns)  # one role each
+    for name, role in roles.items():
+        for policy in role["Properties"]["Policies"]:
+            for st in policy["PolicyDocument"]["Statement"]:
+                actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+                assert all("*" not in a for a in actions), (name, actions)
+                res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                if "*" in res:
+                    assert set(actions) <= ALLOWED_WILDCARD_RESOURCE_ACTIONS, (name, actions)
+    # Each stream consumer names only its own queue, and only slack-notifier the idempotency table.
+    for consumer in CONSUMERS:
+        text = json.dumps(role_statements(template, fns[consumer][1]))
+        for other in CONSUMERS:
+            if other != consumer:
+                assert queue_logical(other, "failures") not in text
+        assert ("IdempotencyTable" in text) == (consumer == "slack-notifier")
+
+
+def test_secrets_are_references_not_plaintext(template):
+    for _, fn in functions_by_name(template).values():
+        env = fn["Properties"].get("Environment", {}).get("Variables", {})
+        assert "SLACK_WEBHOOK_URL" not in env and "CRM_TOKEN" not in env
+        for k, v in env.items():
+            if k.endswith("_PARAM"):
+                assert isinstance(v, str) and v.startswith("/userstream/dev/")
+    text = json.dumps(template)
+    assert "hooks.slack.com" not in text and "Bearer " not in text
+
+
+def test_zip_ships_handlers_and_no_tests_caches_or_venvs(zip_names):
+    for handler in ("handlers/search_indexer.py", "handlers/slack_notifier.py", "handlers/crm_sync.py",
+                    "handlers/reprocess.py", "streamkit/loop.py", "consumers/registry.py", "wsgi_handler.py"):
+        assert handler in zip_names
+    for top in ("tests/", "bench/", "local/", ".venv/", "node_modules/", "artifacts/", "scripts/", "plugins/", "streamkit/testing.py"):
+        assert not [n for n in zip_names if n.startswith(top)], top
+    for anywhere in ("__pycache__", ".pyc"):
+        assert not [n for n in zip_names if anywhere in n], anywhere
+    assert any(n.startswith("structlog/") for n in zip_names)  # dependencies are packed
+    assert not any(n.startswith("boto3/") for n in zip_names)  # the runtime provides boto3
+
+
+def test_reader_budget_warns_about_a_third_reader(template):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_readers.py"), str(TEMPLATE)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "3 event source mappings read one stream" in proc.stdout
+    assert "throttl" in proc.stdout and "fan-out" in proc.stdout
+
+
+def test_reader_budget_quiet_with_two_readers(template, tmp_path):
+    t = json.loads(json.dumps(template))
+    esm = [k for k, r in t["Resources"].items() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    del t["Resources"][esm[0]]
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps(t))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_readers.py"), str(p)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "WARNING" not in proc.stdout
