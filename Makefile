@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench package clean
+.PHONY: all venv test demo bench package clean api
 
 all: test
 
@@ -51,3 +51,8 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis artifacts .serverless node_modules .requirements-cache
+
+# The operator API and page on http://127.0.0.1:5000 (docs/operator-api.md); point it at
+# `python -m local run` with the AWS_ENDPOINT_URL that command prints.
+api: venv
+	$(BIN)/flask --app handlers.api run
