@@ -45,7 +45,7 @@ def _number(text: str) -> int | Decimal:
     if "e" not in text and "E" not in text:
         # "12.50" is fractional, "12.00" is integral: decide from the text, cheaper than
         # Decimal arithmetic.
-        if text.partition(".")[2].strip("0"):
+        if ("." in text and text[-1] in "123456789") or text.partition(".")[2].strip("0"):
             return value
         return int(value)
     if value == value.to_integral_value():
@@ -110,8 +110,9 @@ def _map(image: dict) -> dict:
             if tag == "S":
                 out[name] = value
             elif tag == "N":
-                # _number's integer fast path, inlined (a non-str raises TypeError: strict path)
-                if len(value) < 39 and "." not in value and "e" not in value and "E" not in value:
+                # Non-negative integers inline (one C call decides); a non-str raises
+                # TypeError/AttributeError and takes the strict path.
+                if len(value) < 39 and value.isdigit():
                     out[name] = int(value)
                 else:
                     out[name] = _number(value)
@@ -142,7 +143,7 @@ def _list(values: list) -> list:
             if tag == "S":
                 append(value)
             elif tag == "N":
-                if len(value) < 39 and "." not in value and "e" not in value and "E" not in value:
+                if len(value) < 39 and value.isdigit():
                     append(int(value))
                 else:
                     append(_number(value))
