@@ -5,21 +5,12 @@ import contextlib
 import io
 import json
 import os
-import time
 
 from .items import build_event, to_document
+from .timing import interleaved_min
 
 SIZES = (100, 1_000, 10_000)
-REPS = {100: 30, 1_000: 5, 10_000: 2}
-
-
-def _best(fn, reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+REPS = {100: 40, 1_000: 9, 10_000: 3}  # interleaved rounds; fewer for the big batch
 
 
 def our_handler(policy: str, queue_url: str | None):
@@ -86,7 +77,7 @@ def run(queue_url_factory=None) -> list[dict]:
     for policy in ("soft-fail", "dlq-capture"):
         for n in SIZES:
             event = build_event(n)
-            timings = {}
+            calls = {}
             for name, factory in CONTENDERS.items():
                 if name == "Powertools BatchProcessor" and policy == "dlq-capture":
                     continue  # Powertools has no capture: it reports failures (measured under soft-fail)
@@ -97,7 +88,9 @@ def run(queue_url_factory=None) -> list[dict]:
                     with contextlib.redirect_stdout(io.StringIO()):
                         handler(event, LambdaContext(timeout_s=900))
 
-                timings[name] = _best(once, REPS[n]) / n * 1e6
+                once()  # warm-up: lazy clients, logger configuration, first-call caches
+                calls[name] = once
+            timings = {name: s / n * 1e6 for name, s in interleaved_min(calls, REPS[n]).items()}
             for name, us in timings.items():
                 row = {"bench": "per-record cost", "policy": policy, "batch": n, "contender": name, "us_per_record": us}
                 if name == "streamkit":
