@@ -38,13 +38,15 @@ class ApiError(Exception):
 def create_app(config: dict | None = None) -> Flask:
     """Build the app. ``config`` keys (all optional): ``SAMPLE_TTL_S`` (15), ``ESM_STATE_PATH``,
     ``DRAIN_OPTIONS`` (extra ``drain()`` options for local jobs), ``REPROCESS_FUNCTION_NAME``
-    (default: env; set -> jobs are async Lambda invokes)."""
+    (default: env; set -> jobs are async Lambda invokes), ``JOBS_BUCKET`` (default: env; where
+    the reprocess Lambda stores job summaries)."""
     app = Flask(__name__)
     app.config.update(
         SAMPLE_TTL_S=float(os.environ.get("OPSAPI_SAMPLE_TTL_S", "15")),
         ESM_STATE_PATH=None,
         DRAIN_OPTIONS=dict(DEFAULT_DRAIN_OPTIONS),
         REPROCESS_FUNCTION_NAME=os.environ.get("REPROCESS_FUNCTION_NAME") or None,
+        JOBS_BUCKET=os.environ.get("JOBS_BUCKET") or None,
         REFRESH_MS=int(os.environ.get("OPSAPI_REFRESH_MS", "3000")),
     )
     app.config.update(config or {})
@@ -55,7 +57,8 @@ def create_app(config: dict | None = None) -> Flask:
                           use_cloudwatch=bool(app.config["REPROCESS_FUNCTION_NAME"]))
     sampler = FailureSampler(inspector, ttl_s=app.config["SAMPLE_TTL_S"])
     jobs = JobRunner(clients=clients, function_name=app.config["REPROCESS_FUNCTION_NAME"],
-                     on_finish=sampler.invalidate, drain_options=app.config["DRAIN_OPTIONS"])
+                     on_finish=sampler.invalidate, drain_options=app.config["DRAIN_OPTIONS"],
+                     jobs_bucket=app.config["JOBS_BUCKET"])
     app.extensions["opsapi"] = {"inspector": inspector, "sampler": sampler, "jobs": jobs, "clients": clients}
 
     def consumer_or_404(name: str):
@@ -79,6 +82,9 @@ def create_app(config: dict | None = None) -> Flask:
         oldest = (sample or {}).get("oldestCapturedAt")
         mapping = inspector.mapping(consumer)
         policy = inspector.policy(consumer)
+        lag = (mapping or {}).get("iteratorAgeSeconds")
+        if lag is None:
+            lag = inspector.iterator_age_s(function_name(consumer))
         return {
             "name": consumer.name,
             "description": consumer.description,
@@ -96,7 +102,7 @@ def create_app(config: dict | None = None) -> Flask:
                 "queueAgeSeconds": inspector.oldest_message_age_s(failures["name"]),
             },
             "topErrorTypes": (sample or {}).get("countsByErrorType", {}),
-            "lagSeconds": (mapping or {}).get("iteratorAgeSeconds"),
+            "lagSeconds": lag,
             "mapping": mapping,
             "job": {"jobId": running["jobId"], "status": running["status"], "dryRun": running["request"]["dryRun"]}
             if running else None,

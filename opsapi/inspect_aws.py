@@ -170,6 +170,11 @@ class Inspector:
         return env, None
 
     def policy(self, consumer: Consumer) -> dict:
+        """``<KEY>_FAILURE_POLICY`` in this function's environment, else the consumer function's
+        ``FAILURE_POLICY`` (GetFunctionConfiguration), else the registry default."""
+        own = os.environ.get(f"{consumer.key}_FAILURE_POLICY")
+        if own:
+            return {"policy": own, "source": f"env {consumer.key}_FAILURE_POLICY"}
         env, err = self.function_env(consumer)
         if env.get("FAILURE_POLICY"):
             return {"policy": env["FAILURE_POLICY"], "source": f"function {function_name(consumer)}"}
@@ -232,20 +237,23 @@ class Inspector:
 
     # ---- CloudWatch (real AWS only) --------------------------------------------------------------
     def _metric_max(self, namespace: str, metric: str, dimension: tuple[str, str]) -> float | None:
+        """Latest 1-minute Maximum of a metric over the last 10 minutes (GetMetricData, which the
+        api function's role is granted); None locally, when there is no data, or on any error."""
         if not self.use_cloudwatch:
             return None
         try:
             end = _now()
-            points = self.clients.get("cloudwatch").get_metric_statistics(
-                Namespace=namespace, MetricName=metric,
-                Dimensions=[{"Name": dimension[0], "Value": dimension[1]}],
-                StartTime=end - timedelta(minutes=10), EndTime=end, Period=60, Statistics=["Maximum"],
-            ).get("Datapoints") or []
+            results = self.clients.get("cloudwatch").get_metric_data(
+                MetricDataQueries=[{"Id": "m", "ReturnData": True, "MetricStat": {
+                    "Metric": {"Namespace": namespace, "MetricName": metric,
+                               "Dimensions": [{"Name": dimension[0], "Value": dimension[1]}]},
+                    "Period": 60, "Stat": "Maximum"}}],
+                StartTime=end - timedelta(minutes=10), EndTime=end, ScanBy="TimestampDescending",
+            ).get("MetricDataResults") or []
         except Exception:
             return None
-        if not points:
-            return None
-        return max(points, key=lambda p: p["Timestamp"])["Maximum"]
+        values = results[0].get("Values") if results else None
+        return float(values[0]) if values else None
 
     def iterator_age_s(self, fn: str) -> float | None:
         ms = self._metric_max("AWS/Lambda", "IteratorAge", ("FunctionName", fn))

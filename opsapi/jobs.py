@@ -2,14 +2,15 @@
 asynchronous invoke of the reprocess Lambda when ``REPROCESS_FUNCTION_NAME`` is set.
 
 Job records live in memory (this process). In AWS the summary is the reprocess Lambda's
-return value: with ``InvocationType=Event`` it goes to the function's asynchronous
-on-success destination when one is configured, and to its logs (``jobId`` is in the event);
-this API reports such jobs as ``submitted``. See docs/operator-api.md.
+result; with ``InvocationType=Event`` nobody waits for it, so the contract is that the
+reprocess Lambda writes it to ``s3://$JOBS_BUCKET/jobs/<jobId>.json`` (serverless.yml grants
+that prefix) and this API reads it from there, from any container. Until that object
+exists a job is ``submitted``. See docs/operator-api.md.
 """
 from __future__ import annotations
 
 import json
-import os
+import re
 import threading
 import time
 import uuid
@@ -17,6 +18,18 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 MAX_JOBS_KEPT = 200
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def summary_key(job_id: str) -> str:
+    """Where the reprocess Lambda stores a job's summary in JOBS_BUCKET."""
+    return f"jobs/{job_id}.json"
+
+
+def status_of(summary: dict) -> str:
+    if summary.get("error") or summary.get("exit_code") == 2:
+        return "failed"
+    return "succeeded" if summary.get("exit_code") == 0 else "finished-with-failures"
 
 
 def _now_iso() -> str:
@@ -32,9 +45,10 @@ class JobRunner:
 
     def __init__(self, *, clients: Any, function_name: str | None = None,
                  drain: Callable[..., Any] | None = None, on_finish: Callable[[str], None] | None = None,
-                 drain_options: dict | None = None):
+                 drain_options: dict | None = None, jobs_bucket: str | None = None):
         self.clients = clients
         self.function_name = function_name
+        self.jobs_bucket = jobs_bucket
         self._drain = drain  # None: reprocess.worker.drain, imported in the job thread
         self.on_finish = on_finish or (lambda consumer: None)
         self.drain_options = drain_options or {}
@@ -49,7 +63,26 @@ class JobRunner:
     def get(self, job_id: str) -> dict | None:
         with self._lock:
             job = self._jobs.get(job_id)
-            return json.loads(json.dumps(job, default=str)) if job else None
+            job = json.loads(json.dumps(job, default=str)) if job else None
+        if self.remote and (job is None or job["status"] == "submitted"):
+            stored = self._stored_summary(job_id)
+            if stored is not None:
+                job = job or {"jobId": job_id, "consumer": stored.get("consumer"), "runner": "lambda",
+                              "request": None, "createdAt": None, "startedAt": None}
+                job.update(status=status_of(stored), summary=stored, error=stored.get("error"),
+                           summaryObject=f"s3://{self.jobs_bucket}/{summary_key(job_id)}")
+        return job
+
+    def _stored_summary(self, job_id: str) -> dict | None:
+        """The summary the reprocess Lambda wrote for ``job_id``, or None (not yet, or unreadable)."""
+        if not self.jobs_bucket or not JOB_ID.fullmatch(job_id):
+            return None
+        try:
+            body = self.clients.get("s3").get_object(Bucket=self.jobs_bucket, Key=summary_key(job_id))["Body"].read()
+            data = json.loads(body)
+        except Exception:
+            return None
+        return data if isinstance(data, dict) else None
 
     def running(self, consumer: str) -> dict | None:
         with self._lock:
@@ -124,8 +157,9 @@ class JobRunner:
             return
         self._update(job["jobId"], status="submitted", startedAt=_now_iso(),
                      invokeStatusCode=resp.get("StatusCode"), function=self.function_name,
-                     note="runs in the reprocess Lambda; its summary goes to that function's logs and "
-                          "on-success destination (jobId in the event)")
+                     note=f"runs in the reprocess Lambda; its summary appears here once it is stored "
+                          f"at s3://{self.jobs_bucket}/{summary_key(job['jobId'])}" if self.jobs_bucket else
+                          "runs in the reprocess Lambda; its summary is in that function's logs (JOBS_BUCKET unset)")
 
     def _run_local(self, job_id: str) -> None:
         job = self.get(job_id) or {}
@@ -151,7 +185,7 @@ class JobRunner:
                 **self.drain_options,
             )
             result = summary.to_dict()
-            status = "succeeded" if result.get("exit_code") == 0 else "finished-with-failures"
+            status = status_of(result)
             self._update(job_id, status=status, summary=result, finishedAt=_now_iso(),
                          durationS=round(time.monotonic() - started, 3))
         except Exception as exc:  # ConfigError and anything unexpected: the job says why

@@ -320,3 +320,68 @@ def test_lambda_entry_point_imports_no_consumer_client_library():
             "or m.startswith('consumers.') and m != 'consumers.registry']; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def _capture_invokes(app) -> list[dict]:
+    """Answer the API's Lambda Invoke calls as Lambda answers an Event invoke (202), keeping the payloads."""
+    from botocore.awsrequest import AWSResponse
+
+    sent: list[dict] = []
+
+    class Raw:
+        def stream(self, *a, **k):
+            yield b""
+
+    def before_send(request, **kwargs):
+        sent.append(json.loads(request.body))
+        return AWSResponse(request.url, 202, {}, Raw())
+
+    app.extensions["opsapi"]["clients"].get("lambda").meta.events.register("before-send.lambda.Invoke", before_send)
+    return sent
+
+
+def test_in_aws_the_job_summary_is_read_from_the_jobs_bucket_by_any_container(env):
+    """The reprocess Lambda stores s3://JOBS_BUCKET/jobs/<jobId>.json; any API container reports it."""
+    from opsapi import create_app
+
+    boto3.client("s3").create_bucket(Bucket="failures")
+    config = {"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess", "JOBS_BUCKET": "failures"}
+    app = create_app(config)
+    sent = _capture_invokes(app)
+    client = app.test_client()
+    job_id = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True}).get_json()["jobId"]
+    assert sent[0]["jobId"] == job_id and sent[0]["dryRun"] is True
+    pending = client.get(f"/jobs/{job_id}").get_json()
+    assert pending["status"] == "submitted" and f"s3://failures/jobs/{job_id}.json" in pending["note"]
+
+    summary = {"consumer": "slack-notifier", "taken": 3, "succeeded": 2, "still_failing": 1, "parked": 0,
+               "by_error_type": {"SlackApiError": 1}, "exit_code": 1}
+    boto3.client("s3").put_object(Bucket="failures", Key=f"jobs/{job_id}.json", Body=json.dumps(summary))
+    done = client.get(f"/jobs/{job_id}").get_json()
+    assert done["status"] == "finished-with-failures" and done["summary"] == summary
+    other = create_app(config).test_client().get(f"/jobs/{job_id}")  # another container: nothing in memory
+    assert other.status_code == 200 and other.get_json()["summary"] == summary
+    assert create_app(config).test_client().get("/jobs/" + "0" * 32).status_code == 404
+
+
+def test_in_aws_lag_and_queue_age_come_from_cloudwatch(env, monkeypatch):
+    from datetime import datetime, timezone
+
+    from opsapi import create_app
+
+    make_queues("crm-sync")
+    cw = boto3.client("cloudwatch")
+    now = datetime.now(timezone.utc)
+    cw.put_metric_data(Namespace="AWS/Lambda", MetricData=[{
+        "MetricName": "IteratorAge", "Dimensions": [{"Name": "FunctionName", "Value": "userstream-dev-crm-sync"}],
+        "Timestamp": now, "Value": 93_000, "Unit": "Milliseconds"}])
+    cw.put_metric_data(Namespace="AWS/SQS", MetricData=[{
+        "MetricName": "ApproximateAgeOfOldestMessage",
+        "Dimensions": [{"Name": "QueueName", "Value": "userstream-dev-crm-sync-failures"}],
+        "Timestamp": now, "Value": 7200, "Unit": "Seconds"}])
+    monkeypatch.setenv("CRM_SYNC_FAILURE_POLICY", "dlq-capture")
+    crm = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess"}).test_client().get(
+        "/consumers/crm-sync").get_json()
+    assert crm["lagSeconds"] == 93.0
+    assert crm["oldestFailure"]["queueAgeSeconds"] == 7200
+    assert (crm["policy"], crm["policySource"]) == ("dlq-capture", "env CRM_SYNC_FAILURE_POLICY")
