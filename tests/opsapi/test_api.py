@@ -365,13 +365,13 @@ def test_in_aws_the_job_summary_is_read_from_the_jobs_bucket_by_any_container(en
 
 
 def test_in_aws_lag_and_queue_age_come_from_cloudwatch(env, monkeypatch):
-    from datetime import datetime, timezone
+    from datetime import datetime, timedelta, timezone
 
     from opsapi import create_app
 
     make_queues("crm-sync")
     cw = boto3.client("cloudwatch")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc) - timedelta(minutes=2)  # a finished 1-minute period
     cw.put_metric_data(Namespace="AWS/Lambda", MetricData=[{
         "MetricName": "IteratorAge", "Dimensions": [{"Name": "FunctionName", "Value": "userstream-dev-crm-sync"}],
         "Timestamp": now, "Value": 93_000, "Unit": "Milliseconds"}])
@@ -385,3 +385,38 @@ def test_in_aws_lag_and_queue_age_come_from_cloudwatch(env, monkeypatch):
     assert crm["lagSeconds"] == 93.0
     assert crm["oldestFailure"]["queueAgeSeconds"] == 7200
     assert (crm["policy"], crm["policySource"]) == ("dlq-capture", "env CRM_SYNC_FAILURE_POLICY")
+
+
+def test_one_job_per_consumer_and_no_peeking_while_it_drains(env):
+    """While a local job runs: a second one is 409, and samples come from the cache, never a receive
+    (a peek could hide messages from the worker and end its run early)."""
+    import threading
+
+    from opsapi import create_app
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_but_fine(record):  # stands in for a slow sink; the job waits for the test
+        started.set()
+        assert release.wait(30)
+
+    app = create_app({"SAMPLE_TTL_S": 0, "DRAIN_OPTIONS": {"wait_time_s": 0, "handle_record": slow_but_fine}})
+    client = app.test_client()
+    failures, parking = make_queues("slack-notifier")
+    put_failures(failures, "slack-notifier", 3)
+    try:
+        first = client.post("/consumers/slack-notifier/reprocess", json={})
+        assert first.status_code == 202
+        assert started.wait(30)
+        second = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True})
+        assert second.status_code == 409 and second.get_json()["jobId"] == first.get_json()["jobId"]
+        assert client.get("/consumers/slack-notifier").get_json()["job"]["jobId"] == first.get_json()["jobId"]
+        sample = client.get("/consumers/slack-notifier/failures").get_json()
+        assert sample["cached"] is True and sample["messages"] == []
+        assert client.post("/consumers/search-indexer/reprocess", json={"dryRun": True}).status_code == 202
+    finally:
+        release.set()
+    job = wait_job(client, first.get_json()["jobId"])
+    assert job["status"] == "succeeded" and job["summary"]["taken"] == 3 and job["summary"]["succeeded"] == 3
+    assert depth(failures) == (0, 0) and depth(parking) == (0, 0)
