@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench package clean api
+.PHONY: all venv test demo bench package node_modules clean api
 
 all: test
 
@@ -21,8 +21,9 @@ venv: $(STAMP)
 # --- packaging (Serverless Framework, offline: no AWS credentials, no AWS calls) ---------
 TEMPLATE    := artifacts/cloudformation-template-update-stack.json
 PKG_SOURCES := serverless.yml package.json package-lock.json $(wildcard plugins/*.js) requirements.txt \
-               $(shell find handlers streamkit consumers reprocess opsapi -name '*.py' 2>/dev/null)
+               $(shell find handlers streamkit consumers reprocess opsapi -type f ! -path '*/__pycache__/*' ! -name '*.pyc' 2>/dev/null)
 
+node_modules: node_modules/.installed
 node_modules/.installed: package.json package-lock.json
 	@command -v node >/dev/null && command -v npm >/dev/null || { \
 	  echo "error: Node.js (20.19+) and npm are needed for 'serverless package'."; \
@@ -33,7 +34,7 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 $(TEMPLATE): $(STAMP) node_modules/.installed $(PKG_SOURCES)
-	AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline AWS_PROFILE= PYTHON_BIN=$(abspath $(BIN)/python) \
+	env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline PYTHON_BIN=$(abspath $(BIN)/python) \
 	  npx --no-install serverless package --package artifacts --stage dev
 	$(BIN)/python scripts/check_readers.py $(TEMPLATE)
 	@touch $@

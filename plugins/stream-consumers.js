@@ -200,6 +200,11 @@ class StreamConsumers {
       for (const st of fn.iamRoleStatements || []) {
         if (st.Resource === 'ALL_CONSUMER_QUEUES') st.Resource = queueArns;
         if (st.Resource === 'USERS_STREAM') st.Resource = [streamArn];
+        if (st.Resource === 'ALL_CONSUMER_FUNCTIONS') {
+          // By name, not GetAtt: no dependency cycle between the functions.
+          st.Resource = Object.keys(consumers).map((name) => sub(
+            `arn:\${AWS::Partition}:lambda:\${AWS::Region}:\${AWS::AccountId}:function:${serviceName}-${stage}-${name}`));
+        }
       }
       const P = logicalPrefix(fnName);
       alarm(`${P}ErrorsAlarm`, {
@@ -210,6 +215,16 @@ class StreamConsumers {
       });
     }
 
+    // A placeholder left unresolved would deploy as a literal (and invalid) resource.
+    const placeholders = ['ALL_CONSUMER_QUEUES', 'USERS_STREAM', 'ALL_CONSUMER_FUNCTIONS'];
+    for (const [fnName, fn] of Object.entries(service.functions)) {
+      for (const st of fn.iamRoleStatements || []) {
+        if (placeholders.includes(st.Resource)) {
+          throw new this.serverless.classes.Error(
+            `functions.${fnName}: Resource ${st.Resource} is only resolved for custom.allConsumerFunctions`);
+        }
+      }
+    }
   }
 }
 
