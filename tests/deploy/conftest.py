@@ -23,3 +23,15 @@ def zip_names() -> list[str]:
         pytest.fail("no deployment zip in artifacts/: run `make package`")
     with zipfile.ZipFile(zips[0]) as z:
         return z.namelist()
+
+
+EXISTING_TABLE_TEMPLATE = ARTIFACTS / "existing-table" / "cloudformation-template-update-stack.json"
+EXAMPLE_STREAM = "arn:aws:dynamodb:us-east-1:111122223333:table/users/stream/2024-01-01T00:00:00.000"  # as in the Makefile
+
+
+@pytest.fixture(scope="session")
+def existing_table_template() -> dict:
+    """The package made with --param usersStreamArn=EXAMPLE_STREAM (a team's own table)."""
+    if not EXISTING_TABLE_TEMPLATE.exists():
+        pytest.fail(f"{EXISTING_TABLE_TEMPLATE} is missing: run `make package` (make test does it first)")
+    return json.loads(EXISTING_TABLE_TEMPLATE.read_text())

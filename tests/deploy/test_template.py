@@ -236,3 +236,19 @@ def test_api_reads_only_the_consumer_functions_configuration(template):
     assert names == sorted(f"userstream-dev-{c}" for c in CONSUMERS)
     text = json.dumps(template)
     assert "ALL_CONSUMER_" not in text and "USERS_STREAM" not in text  # every placeholder resolved
+
+
+def test_existing_table_param_reads_its_stream_and_creates_no_table(existing_table_template):
+    from .conftest import EXAMPLE_STREAM
+
+    t = existing_table_template
+    assert "UsersTable" not in t["Resources"] and '"UsersTable"' not in json.dumps(t)
+    mappings = resources(t, "AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == len(CONSUMERS)
+    assert all(m["Properties"]["EventSourceArn"] == EXAMPLE_STREAM for m in mappings.values())
+    fns = functions_by_name(t)
+    for name in [*CONSUMERS, "reprocess"]:
+        reads = [s for s in role_statements(t, fns[name][1]) if "dynamodb:GetRecords" in s["Action"]]
+        assert reads and all(s["Resource"] == [EXAMPLE_STREAM] for s in reads), name
+    assert fns["reprocess"][1]["Properties"]["Environment"]["Variables"]["USERS_TABLE"] == "users"
+    assert "IdempotencyTable" in t["Resources"]  # everything else is still created
