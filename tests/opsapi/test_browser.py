@@ -50,6 +50,9 @@ def test_page_shows_failures_and_reprocess_drains_the_queue(served):
             expect(depth_cell).to_have_text("5")
             expect(page.locator("#row-search-indexer")).to_contain_text("KeyError")
             expect(page.locator("#sample-search-indexer")).to_contain_text("'fullname'")
+            shot = os.environ.get("OPSAPI_SCREENSHOT")  # a path: look at the page yourself
+            if shot:
+                page.screenshot(path=shot, full_page=True)
 
             page.click("#preview-search-indexer")  # dry run: counts by error type, changes nothing
             expect(page.locator("#job-search-indexer")).to_contain_text("preview")
