@@ -4,7 +4,7 @@ from __future__ import annotations
 from .items import build_event
 from .timing import interleaved_min
 
-ROUNDS = 21
+ROUNDS = 41
 
 
 def run() -> list[dict]:

@@ -124,6 +124,8 @@ def _map(image: dict) -> dict:
                 out[name] = _list(value)
             elif tag == "NULL":
                 out[name] = None
+            elif tag == "SS" and type(value) is list:
+                out[name] = set(value)  # unhashable items raise TypeError: strict path
             else:
                 out[name] = deserialize_value(av)
     except (TypeError, ValueError, KeyError, AttributeError):
