@@ -9,7 +9,9 @@ Queues come from <KEY>_FAILURE_QUEUE_URL / <KEY>_PARKING_QUEUE_URL (serverless.y
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from typing import Any
 
 from reprocess.summary import EXIT_USAGE
@@ -21,7 +23,35 @@ from streamkit.errors import ConfigError
 MARGIN_MS = int(os.environ.get("REPROCESS_MARGIN_MS", "15000"))
 
 
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 def handler(event: Any, context: Any) -> dict:
+    result = _run(event, context)
+    job_id = event.get("jobId") if isinstance(event, dict) else None
+    if job_id is not None:
+        _store_job_summary(job_id, result)
+    return result
+
+
+def _store_job_summary(job_id: Any, result: dict) -> None:
+    """The operator API started this run asynchronously: leave the summary where any API
+    container can read it (``s3://$JOBS_BUCKET/jobs/<jobId>.json``)."""
+    bucket = os.environ.get("JOBS_BUCKET") or os.environ.get("FAILURE_BUCKET")
+    if not bucket or not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        result.setdefault("notes", []).append("job summary not stored: no JOBS_BUCKET or an invalid jobId")
+        return
+    import boto3
+
+    boto3.client("s3").put_object(
+        Bucket=bucket,
+        Key=f"jobs/{job_id}.json",
+        Body=json.dumps({**result, "jobId": job_id}, default=str).encode(),
+        ContentType="application/json",
+    )
+
+
+def _run(event: Any, context: Any) -> dict:
     from reprocess.worker import drain
 
     if not isinstance(event, dict) or not isinstance(event.get("consumer"), str):

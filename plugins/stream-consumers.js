@@ -196,6 +196,7 @@ class StreamConsumers {
         const P = logicalPrefix(name);
         fn.environment[`${envKey(name)}_FAILURE_QUEUE_URL`] = ref(`${P}FailureQueue`);
         fn.environment[`${envKey(name)}_PARKING_QUEUE_URL`] = ref(`${P}ParkingQueue`);
+        fn.environment[`${envKey(name)}_FAILURE_POLICY`] = consumers[name].policy;
       }
       for (const st of fn.iamRoleStatements || []) {
         if (st.Resource === 'ALL_CONSUMER_QUEUES') st.Resource = queueArns;

@@ -150,7 +150,27 @@ def test_every_alarm_exists_and_notifies_one_topic(template):
     for name, (logical, _) in fns.items():
         assert [p for p in by_metric["Errors"] if p["Dimensions"][0]["Value"] == {"Ref": logical}], name
     (topic,) = resources(template, "AWS::SNS::Topic").values()
-    assert topic["Properties"]["KmsMasterKeyId"]
+    # Encrypted with a key CloudWatch may use: alarms cannot publish to an alias/aws/sns topic.
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Ref"]
+    grants = [st for st in template["Resources"][key_id]["Properties"]["KeyPolicy"]["Statement"]
+              if st["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert grants and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(grants[0]["Action"])
+
+
+def test_reprocess_schedule_off_by_default_and_api_behind_iam(template):
+    (rule,) = resources(template, "AWS::Events::Rule").values()
+    assert rule["Properties"]["State"] == "DISABLED"
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["ReprocessLambdaFunction", "Arn"]}
+    routes = resources(template, "AWS::ApiGatewayV2::Route")
+    assert routes and all(r["Properties"]["AuthorizationType"] == "AWS_IAM" for r in routes.values())
+
+
+def test_failure_queue_visibility_outlives_the_reprocess_function(template):
+    _, reprocess = functions_by_name(template)["reprocess"]
+    timeout = reprocess["Properties"]["Timeout"]
+    for consumer in CONSUMERS:
+        q = template["Resources"][queue_logical(consumer, "failures")]["Properties"]
+        assert q["VisibilityTimeout"] >= timeout
 
 
 ALLOWED_WILDCARD_RESOURCE_ACTIONS = {"lambda:ListEventSourceMappings", "cloudwatch:GetMetricData", "logs:CreateLogStream",
@@ -252,3 +272,13 @@ def test_existing_table_param_reads_its_stream_and_creates_no_table(existing_tab
         assert reads and all(s["Resource"] == [EXAMPLE_STREAM] for s in reads), name
     assert fns["reprocess"][1]["Properties"]["Environment"]["Variables"]["USERS_TABLE"] == "users"
     assert "IdempotencyTable" in t["Resources"]  # everything else is still created
+
+
+def test_reprocess_and_api_know_every_consumer_queue_and_policy(template):
+    fns = functions_by_name(template)
+    for name in ("reprocess", "api"):
+        env = fns[name][1]["Properties"]["Environment"]["Variables"]
+        for consumer, spec in CONSUMERS.items():
+            assert env[f"{spec.key}_FAILURE_QUEUE_URL"] == {"Ref": queue_logical(consumer, "failures")}
+            assert env[f"{spec.key}_PARKING_QUEUE_URL"] == {"Ref": queue_logical(consumer, "parking")}
+            assert env[f"{spec.key}_FAILURE_POLICY"] == spec.default_policy
