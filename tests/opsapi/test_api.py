@@ -420,3 +420,34 @@ def test_one_job_per_consumer_and_no_peeking_while_it_drains(env):
     job = wait_job(client, first.get_json()["jobId"])
     assert job["status"] == "succeeded" and job["summary"]["taken"] == 3 and job["summary"]["succeeded"] == 3
     assert depth(failures) == (0, 0) and depth(parking) == (0, 0)
+
+
+def test_mapping_state_and_settings_come_from_lambda_when_it_has_one(client):
+    """In AWS the mapping is Lambda's (ListEventSourceMappings). Nothing is written to the table
+    after the mapping exists, so moto never tries to invoke the function (LOCAL-AWS-NOTES)."""
+    ddb = boto3.client("dynamodb")
+    table = ddb.create_table(TableName="opsapi-users", BillingMode="PAY_PER_REQUEST",
+                             AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
+                             KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+                             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    create_function("userstream-dev-search-indexer", {"FAILURE_POLICY": "dlq-capture"})
+    boto3.client("lambda").create_event_source_mapping(
+        FunctionName="userstream-dev-search-indexer", EventSourceArn=table["TableDescription"]["LatestStreamArn"],
+        StartingPosition="TRIM_HORIZON", BatchSize=25, FunctionResponseTypes=["ReportBatchItemFailures"])
+    si = client.get("/consumers/search-indexer").get_json()
+    m = si["mapping"]
+    assert m["source"] == "lambda" and m["uuid"] and m["state"]
+    assert m["eventSourceArn"] == table["TableDescription"]["LatestStreamArn"]
+    assert m["settings"]["BatchSize"] == 25 and m["settings"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert si["lagSeconds"] is None  # no CloudWatch outside AWS
+
+
+def test_health_and_job_list(client):
+    assert client.get("/healthz").get_json() == {"ok": True}
+    failures, _ = make_queues("slack-notifier")
+    put_failures(failures, "slack-notifier", 1)
+    job_id = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True, "max": 1}).get_json()["jobId"]
+    wait_job(client, job_id)
+    jobs = client.get("/jobs").get_json()["jobs"]
+    assert [(j["jobId"], j["consumer"], j["status"], j["request"]["max"]) for j in jobs] == [
+        (job_id, "slack-notifier", "succeeded", 1)]
