@@ -15,6 +15,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .template import ensure_packaged
 
     settings = DemoSettings(template=args.template or str(ensure_packaged(ROOT)))
+    if args.state_dir:
+        settings.state_dir = Path(args.state_dir).resolve()
     if args.users:
         settings.v1_users = args.users
     return run_demo(settings)
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="the schema-change story end to end (make demo)")
     d.add_argument("--template", help="packaged template (default artifacts/cloudformation-template-update-stack.json)")
     d.add_argument("--users", type=int, help="v1 signups in step 1 (default 300)")
+    d.add_argument("--state-dir", default=os.environ.get("LOCAL_STATE_DIR"),
+                   help="search index, function logs, mapping state (default .local-state/)")
     r = sub.add_parser("run", help="poll the stream and invoke the functions until Ctrl-C")
     r.add_argument("--until-idle", action="store_true", help="stop when every mapping is caught up or stuck")
     r.add_argument("--endpoint", help="use the stack already deployed at this AWS endpoint")

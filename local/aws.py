@@ -56,7 +56,13 @@ class EmbeddedAws:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         import logging
 
+        import warnings
+
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per request
+        # CloudFormation on moto skips alarms, HTTP APIs and bucket policies (the local runtime
+        # does not need them; deploy.template.MOTO_SKIPS): say nothing about each one
+        logging.getLogger("moto").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", message="Tried to parse", category=UserWarning)
         self._server.start()
         os.environ["AWS_ENDPOINT_URL"] = self.url
         return self

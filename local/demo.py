@@ -137,9 +137,13 @@ class Demo:
 
         state = self.s.state_dir
         state.mkdir(parents=True, exist_ok=True)
-        search_db = state / "search.sqlite3"
-        for p in state.glob("search.sqlite3*"):
-            p.unlink()
+        # One index per run: several people (and test runs) share this working tree, and a
+        # second demo must not delete the index under a running one.
+        search_db = state / f"search-demo-{os.getpid()}.sqlite3"
+        for old in state.glob("search-demo-*.sqlite3*"):
+            pid = old.name.split("-")[2].split(".")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                old.unlink(missing_ok=True)
         template = load_template(self.s.template)  # fails clearly when `make package` was not run
 
         with EmbeddedAws() as aws, FakeSlack() as slack, FakeCRM() as crm:
@@ -329,13 +333,23 @@ class Demo:
                  " replay them and nothing captured them. Every other signup got exactly one message.")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_demo(settings: DemoSettings | None = None, out: TextIO | None = None,
              log_to: Callable[[], TextIO] | None = None) -> int:
     """Run the demo; narrative to ``out`` (stdout), function logs to .local-state/functions.log."""
     settings = settings or DemoSettings()
     out = out or sys.stdout
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.state_dir / "functions.log", "w")  # noqa: SIM115
+    log = open(settings.state_dir / "functions.log", "a")  # noqa: SIM115  (shared tree: append)
     saved = sys.stdout
     sys.stdout = log  # structlog/EMF print to stdout, as on Lambda: keep them out of the narrative
     try:

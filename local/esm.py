@@ -553,6 +553,10 @@ class Emulator:
         env = dict(runtime.config.environment)
         env.update(env_updates or {})
         runtime.redeploy(env)
+        for m in self.mappings:  # new code: its failures so far say nothing about it being stuck
+            if m.config.function == function:
+                for shard in m.shards.values():
+                    shard.stalled_failures = 0  # (attempts still count towards MaximumRetryAttempts)
         self.log(f"[{function}] redeployed (cold start on next invocation)")
 
     # ---- reporting --------------------------------------------------------------------

@@ -1,37 +1,31 @@
-"""The packaged CloudFormation template, prepared for CloudFormation on moto.
+"""The packaged CloudFormation template, for the local runtime.
 
-``serverless package`` writes ``.serverless/cloudformation-template-update-stack.json``;
-``make package`` copies it to ``artifacts/``. For moto, two changes, nothing else:
-
-* the ``AWS::Lambda::EventSourceMapping`` resources are taken out (moto would try to run
-  the functions through Docker on every stream write and empty the shard) and returned
-  with their properties, so the emulator reads its settings from this same template;
-* each function's ``Code`` (an S3 artifact that is never uploaded locally) becomes a
-  one-line inline stub: locally, the code runs in-process from the working tree.
+The preparation for moto lives in ``deploy.template`` (one implementation, shared with the
+deployment tests): ``prepare_for_moto`` takes the ``AWS::Lambda::EventSourceMapping``
+resources out (moto would run the functions through Docker on every stream write and empty
+the shard) and returns their properties, so the emulator reads its settings from this same
+template; each function's ``Code`` becomes an inline stub (the code runs in-process).
+This module adds what a person running ``make demo`` needs: where the template is
+(``LOCAL_TEMPLATE`` overrides), and packaging it, or saying how to get Node, when it is missing.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
-from typing import Any
+
+from deploy.template import TemplateError, mapping_function, prepare_for_moto
 
 DEFAULT_TEMPLATE = "artifacts/cloudformation-template-update-stack.json"
-ESM_TYPE = "AWS::Lambda::EventSourceMapping"
-LOCAL_CODE = {"ZipFile": "# local runtime: the handler runs in-process from the working tree\n"}
+NODE_HINT = ("Node.js 20+ and npm are needed for `serverless package`: install them with your package manager "
+             "(e.g. `sudo apt-get install nodejs npm`) or from https://nodejs.org")
 
-
-class TemplateError(RuntimeError):
-    """The packaged template is missing or cannot be used; the message says what to do."""
+__all__ = ["TemplateError", "ensure_packaged", "load_template", "strip_event_source_mappings",
+           "function_logical_id", "template_path"]
 
 
 def template_path() -> Path:
     return Path(os.environ.get("LOCAL_TEMPLATE") or DEFAULT_TEMPLATE)
-
-
-NODE_HINT = ("Node.js 18+ is needed for `serverless package`: install it with your package manager "
-             "(e.g. `sudo apt-get install nodejs npm`) or from https://nodejs.org")
 
 
 def ensure_packaged(root: str | os.PathLike) -> Path:
@@ -62,7 +56,7 @@ def load_template(path: str | os.PathLike | None = None) -> dict:
     if not p.exists():
         import shutil
 
-        how = "run `make package` (it runs `serverless package` and copies the template to artifacts/)"
+        how = "run `make package` (it runs `serverless package` and writes the template to artifacts/)"
         if shutil.which("node") is None:
             how = f"{NODE_HINT}, then {how}"
         raise TemplateError(f"no packaged CloudFormation template at {p}: {how}")
@@ -76,32 +70,10 @@ def load_template(path: str | os.PathLike | None = None) -> dict:
 
 
 def strip_event_source_mappings(template: dict) -> tuple[dict, dict[str, dict]]:
-    """(template for moto, {logical id: EventSourceMapping properties}); the input is not changed."""
-    out = copy.deepcopy(template)
-    mappings: dict[str, dict] = {}
-    for logical_id, res in list(out["Resources"].items()):
-        if res.get("Type") == ESM_TYPE:
-            mappings[logical_id] = res.get("Properties", {})
-            del out["Resources"][logical_id]
-    for res in out["Resources"].values():
-        deps = res.get("DependsOn")
-        if isinstance(deps, list):
-            res["DependsOn"] = [d for d in deps if d not in mappings]
-        elif isinstance(deps, str) and deps in mappings:
-            del res["DependsOn"]
-        if res.get("Type") == "AWS::Lambda::Function":
-            res.setdefault("Properties", {})["Code"] = dict(LOCAL_CODE)
-    outputs = out.get("Outputs") or {}
-    for key in [k for k, v in outputs.items() if any(f'"{n}"' in json.dumps(v) for n in mappings)]:
-        del outputs[key]  # an output naming a mapping would not resolve without it
-    return out, mappings
+    """(template for moto, {logical id: EventSourceMapping properties}); see deploy.template."""
+    return prepare_for_moto(template)
 
 
-def function_logical_id(function_name: Any) -> str:
-    """``{"Ref": X}`` / ``{"Fn::GetAtt": [X, "Arn"]}`` -> X (what serverless writes)."""
-    if isinstance(function_name, dict):
-        if "Ref" in function_name:
-            return function_name["Ref"]
-        if "Fn::GetAtt" in function_name:
-            return function_name["Fn::GetAtt"][0]
-    raise TemplateError(f"EventSourceMapping FunctionName {function_name!r}: expected Ref or Fn::GetAtt of a function")
+def function_logical_id(function_name: object) -> str:
+    """``{"Ref": X}`` / ``{"Fn::GetAtt": [X, "Arn"]}`` -> X."""
+    return mapping_function({"FunctionName": function_name})

@@ -109,4 +109,4 @@ def test_without_node_the_demo_says_how_to_get_it(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "local", "demo"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "Node.js 18+" in proc.stderr and "make package" in proc.stderr
+    assert "Node.js 20+" in proc.stderr and "make package" in proc.stderr

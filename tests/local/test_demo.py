@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def _template(tmp_path: Path, mutate=None) -> Path:
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LOCAL_ESM_STATE": str(tmp_path / "esm.json")}
     env.pop("AWS_ENDPOINT_URL", None)
-    return subprocess.run([sys.executable, "-m", "local", "demo", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "local", "demo", "--state-dir", str(tmp_path), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
 
 
@@ -51,6 +52,7 @@ def test_demo_tells_the_story_and_every_check_passes(tmp_path):
 
 
 @pytest.mark.demo
+@pytest.mark.slow
 def test_demo_exits_non_zero_when_a_promise_is_broken(tmp_path):
     """crm-sync deployed with 1 retry: Lambda discards the blocked records (metadata to the
     on-failure queue) instead of blocking, so the CRM misses contacts and the demo says so."""
@@ -62,5 +64,5 @@ def test_demo_exits_non_zero_when_a_promise_is_broken(tmp_path):
     proc = _demo(tmp_path, "--template", str(_template(tmp_path, one_retry)), "--users", "50")
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "[FAIL] CRM: every contact, right name" in proc.stdout
-    assert "crm-sync on-failure destination: 1" in proc.stdout
+    assert re.search(r"crm-sync on-failure destination: [1-9]", proc.stdout)  # Lambda's metadata messages
     assert "SOME CHECKS FAILED" in proc.stdout
