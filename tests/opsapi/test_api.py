@@ -163,6 +163,33 @@ def test_sampling_stops_before_the_redrive_threshold(client):
     assert depth(parking) == (0, 0)
 
 
+def test_failure_sample_shows_lambda_on_failure_records_and_malformed_bodies(client):
+    """A hard-fail mapping's on-failure destination holds metadata only; a stray body is 'malformed'."""
+    failures, _ = make_queues("crm-sync")
+    on_failure = {  # Lambda's on-failure invocation record for a DynamoDB stream (AWS's format)
+        "requestContext": {"requestId": "r-1", "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:x",
+                           "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 4},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "version": "1.0", "timestamp": "2026-11-22T10:00:00.000Z",
+        "DDBStreamBatchInfo": {"shardId": "shardId-0001", "startSequenceNumber": "100", "endSequenceNumber": "103",
+                               "approximateArrivalOfFirstRecord": "2026-11-22T09:59:00Z",
+                               "approximateArrivalOfLastRecord": "2026-11-22T09:59:01Z", "batchSize": 4,
+                               "streamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/users/stream/x"}}
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=failures, MessageBody=json.dumps(on_failure))
+    sqs.send_message(QueueUrl=failures, MessageBody="not json at all")
+    body = client.get("/consumers/crm-sync/failures").get_json()
+    kinds = {m["kind"]: m for m in body["messages"]}
+    assert set(kinds) == {"on-failure", "malformed"}
+    of = kinds["on-failure"]
+    assert (of["errorType"], of["sequenceNumber"], of["attempts"], of["capturedAt"]) == (
+        "RetryAttemptsExhausted", "100", 4, "2026-11-22T10:00:00.000Z")
+    assert "shardId-0001" in of["errorMessage"] and "100..103" in of["errorMessage"]
+    assert kinds["malformed"]["errorType"] == "MalformedEnvelope"
+    assert body["countsByErrorType"] == {"RetryAttemptsExhausted": 1, "MalformedEnvelope": 1}
+    assert depth(failures) == (2, 0)
+
+
 def test_failure_sample_of_a_missing_queue_says_so(client):
     body = client.get("/consumers/crm-sync/failures").get_json()
     assert body["messages"] == [] and "does not exist" in body["note"]
