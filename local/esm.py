@@ -75,6 +75,22 @@ class MappingConfig:
             enabled=bool(props.get("Enabled", True)),
         )
 
+    def lambda_settings(self) -> dict:
+        """The settings under Lambda's names, as GetEventSourceMapping shows them."""
+        out: dict[str, Any] = {
+            "BatchSize": self.batch_size,
+            "StartingPosition": self.starting_position,
+            "MaximumBatchingWindowInSeconds": self.max_batching_window_s,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"] if self.report_batch_item_failures else [],
+            "BisectBatchOnFunctionError": self.bisect_on_error,
+            "MaximumRetryAttempts": self.max_retry_attempts,
+            "MaximumRecordAgeInSeconds": self.max_record_age_s,
+            "DestinationConfig": {"OnFailure": {"Destination": self.on_failure_arn} if self.on_failure_arn else {}},
+        }
+        if self.filter_criteria:
+            out["FilterCriteria"] = self.filter_criteria
+        return out
+
     @staticmethod
     def unsupported(props: dict) -> list[str]:
         """Template properties the emulator does not honour (reported, not silently dropped)."""
@@ -384,7 +400,7 @@ class Mapping:
             "eventSourceArn": self.config.stream_arn,
             "state": "Enabled" if self.config.enabled else "Disabled",
             "status": self.status(),
-            "settings": {k: v for k, v in asdict(self.config).items() if k not in ("name", "function", "stream_arn")},
+            "settings": self.config.lambda_settings(),
             "iteratorAgeSeconds": round(self.iterator_age_s(), 3),
             "lastError": self.last_error,
             "counters": asdict(self.counters),

@@ -103,6 +103,7 @@ def test_records_arrive_in_lambda_format_in_batches(stream, tmp_path):
     state = json.loads((tmp_path / "esm.json").read_text())
     (m,) = state["mappings"]
     assert m["functionName"] == "fmt" and m["status"] == "caught-up" and m["iteratorAgeSeconds"] == 0
+    assert m["settings"]["BatchSize"] == 3 and m["settings"]["StartingPosition"] == "TRIM_HORIZON"
     assert m["shards"][next(iter(m["shards"]))]["checkpointSequenceNumber"] == seqs[-1]
     assert m["counters"]["succeeded"] == 7
 
