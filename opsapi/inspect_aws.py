@@ -25,6 +25,8 @@ MAX_SAMPLE = 10  # one ReceiveMessage; more would mean hiding messages for longe
 SAMPLE_VISIBILITY_S = 5  # hidden at most this long if the visibility reset fails
 REDRIVE_HEADROOM = 2  # stop sampling a queue when a message is this close to maxReceiveCount
 DEFAULT_STATE_PATH = ".local-state/esm.json"  # local/esm.py writes it (LOCAL_ESM_STATE)
+METRIC_TTL_S = 60.0  # CloudWatch bills per metric requested and has 1-minute periods anyway
+MAPPING_TTL_S = 15.0  # a page refreshing every few seconds must not hammer the Lambda control plane
 
 
 def _now() -> datetime:
@@ -91,16 +93,31 @@ class Inspector:
     """Answers "how is this consumer doing?" from SQS, Lambda, CloudWatch and the local ESM state."""
 
     def __init__(self, clients: Clients, *, state_path: str | None = None, use_cloudwatch: bool | None = None,
-                 function_ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+                 function_ttl_s: float = 30.0, metric_ttl_s: float = METRIC_TTL_S,
+                 mapping_ttl_s: float = MAPPING_TTL_S, clock: Callable[[], float] = time.monotonic):
         self.clients = clients
         self.state_path = Path(state_path or os.environ.get("LOCAL_ESM_STATE") or DEFAULT_STATE_PATH)
         # CloudWatch metrics exist only in real AWS; REPROCESS_FUNCTION_NAME marks a deployed API.
         self.use_cloudwatch = bool(os.environ.get("REPROCESS_FUNCTION_NAME")) if use_cloudwatch is None else use_cloudwatch
         self.function_ttl_s = function_ttl_s
+        self.metric_ttl_s, self.mapping_ttl_s = metric_ttl_s, mapping_ttl_s
         self.clock = clock
+        self._ttl_cache: dict[tuple, tuple[float, Any]] = {}
         self._lock = threading.Lock()
         self._urls: dict[tuple[str, str], str] = {}
         self._functions: dict[str, tuple[float, dict]] = {}
+
+    def _cached(self, key: tuple, ttl_s: float, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s result, reused for ``ttl_s`` seconds (computed outside the lock)."""
+        now = self.clock()
+        with self._lock:
+            hit = self._ttl_cache.get(key)
+        if hit is not None and now - hit[0] < ttl_s:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            self._ttl_cache[key] = (now, value)
+        return value
 
     # ---- queues -------------------------------------------------------------------------
     def queue_url(self, consumer: Consumer, kind: str) -> str | None:
@@ -187,11 +204,15 @@ class Inspector:
     def mapping(self, consumer: Consumer) -> dict | None:
         """Lambda's mapping when it has one, else the local emulator's state file, else None."""
         fn = function_name(consumer)
-        error = None
-        try:
-            found = self.clients.get("lambda").list_event_source_mappings(FunctionName=fn).get("EventSourceMappings") or []
-        except Exception as exc:
-            found, error = [], short_error(exc)
+
+        def lookup() -> tuple[list, str | None]:
+            try:
+                return self.clients.get("lambda").list_event_source_mappings(FunctionName=fn).get(
+                    "EventSourceMappings") or [], None
+            except Exception as exc:
+                return [], short_error(exc)
+
+        found, error = self._cached(("mappings", fn), self.mapping_ttl_s, lookup)
         if found:
             m = found[0]
             keys = ("BatchSize", "MaximumBatchingWindowInSeconds", "StartingPosition", "MaximumRetryAttempts",
@@ -241,6 +262,10 @@ class Inspector:
         api function's role is granted); None locally, when there is no data, or on any error."""
         if not self.use_cloudwatch:
             return None
+        return self._cached(("metric", namespace, metric, dimension), self.metric_ttl_s,
+                            lambda: self._fetch_metric_max(namespace, metric, dimension))
+
+    def _fetch_metric_max(self, namespace: str, metric: str, dimension: tuple[str, str]) -> float | None:
         try:
             end = _now()
             results = self.clients.get("cloudwatch").get_metric_data(

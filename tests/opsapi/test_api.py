@@ -478,3 +478,22 @@ def test_health_and_job_list(client):
     jobs = client.get("/jobs").get_json()["jobs"]
     assert [(j["jobId"], j["consumer"], j["status"], j["request"]["max"]) for j in jobs] == [
         (job_id, "slack-notifier", "succeeded", 1)]
+
+
+def test_a_refreshing_page_reuses_metrics_and_mappings(env):
+    """CloudWatch bills per metric requested and the Lambda control plane throttles: two page
+    refreshes inside the cache windows make one GetMetricData per metric and one
+    ListEventSourceMappings per function."""
+    from opsapi import create_app
+
+    app = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess"})
+    clients = app.extensions["opsapi"]["clients"]
+    calls: list[str] = []
+    for service, op in (("cloudwatch", "GetMetricData"), ("lambda", "ListEventSourceMappings")):
+        clients.get(service).meta.events.register(f"before-call.{service}.{op}",
+                                                  lambda model, **kw: calls.append(model.name))
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get("/consumers").status_code == 200
+    # Per consumer: IteratorAge + ApproximateAgeOfOldestMessage, and one mapping lookup.
+    assert calls.count("GetMetricData") == 6 and calls.count("ListEventSourceMappings") == 3
