@@ -110,3 +110,22 @@ def test_without_node_the_demo_says_how_to_get_it(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "Node.js 20+" in proc.stderr and "make package" in proc.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
+def test_the_packaged_template_deploys_and_its_mappings_are_the_emulators(aws):
+    packaged = ROOT / "artifacts" / "cloudformation-template-update-stack.json"
+    if not packaged.exists():
+        pytest.skip("no packaged template (run `make package`)")
+    t = load_template(packaged)
+    esms = {k: r["Properties"] for k, r in t["Resources"].items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
+    dep = deploy(t, overrides={"SEARCH_URL": "sqlite:///x.db"})
+    assert {m.name for m in dep.mappings} == set(esms)
+    for m in dep.mappings:
+        props = esms[m.name]
+        assert m.batch_size == props.get("BatchSize", 100)
+        assert m.max_retry_attempts == props.get("MaximumRetryAttempts", -1)
+        assert m.bisect_on_error == props.get("BisectBatchOnFunctionError", False)
+        assert m.function in dep.functions and m.stream_arn.startswith("arn:aws:dynamodb:")
+        fn = dep.functions[m.function]
+        assert fn.environment["SEARCH_URL"] == "sqlite:///x.db" and fn.handler.startswith("handlers/")
