@@ -51,6 +51,10 @@ def test_cfn_lint_reports_no_errors():
     assert cfn_lint_errors(TEMPLATE.read_text()) == []
 
 
+def test_cfn_lint_reports_no_errors_for_an_existing_table(existing_table_template):
+    assert cfn_lint_errors(json.dumps(existing_table_template)) == []
+
+
 def test_cfn_lint_check_catches_a_broken_template(template):
     broken = json.loads(json.dumps(template))
     q = broken["Resources"][queue_logical("crm-sync", "failures")]["Properties"]
@@ -214,7 +218,7 @@ def test_zip_ships_handlers_and_no_tests_caches_or_venvs(zip_names):
     for handler in ("handlers/search_indexer.py", "handlers/slack_notifier.py", "handlers/crm_sync.py",
                     "handlers/reprocess.py", "streamkit/loop.py", "consumers/registry.py", "wsgi_handler.py"):
         assert handler in zip_names
-    for top in ("tests/", "bench/", "local/", ".venv/", "node_modules/", "artifacts/", "scripts/", "plugins/", "streamkit/testing.py"):
+    for top in ("tests/", "bench/", "local/", ".venv/", "node_modules/", "artifacts/", "scripts/", "plugins/", "deploy/", "docs/", "streamkit/testing.py"):
         assert not [n for n in zip_names if n.startswith(top)], top
     for anywhere in ("__pycache__", ".pyc"):
         assert not [n for n in zip_names if anywhere in n], anywhere
