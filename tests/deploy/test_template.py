@@ -286,3 +286,13 @@ def test_reprocess_and_api_know_every_consumer_queue_and_policy(template):
             assert env[f"{spec.key}_FAILURE_QUEUE_URL"] == {"Ref": queue_logical(consumer, "failures")}
             assert env[f"{spec.key}_PARKING_QUEUE_URL"] == {"Ref": queue_logical(consumer, "parking")}
             assert env[f"{spec.key}_FAILURE_POLICY"] == spec.default_policy
+
+
+def test_reader_budget_counts_mappings_on_an_existing_stream_arn(existing_table_template, tmp_path):
+    from .conftest import EXAMPLE_STREAM
+
+    p = tmp_path / "existing.json"
+    p.write_text(json.dumps(existing_table_template))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_readers.py"), str(p)], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "WARNING: 3 event source mappings read one stream" in proc.stdout and EXAMPLE_STREAM in proc.stdout
