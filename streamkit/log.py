@@ -13,6 +13,43 @@ _configured = False
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
+def compact_exc_info(_logger: Any, _method: str, event_dict: dict) -> dict:
+    """structlog processor: ``exc_info`` -> ``exception`` as plain "File, line, in" frames.
+
+    Python 3.12's default formatting re-reads every frame's source to draw ``^^^`` markers
+    (about 145 µs per traceback, measured in bench/); this costs about 16 µs and keeps the
+    facts a person needs. Chained causes are included.
+    """
+    exc = event_dict.pop("exc_info", None)
+    if exc is None or exc is False:
+        return event_dict
+    if exc is True:
+        exc = sys.exc_info()[1]
+    elif isinstance(exc, tuple):
+        exc = exc[1]
+    if isinstance(exc, BaseException):
+        event_dict["exception"] = format_exception_compact(exc)
+    return event_dict
+
+
+def format_exception_compact(exc: BaseException) -> str:
+    import traceback
+
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.StackSummary.extract(traceback.walk_tb(current.__traceback__), lookup_lines=False)
+        block = ["Traceback (most recent call last):\n"]
+        block += [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' for f in frames]
+        block += traceback.format_exception_only(type(current), current)
+        parts.insert(0, "".join(block))
+        nxt = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+        current = nxt
+    return "\nThe above exception led to:\n\n".join(parts)
+
+
 def configure(level: str | None = None) -> None:
     """Configure structlog once per process (JSON to stdout, which Lambda ships to CloudWatch)."""
     global _configured
@@ -25,7 +62,7 @@ def configure(level: str | None = None) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
+            compact_exc_info,
             mask_processor,
             structlog.processors.JSONRenderer(default=str),
         ],
