@@ -497,3 +497,30 @@ def test_a_refreshing_page_reuses_metrics_and_mappings(env):
         assert client.get("/consumers").status_code == 200
     # Per consumer: IteratorAge + ApproximateAgeOfOldestMessage, and one mapping lookup.
     assert calls.count("GetMetricData") == 6 and calls.count("ListEventSourceMappings") == 3
+
+
+def test_a_lambda_job_reports_the_summary_the_real_reprocess_handler_stored(env, monkeypatch):
+    """The whole AWS path: the API's async invoke payload, run by the real reprocess handler
+    (as Lambda would), stored in the jobs bucket, then read back by GET /jobs/<id>."""
+    from opsapi import create_app
+    from streamkit.testing import LambdaContext
+
+    boto3.client("s3").create_bucket(Bucket="failures")
+    monkeypatch.setenv("JOBS_BUCKET", "failures")
+    monkeypatch.setenv("FAILURE_BUCKET", "failures")
+    failures, parking = make_queues("slack-notifier")
+    put_failures(failures, "slack-notifier", 3)
+    app = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess", "JOBS_BUCKET": "failures"})
+    sent = _capture_invokes(app)
+    client = app.test_client()
+    job_id = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True}).get_json()["jobId"]
+    assert client.get(f"/jobs/{job_id}").get_json()["status"] == "submitted"
+
+    from handlers.reprocess import handler
+
+    result = handler(sent[0], LambdaContext(timeout_s=60, function_name="userstream-dev-reprocess"))
+    job = client.get(f"/jobs/{job_id}").get_json()
+    assert job["status"] == "succeeded" and job["summary"]["taken"] == result["taken"] == 3
+    assert job["summary"]["by_error_type"] == {"KeyError": 3}
+    visible, in_flight = depth(failures)
+    assert visible + in_flight == 3  # a dry run deletes nothing
