@@ -201,8 +201,11 @@ def create_app(config: dict | None = None) -> Flask:
         return [env for _, env in list(cached.values())]
 
     def parse_reprocess_body(consumer) -> dict:
-        if request.content_length and not request.is_json:
-            raise ApiError(400, "body must be JSON (Content-Type: application/json)")
+        # Always JSON, even with an empty body: a cross-site <form> cannot send that content type
+        # (and a cross-origin fetch with it needs a CORS preflight this app never grants), so a
+        # page on another site cannot start a reprocess against a local API.
+        if not request.is_json:
+            raise ApiError(400, "body must be JSON (Content-Type: application/json), e.g. {} for the defaults")
         data = request.get_json(silent=True) if request.content_length else {}
         if data is None:
             raise ApiError(400, "body is not valid JSON")

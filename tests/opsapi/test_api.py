@@ -296,6 +296,8 @@ def test_bad_limit_is_400(client, query):
 @pytest.mark.parametrize("body,content_type,needle", [
     ("{not json", "application/json", "not valid JSON"),
     ("max=5", "application/x-www-form-urlencoded", "must be JSON"),
+    ("", "application/x-www-form-urlencoded", "must be JSON"),  # an empty cross-site form post
+    ("", "text/plain", "must be JSON"),
     ("[1, 2]", "application/json", "JSON object"),
     ('{"max": 0}', "application/json", "max must be"),
     ('{"max": "5"}', "application/json", "max must be"),
