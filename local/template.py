@@ -10,11 +10,10 @@ This module adds what a person running ``make demo`` needs: where the template i
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from deploy.template import TemplateError, mapping_function, prepare_for_moto
+from deploy.template import TemplateError, load_packaged_template, mapping_function, prepare_for_moto
 
 DEFAULT_TEMPLATE = "artifacts/cloudformation-template-update-stack.json"
 NODE_HINT = ("Node.js 20+ and npm are needed for `serverless package`: install them with your package manager "
@@ -51,7 +50,7 @@ def ensure_packaged(root: str | os.PathLike) -> Path:
 
 
 def load_template(path: str | os.PathLike | None = None) -> dict:
-    """Read the packaged template, or explain how to produce it."""
+    """Read the packaged template, or explain how to produce it (and how to get Node)."""
     p = Path(path) if path else template_path()
     if not p.exists():
         import shutil
@@ -60,13 +59,7 @@ def load_template(path: str | os.PathLike | None = None) -> dict:
         if shutil.which("node") is None:
             how = f"{NODE_HINT}, then {how}"
         raise TemplateError(f"no packaged CloudFormation template at {p}: {how}")
-    try:
-        template = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise TemplateError(f"{p} is not valid JSON ({exc}); re-run `make package`") from None
-    if not isinstance(template.get("Resources"), dict):
-        raise TemplateError(f"{p} has no Resources: is it a CloudFormation template?")
-    return template
+    return load_packaged_template(p)
 
 
 def strip_event_source_mappings(template: dict) -> tuple[dict, dict[str, dict]]:

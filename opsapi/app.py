@@ -118,12 +118,12 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.get("/consumers")
     def list_consumers():
-        return jsonify({"consumers": [consumer_view(c) for c in CONSUMERS.values()],
-                        "runner": "lambda" if jobs.remote else "local"})
+        return jsonify(scrub({"consumers": [consumer_view(c) for c in CONSUMERS.values()],
+                              "runner": "lambda" if jobs.remote else "local"}))
 
     @app.get("/consumers/<name>")
     def show_consumer(name: str):
-        return jsonify(consumer_view(consumer_or_404(name)))
+        return jsonify(scrub(consumer_view(consumer_or_404(name))))
 
     @app.get("/consumers/<name>/failures")
     def failures(name: str):
@@ -138,7 +138,7 @@ def create_app(config: dict | None = None) -> Flask:
         running = jobs.running(consumer.name) if not jobs.remote else None
         sample = sampler.sample(consumer, limit, hold=running is not None)
         sample.pop("nearRedrive", None)
-        return jsonify({"consumer": consumer.name, **sample})
+        return jsonify(scrub({"consumer": consumer.name, **sample}))
 
     @app.post("/consumers/<name>/reprocess")
     def reprocess(name: str):
@@ -158,14 +158,14 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.get("/jobs")
     def list_jobs():
-        return jsonify({"jobs": jobs.list()})
+        return jsonify(scrub({"jobs": jobs.list()}))
 
     @app.get("/jobs/<job_id>")
     def show_job(job_id: str):
         job = jobs.get(job_id)
         if job is None:
             raise ApiError(404, f"no job {job_id!r} in this process (jobs are kept in memory)")
-        return jsonify(job)
+        return jsonify(scrub(job))
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
