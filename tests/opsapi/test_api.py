@@ -526,3 +526,16 @@ def test_a_lambda_job_reports_the_summary_the_real_reprocess_handler_stored(env,
     assert job["summary"]["by_error_type"] == {"KeyError": 3}
     visible, in_flight = depth(failures)
     assert visible + in_flight == 3  # a dry run deletes nothing
+
+
+def test_secret_named_fields_are_redacted_whatever_their_source(client, tmp_path):
+    """Values the API cannot know as secrets (not in any environment it reads) are still hidden
+    when their key says what they are, e.g. a setting in the emulator's state file."""
+    state = {"mappings": [{"functionName": "userstream-dev-slack-notifier", "state": "Enabled",
+                           "settings": {"BatchSize": 5, "webhook_url": "https://hooks.example/T1/B1/zzz",
+                                        "auth_token": "tok123"}}]}
+    (tmp_path / "esm.json").write_text(json.dumps(state))
+    text = client.get("/consumers/slack-notifier").get_data(as_text=True)
+    settings = json.loads(text)["mapping"]["settings"]
+    assert settings == {"BatchSize": 5, "webhook_url": "[redacted]", "auth_token": "[redacted]"}
+    assert "hooks.example" not in text and "tok123" not in text
