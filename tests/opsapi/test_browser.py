@@ -64,6 +64,8 @@ def test_page_shows_failures_and_reprocess_drains_the_queue(served):
             expect(page.locator("#job-search-indexer")).to_contain_text("succeeded")
             expect(depth_cell).to_have_text("0")
             expect(page.locator("#job-search-indexer")).to_contain_text("taken 5, succeeded 5")
+            if shot:
+                page.screenshot(path=shot.removesuffix(".png") + "-drained.png", full_page=True)
         finally:
             browser.close()
     assert depth(failures) == (0, 0) and depth(parking) == (0, 0)
