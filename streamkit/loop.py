@@ -37,7 +37,11 @@ class Batch:
     stopped_by: str | None = None
     reported: list[int] = field(default_factory=list)
     pending: list[PendingCapture] = field(default_factory=list)
-    sequence_numbers: list[str | None] = field(default_factory=list)
+    records: list = field(default_factory=list)
+
+    def sequence_number(self, index: int) -> str | None:
+        """Looked up only for records that failed or are reported: not on the hot path."""
+        return _sequence_number(self.records[index])
 
     def report(self, index: int) -> None:
         self.reported.append(index)
@@ -161,7 +165,7 @@ class BatchLoop:
         deadline = Deadline(context, self.settings.deadline_margin_ms)
         policy = self.policy
         handle = self.handle_record
-        seqs = batch.sequence_numbers = [_sequence_number(raw) for raw in records]
+        batch.records = records
         stop_at: int | None = None
 
         for index, raw in enumerate(records):
@@ -177,7 +181,7 @@ class BatchLoop:
                     self._retry(record, first, batch, deadline)
             except Exception as exc:
                 batch.failed += 1
-                if policy.on_failure(batch, index, raw, seqs[index], exc) is STOP:
+                if policy.on_failure(batch, index, raw, batch.sequence_number(index), exc) is STOP:
                     batch.stopped_by = "policy"
                     stop_at = index + 1
                     break
@@ -204,8 +208,8 @@ class BatchLoop:
         """batchItemFailures in stream order. A reported record with no sequence number can't
         be named to Lambda; it is safe only when an earlier record is reported (Lambda resumes
         from the lowest). Otherwise the whole batch fails, so nothing is skipped."""
-        seqs = batch.sequence_numbers
         reported = sorted(set(batch.reported))
+        seqs = {i: batch.sequence_number(i) for i in reported}
         if reported and seqs[reported[0]] is None:
             raise MalformedEventError(
                 f"{self.consumer}: record #{reported[0]} of the batch failed and has no "
