@@ -5,7 +5,6 @@ import importlib
 import itertools
 import os
 import platform
-import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,23 +21,13 @@ TARGETS = {
 }
 
 
-def _aws_env() -> object:
-    """An in-process moto server for the captures (and the drain benchmark)."""
-    from moto.server import ThreadedMotoServer
+def _aws_env():
+    """The local runtime's embedded AWS (an in-process moto server) for the captures and
+    the drain benchmark."""
+    from local.aws import EmbeddedAws
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1", AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled", POWERTOOLS_METRICS_NAMESPACE="bench",
-    )
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    return server
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "bench")
+    return EmbeddedAws().start()
 
 
 def _queue_factory():

@@ -154,25 +154,10 @@ def _table(rows: list[dict]) -> str:
 
 
 def _standalone() -> int:
-    import logging
-    import socket
+    from local.aws import EmbeddedAws
 
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1", AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
-    )
-    try:
+    with EmbeddedAws():
         print(_table(run()))
-    finally:
-        server.stop()
     return 0
 
 
