@@ -87,6 +87,19 @@ class FakeServer:
             self._server.server_close()
             self._server = None
 
+    def serve_until_interrupted(self, banner: str) -> None:
+        """For ``python -m local.fakes.<name>``: print how to point a consumer here, serve until Ctrl-C."""
+        import time
+
+        if self._server is None:
+            self.start()
+        print(banner, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            self.stop()
+
     def __enter__(self) -> "FakeServer":
         return self.start() if self._server is None else self
 

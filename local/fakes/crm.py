@@ -115,15 +115,9 @@ class FakeCRM(FakeServer):
 
 def main() -> None:  # python -m local.fakes.crm [port]
     import sys
-    import time
 
     fake = FakeCRM(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0).start()
-    print(f"CRM_BASE_URL={fake.url} CRM_TOKEN={fake.token}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
+    fake.serve_until_interrupted(f"CRM_BASE_URL={fake.url} CRM_TOKEN={fake.token}")
 
 
 if __name__ == "__main__":

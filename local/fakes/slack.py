@@ -44,15 +44,9 @@ class FakeSlack(FakeServer):
 
 def main() -> None:  # python -m local.fakes.slack [port]
     import sys
-    import time
 
     fake = FakeSlack(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0, print_messages=True).start()
-    print(f"SLACK_WEBHOOK_URL={fake.webhook_url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
+    fake.serve_until_interrupted(f"SLACK_WEBHOOK_URL={fake.webhook_url}")
 
 
 if __name__ == "__main__":
