@@ -23,6 +23,12 @@ POLICIES = ("soft-fail", "hard-fail", "dlq-capture")
 REPROCESS_MODES = ("replay", "latest")
 
 
+def stack_prefix(env: Mapping[str, str] | None = None) -> str:
+    """``{SERVICE_NAME}-{STAGE}``: the prefix of every deployed name (queues, functions, tables)."""
+    env = os.environ if env is None else env
+    return f"{env.get('SERVICE_NAME') or DEFAULT_SERVICE_NAME}-{env.get('STAGE') or DEFAULT_STAGE}"
+
+
 class UnknownConsumerError(KeyError):
     def __init__(self, name: str):
         super().__init__(name)
@@ -51,10 +57,7 @@ class Consumer:
 
     def queue_name(self, kind: str, env: Mapping[str, str] | None = None) -> str:
         """``kind`` is ``failures`` or ``parking``."""
-        env = os.environ if env is None else env
-        service = env.get("SERVICE_NAME", DEFAULT_SERVICE_NAME)
-        stage = env.get("STAGE", DEFAULT_STAGE)
-        return f"{service}-{stage}-{self.name}-{kind}"
+        return f"{stack_prefix(env)}-{self.name}-{kind}"
 
     def configured_queue_url(self, kind: str, env: Mapping[str, str] | None = None) -> str | None:
         """The queue URL from the environment, if one is set (else resolve ``queue_name``)."""
