@@ -1,13 +1,18 @@
-"""slack-notifier: post each new signup (INSERT) to a Slack incoming webhook, once.
+"""slack-notifier: post each new signup (INSERT) to a Slack incoming webhook, at most once.
 
 * INSERT only: MODIFY/REMOVE return at once (serverless.yml also filters them out at the
   event source, so they are not even delivered in AWS).
-* Once per record: the post runs behind ``streamkit.idempotency`` keyed on
-  ``slack-notifier#<eventID>`` in ``IDEMPOTENCY_TABLE``; a redelivered or reprocessed record
+* At most once per eventID (Slack webhooks have no idempotency key): the message is built
+  and the client made first (a schema or configuration error fails the record before
+  anything is claimed), then the post runs behind ``streamkit.idempotency`` keyed on
+  ``slack-notifier#<eventID>`` in ``IDEMPOTENCY_TABLE``. A redelivered or reprocessed record
   that was already posted is a no-op success.
-* Errors: 429 -> ``TransientError(retry_after=<Retry-After>)``; 5xx, timeouts and connection
-  errors -> ``TransientError``; other 4xx (``invalid_payload``, ``no_service``...) ->
-  ``SlackWebhookError`` (a ``PermanentError``).
+* Which failures may be retried is decided by what they prove (docs/consumers.md):
+  - provably not posted -> the claim is released, and: 429 -> ``TransientError(retry_after=
+    <Retry-After>)``; connection refused, DNS failure, connect timeout -> ``TransientError``;
+    other 4xx (``invalid_payload``, ``no_service``...) -> ``SlackWebhookError`` (permanent);
+  - maybe posted (read timeout, connection reset or closed after sending, 5xx) -> the send
+    counts as done: logged as ``doubtful_send``, metric ``doubtful_sends``, never retried.
 * Webhook URL: ``SLACK_WEBHOOK_URL`` (local) or ``SLACK_WEBHOOK_URL_PARAM`` (SSM SecureString,
   read with Powertools Parameters and cached).
 """
@@ -17,7 +22,7 @@ import os
 from typing import Any
 
 from streamkit import PermanentError, StreamRecord, TransientError
-from streamkit.idempotency import idempotent
+from streamkit.idempotency import Idempotency, mark_not_sent, record_key
 
 from .secrets import get_secret
 from .users import display_name, user_id
@@ -25,6 +30,7 @@ from .users import display_name, user_id
 CONSUMER = "slack-notifier"
 
 _clients: dict[str, Any] = {}
+_guard = Idempotency(CONSUMER)
 
 
 class SlackWebhookError(PermanentError):
@@ -40,10 +46,10 @@ def _client(url: str) -> Any:
     if client is None:
         from slack_sdk.webhook import WebhookClient
 
-        # No slack_sdk retries: the streamkit loop retries within the Lambda deadline and
-        # the idempotency lock is released between attempts.
+        # No slack_sdk retries: the streamkit loop retries within the Lambda deadline, and
+        # only failures that prove nothing was posted (the claim is released for those).
         client = _clients[url] = WebhookClient(
-            url, timeout=int(os.environ.get("SLACK_TIMEOUT_S", "5")), retry_handlers=[]
+            url, timeout=float(os.environ.get("SLACK_TIMEOUT_S", "5")), retry_handlers=[]
         )
     return client
 
@@ -62,13 +68,38 @@ def message_for(item: dict) -> dict:
     }
 
 
-def post(payload: dict) -> None:
-    """Send ``payload`` to the webhook, translating failures into the streamkit vocabulary."""
-    client = _client(get_secret("SLACK_WEBHOOK_URL"))
+def _never_reached_slack(exc: BaseException) -> bool:
+    """True when urllib failed while connecting, so no request can have reached Slack.
+
+    urllib wraps errors of the connect-and-send step in ``URLError``; errors while waiting
+    for the answer (read timeout, reset, closed) come through bare: those are doubtful.
+    """
+    import errno
+    import socket
+    from urllib.error import HTTPError, URLError
+
+    if not isinstance(exc, URLError) or isinstance(exc, HTTPError):
+        return False
+    reason = exc.reason
+    if isinstance(reason, (ConnectionRefusedError, socket.gaierror, TimeoutError)):
+        return True  # refused, DNS, connect timeout (a small body goes out in one write once connected)
+    return isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+
+
+def post(payload: dict, client: Any = None) -> None:
+    """Send ``payload`` to the webhook, translating failures into the streamkit vocabulary.
+
+    Failures that prove the message was not posted are marked ``not_sent`` (the guard then
+    releases its claim); every other failure leaves the guard to count a doubtful send.
+    """
+    if client is None:
+        client = _client(get_secret("SLACK_WEBHOOK_URL"))
     try:
         response = client.send_dict(payload)
-    except (TimeoutError, OSError) as exc:  # urllib: URLError, socket timeouts, resets
-        raise TransientError(f"Slack webhook unreachable: {exc}") from exc
+    except Exception as exc:
+        if _never_reached_slack(exc):
+            raise mark_not_sent(TransientError(f"Slack webhook unreachable: {exc}")) from exc
+        raise TransientError(f"Slack webhook: no answer after sending ({type(exc).__name__}: {exc})") from exc
     status, body = response.status_code, (response.body or "")
     if 200 <= status < 300:
         return
@@ -78,10 +109,10 @@ def post(payload: dict) -> None:
             retry_after = float(raw) if raw is not None else None
         except ValueError:
             retry_after = None
-        raise TransientError(f"Slack rate limited (429, Retry-After={raw})", retry_after=retry_after)
-    if status >= 500:
+        raise mark_not_sent(TransientError(f"Slack rate limited (429, Retry-After={raw})", retry_after=retry_after))
+    if status >= 500:  # an answer after Slack had the request: it may have posted
         raise TransientError(f"Slack webhook answered {status} {body!r:.200}")
-    raise SlackWebhookError(status, body)
+    raise mark_not_sent(SlackWebhookError(status, body))
 
 
 def prepare() -> None:
@@ -94,17 +125,14 @@ def prepare() -> None:
         raise ConfigError("slack-notifier needs SLACK_WEBHOOK_URL (local) or SLACK_WEBHOOK_URL_PARAM (SSM name, in AWS)")
 
 
-@idempotent(CONSUMER)
-def _notify(record: StreamRecord) -> None:
-    item = dict(record.new_image or {})
-    item.setdefault("user_id", user_id(record.keys))
-    post(message_for(item))
-
-
 def handle_record(record: StreamRecord) -> None:
     """Post a signup message for an INSERT, at most once per eventID; ignore other events."""
     if record.event_name != "INSERT":
         return
     if record.new_image is None:
         raise PermanentError("INSERT without NewImage: the stream view type must include new images")
-    _notify(record)
+    item = dict(record.new_image)
+    item.setdefault("user_id", user_id(record.keys))
+    payload = message_for(item)  # a schema error fails here, before any claim: a fixed consumer posts it
+    client = _client(get_secret("SLACK_WEBHOOK_URL"))  # so does a configuration error
+    _guard.once(record_key(CONSUMER, record), lambda: post(payload, client))

@@ -31,3 +31,17 @@ class ConsumerMetrics:
         for name in COUNTERS:
             self._provider.add_metric(name=name, unit="Count", value=counts.get(name, 0))
         self._provider.flush_metrics()
+
+
+def count_now(consumer: str, name: str, value: int = 1, namespace: str | None = None) -> None:
+    """Write one EMF document at once for a rare event the per-batch counters do not cover
+    (a doubtful send, a circuit transition), from the stream path and the reprocess worker alike."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    provider = AmazonCloudWatchEMFProvider(
+        namespace=namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+        service=consumer,
+        default_dimensions={"consumer": consumer},
+    )
+    provider.add_metric(name=name, unit="Count", value=value)
+    provider.flush_metrics()

@@ -9,9 +9,20 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
+ANSWER, HANG, RESET = "answer", "hang", "reset"
+
+
 @dataclass
 class Fault:
-    """Answer the next ``times`` matching requests with ``status``/``body``/``headers``."""
+    """What happens to the next ``times`` matching requests.
+
+    ``action``: ``answer`` with ``status``/``body``/``headers`` (after ``delay_s``), ``hang``
+    (read the request, answer nothing for ``delay_s``, then close: the client's read times
+    out) or ``reset`` (read the request, then drop the connection with a TCP RST).
+    ``process``: run the request first (the fake's state changes: a Slack message is
+    recorded) and only then misbehave; the outcome a client cannot tell from the failure
+    happening before (a post that reached Slack, then the answer was lost).
+    """
 
     status: int
     body: Any = ""
@@ -19,6 +30,8 @@ class Fault:
     times: int = 1
     path_contains: str = ""
     delay_s: float = 0.0  # sleep before answering (client timeouts)
+    action: str = ANSWER
+    process: bool = False
 
 
 @dataclass
@@ -53,6 +66,7 @@ class FakeServer:
         self.lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # ends hanging requests when the server stops
 
     # --- lifecycle ------------------------------------------------------------------
     @property
@@ -74,6 +88,7 @@ class FakeServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        self._stopping.clear()
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -82,6 +97,7 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -108,10 +124,23 @@ class FakeServer:
 
     # --- faults ---------------------------------------------------------------------
     def fail(self, status: int, body: Any = "", *, headers: dict | None = None, times: int = 1,
-             path_contains: str = "", delay_s: float = 0.0) -> None:
-        """Answer the next ``times`` requests (whose path contains ``path_contains``) with an error."""
+             path_contains: str = "", delay_s: float = 0.0, process: bool = False) -> None:
+        """Answer the next ``times`` requests (whose path contains ``path_contains``) with an error
+        (``process=True``: after doing what the request asked, e.g. a 500 after posting)."""
         with self.lock:
-            self.faults.append(Fault(status, body, headers or {}, times, path_contains, delay_s))
+            self.faults.append(Fault(status, body, headers or {}, times, path_contains, delay_s, ANSWER, process))
+
+    def hang(self, seconds: float = 30.0, *, times: int = 1, path_contains: str = "", process: bool = True) -> None:
+        """Read the next requests and answer nothing for ``seconds`` (then close): a read timeout.
+        ``process=True`` (default) does the work first: accepted, then the answer is lost."""
+        with self.lock:
+            self.faults.append(Fault(0, "", {}, times, path_contains, seconds, HANG, process))
+
+    def reset(self, *, times: int = 1, path_contains: str = "", process: bool = True) -> None:
+        """Read the next requests, then reset the connection (TCP RST) instead of answering.
+        ``process=True`` (default) does the work first: received, then the connection dropped."""
+        with self.lock:
+            self.faults.append(Fault(0, "", {}, times, path_contains, 0.0, RESET, process))
 
     def _take_fault(self, path: str) -> Fault | None:
         with self.lock:
@@ -141,13 +170,7 @@ class FakeServer:
             self.requests.append(req)
         fault = self._take_fault(parts.path)
         headers: dict = {}
-        if fault is not None:
-            if fault.delay_s:
-                import time
-
-                time.sleep(fault.delay_s)
-            status, payload, headers = fault.status, fault.body, fault.headers
-        else:
+        if fault is None or fault.process:
             try:
                 result = self.route(req)
             except Response as r:
@@ -156,6 +179,17 @@ class FakeServer:
                 result = (500, {"message": f"fake server error: {exc!r}"})
             status, payload = result[0], result[1]
             headers = result[2] if len(result) > 2 else {}
+        if fault is not None:
+            if fault.action == HANG:
+                self._stopping.wait(fault.delay_s)
+                h.close_connection = True
+                return
+            if fault.action == RESET:
+                _reset_connection(h)
+                return
+            if fault.delay_s:
+                self._stopping.wait(fault.delay_s)
+            status, payload, headers = fault.status, fault.body, fault.headers
         if isinstance(payload, (dict, list)):
             data = json.dumps(payload).encode()
             ctype = "application/json"
@@ -170,3 +204,18 @@ class FakeServer:
         h.end_headers()
         if h.command != "HEAD" and data:
             h.wfile.write(data)
+
+
+def _reset_connection(h: BaseHTTPRequestHandler) -> None:
+    """Drop the connection with a TCP RST (SO_LINGER 0), as a crashed peer or middlebox would."""
+    import io
+    import socket
+    import struct
+
+    h.close_connection = True
+    try:
+        h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        h.connection.close()
+    except OSError:
+        pass
+    h.wfile = io.BytesIO()  # socketserver's finish() flushes it: nothing left to write

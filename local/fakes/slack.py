@@ -2,7 +2,10 @@
 
 Speaks the webhook protocol: ``POST <path>`` with JSON ``{"text": ..., "blocks": ...}``
 answers ``200 ok``; a body without text/blocks answers ``400 invalid_payload`` as Slack
-does. Faults: ``fail(429, "rate_limited", headers={"Retry-After": "1"})``, ``fail(500)``.
+does. Faults (``local.fakes.base``): ``fail(429, "rate_limited", headers={"Retry-After": "1"})``,
+``fail(500)``; and the outcomes a client cannot tell apart from a failure before the post:
+``hang(seconds)`` (message recorded, then no answer: a read timeout), ``reset()`` (recorded,
+then the connection reset), ``fail(500, process=True)`` (recorded, then a 500).
 """
 from __future__ import annotations
 

@@ -59,12 +59,13 @@ def test_429_is_transient_with_retry_after_and_releases_the_lock(slack, idempote
     assert len(slack.messages) == 1
 
 
-def test_5xx_is_transient_and_retried_by_the_loop_to_one_post(slack, idempotency_table):
-    slack.fail(500, "internal_error")
+def test_429_is_retried_by_the_loop_to_one_post(slack, idempotency_table):
+    slack.fail(429, "rate_limited", headers={"Retry-After": "0"})
     slack.fail(429, "rate_limited", headers={"Retry-After": "0"})
     handler = stream_handler("slack-notifier", sn.handle_record, policy="soft-fail")
     assert handler(make_event([rec("INSERT", v1_user(1))]), LambdaContext()) == {"batchItemFailures": []}
     assert len(slack.requests) == 3 and len(slack.messages) == 1
+    assert handler.loop.last_batch.retried == 2
 
 
 def test_invalid_payload_is_permanent(slack, idempotency_table, monkeypatch):
@@ -94,16 +95,12 @@ def test_live_lock_held_elsewhere_is_transient_and_does_not_post(slack, idempote
     assert slack.requests == []
 
 
-def test_stale_lock_and_expired_record_are_taken_over(slack, idempotency_table):
-    past = Idempotency("slack-notifier", clock=lambda: time.time() - 3600)  # a holder that died an hour ago
-    past.claim("slack-notifier#ev-stale")
-    sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-stale"))
-    assert len(slack.messages) == 1
+def test_expired_record_is_taken_over(slack, idempotency_table):
     old = Idempotency("slack-notifier", clock=lambda: time.time() - 31 * 86400)  # done, but TTL not yet swept
     token = old.claim("slack-notifier#ev-old")
     old.complete("slack-notifier#ev-old", token)
     sn.handle_record(sr("INSERT", v1_user(2), event_id="ev-old"))
-    assert len(slack.messages) == 2
+    assert len(slack.messages) == 1
 
 
 def test_webhook_url_from_ssm_parameter(slack, idempotency_table, monkeypatch):
@@ -131,28 +128,174 @@ def test_v2_items_post_with_the_fix(slack, idempotency_table):
     assert slack.messages[0]["text"] == ":tada: New signup: *Grace Hopper2* (free plan)"
 
 
-def test_failure_to_mark_completed_still_reports_success_and_never_reposts(slack, idempotency_table):
-    """The post happened; failing the record would invite a second post. The claim stays
-    IN_PROGRESS, so a redelivery inside the lock timeout is refused (transient), not reposted."""
+# --- at most once: what each failure proves (docs/consumers.md, "At most once") ----------------
+# Faults are injected where they happen: in the HTTP transport (the fake Slack misbehaves, or
+# nothing listens) and in botocore (DynamoDB answers 500). Nothing of ours is mocked.
+
+
+def emf_counts(out: str, metric: str) -> int:
+    """Sum of ``metric`` over the EMF documents printed to stdout."""
+    import json
+
+    total = 0
+    for line in out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            doc = json.loads(line)
+            if doc.get("consumer") == "slack-notifier" and metric in doc:
+                total += int(doc[metric] if not isinstance(doc[metric], list) else sum(doc[metric]))
+    return total
+
+
+def claim_of(table: str, event_id: str) -> dict:
+    return table_items(table)[f"slack-notifier#{event_id}"]
+
+
+def fail_dynamodb(operation: str, times: int | None = None, exc: type[BaseException] | None = None):
+    """Make DynamoDB ``operation`` answer 500 (past botocore's retries), or raise ``exc`` in its
+    place (a crash at that moment); ``times`` calls, or all. Returns the unregister function."""
     from botocore.awsrequest import AWSResponse
 
     import streamkit.idempotency as idem
+
+    left = [times]
 
     class Raw:
         def stream(self, **kw):
             yield b'{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected"}'
 
-    def fail_update(request, **kwargs):
+    def hook(request, **kwargs):
+        if left[0] is not None:
+            if left[0] <= 0:
+                return None
+            left[0] -= 1
+        if exc is not None:
+            raise exc("injected crash")
         return AWSResponse(request.url, 500, {}, Raw())
 
     client = idem._dynamodb()
-    client.meta.events.register("before-send.dynamodb.UpdateItem", fail_update)
+    client.meta.events.register(f"before-send.dynamodb.{operation}", hook)
+    return lambda: client.meta.events.unregister(f"before-send.dynamodb.{operation}", hook)
+
+
+@pytest.fixture
+def quick_timeout(monkeypatch):
+    monkeypatch.setenv("SLACK_TIMEOUT_S", "0.5")
+
+
+@pytest.mark.parametrize("fault", ["read-timeout", "reset-after-receiving", "500-after-posting"])
+def test_ambiguous_outcomes_count_as_sent_and_are_never_retried(fault, slack, idempotency_table, quick_timeout, capsys):
+    """Slack got the post, then the answer was lost: the loop must not retry (73 of the 79
+    double posts of the fault run were this), and a redelivery must not post either."""
+    if fault == "read-timeout":
+        slack.hang(5)
+    elif fault == "reset-after-receiving":
+        slack.reset()
+    else:
+        slack.fail(500, "internal_error", process=True)
+    handler = stream_handler("slack-notifier", sn.handle_record, policy="soft-fail")
+    raw = rec("INSERT", v1_user(1), event_id="ev-amb")
+    assert handler(make_event([raw]), LambdaContext()) == {"batchItemFailures": []}
+    batch = handler.loop.last_batch
+    assert (batch.handled, batch.retried, batch.dropped) == (1, 0, 0)  # counted as done, not retried
+    assert len(slack.requests) == 1 and len(slack.messages) == 1
+    claim = claim_of(idempotency_table, "ev-amb")
+    assert claim["status"]["S"] == COMPLETED and claim["doubtful"]["S"]
+    out = capsys.readouterr().out
+    assert '"doubtful_send"' in out and emf_counts(out, "doubtful_sends") == 1
+
+    assert handler(make_event([raw]), LambdaContext()) == {"batchItemFailures": []}  # redelivered
+    assert len(slack.requests) == 1 and len(slack.messages) == 1
+
+
+def test_a_500_before_posting_is_doubtful_too(slack, idempotency_table):
+    """A 5xx is an answer from a server that had the request: it cannot prove nothing was
+    posted, so it is not retried (the message is lost, and counted) rather than risk two."""
+    slack.fail(500, "internal_error")
+    sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-500"))
+    sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-500"))
+    assert len(slack.requests) == 1 and slack.messages == []
+    assert "500" in claim_of(idempotency_table, "ev-500")["doubtful"]["S"]
+
+
+@pytest.mark.parametrize("where", ["connection-refused", "dns-failure"])
+def test_failures_before_the_post_release_the_claim_and_a_retry_posts_once(where, slack, idempotency_table, monkeypatch):
+    from tests.conftest import free_port
+
+    bad = (f"http://127.0.0.1:{free_port()}/services/x" if where == "connection-refused"
+           else "http://hooks.slack.invalid/services/x")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", bad)
+    with pytest.raises(TransientError, match="unreachable"):
+        sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-pre"))
+    assert table_items(idempotency_table) == {}  # released: nothing can have been posted
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-pre"))
+    sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-pre"))
+    assert len(slack.messages) == 1
+
+
+def test_failure_to_mark_completed_still_reports_success_and_never_reposts(slack, idempotency_table, monkeypatch, capsys):
+    """The post happened; the claim could not be completed and stays IN_PROGRESS. A redelivery
+    inside the lock timeout is refused (transient); one after it finds the claim abandoned and
+    counts it as a doubtful send: never a second post."""
+    undo = fail_dynamodb("UpdateItem", times=4)  # botocore's standard retries included
     try:
         sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-x"))  # no exception
     finally:
-        client.meta.events.unregister("before-send.dynamodb.UpdateItem", fail_update)
+        undo()
     assert len(slack.messages) == 1
-    assert table_items(idempotency_table)["slack-notifier#ev-x"]["status"]["S"] == "IN_PROGRESS"
+    assert claim_of(idempotency_table, "ev-x")["status"]["S"] == "IN_PROGRESS"
     with pytest.raises(TransientError):
         sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-x"))
+    assert len(slack.messages) == 1
+    capsys.readouterr()
+
+    monkeypatch.setattr(sn._guard, "clock", lambda: time.time() + 61)  # past the 60 s lock timeout
+    sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-x"))
+    sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-x"))
+    assert len(slack.messages) == 1
+    claim = claim_of(idempotency_table, "ev-x")
+    assert claim["status"]["S"] == COMPLETED and "never completed" in claim["doubtful"]["S"]
+    assert emf_counts(capsys.readouterr().out, "doubtful_sends") == 1  # counted once, not per redelivery
+
+
+def test_a_crash_right_after_the_post_never_leads_to_a_second_post(slack, idempotency_table, monkeypatch):
+    """The process dies between the post and recording it (a Lambda timeout at the worst
+    moment): the redelivered batch, in time and after the lock timeout, does not post again."""
+    undo = fail_dynamodb("UpdateItem", exc=SystemExit)
+    try:
+        with pytest.raises(SystemExit):
+            sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-crash"))
+    finally:
+        undo()
+    assert len(slack.messages) == 1 and claim_of(idempotency_table, "ev-crash")["status"]["S"] == "IN_PROGRESS"
+    monkeypatch.setenv("MAX_TRANSIENT_RETRIES", "0")  # (no waiting out the live claim in-process)
+    handler = stream_handler("slack-notifier", sn.handle_record, policy="soft-fail")
+    raw = rec("INSERT", v1_user(1), event_id="ev-crash")
+    handler(make_event([raw]), LambdaContext())  # inside the lock: refused, soft-fail drops it
+    assert handler.loop.last_batch.dropped == 1
+    monkeypatch.setattr(sn._guard, "clock", lambda: time.time() + 61)
+    assert handler(make_event([raw]), LambdaContext()) == {"batchItemFailures": []}
+    assert handler.loop.last_batch.handled == 1
+    assert len(slack.messages) == 1
+
+
+def test_a_claim_that_cannot_be_written_posts_nothing(slack, idempotency_table):
+    undo = fail_dynamodb("PutItem")
+    try:
+        with pytest.raises(Exception, match="InternalServerError"):
+            sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-noclaim"))
+    finally:
+        undo()
+    assert slack.requests == []
+    sn.handle_record(sr("INSERT", v1_user(1), event_id="ev-noclaim"))
+    assert len(slack.messages) == 1
+
+
+def test_schema_error_fails_before_the_claim_so_the_fix_posts(slack, idempotency_table, monkeypatch):
+    monkeypatch.setenv("USER_SCHEMA_MODE", "legacy")
+    with pytest.raises(KeyError):
+        sn.handle_record(sr("INSERT", v2_user(2), event_id="ev-v2"))
+    assert table_items(idempotency_table) == {} and slack.requests == []
+    monkeypatch.setenv("USER_SCHEMA_MODE", "compat")
+    sn.handle_record(sr("INSERT", v2_user(2), event_id="ev-v2"))
     assert len(slack.messages) == 1
