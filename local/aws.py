@@ -16,6 +16,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from consumers.registry import stack_prefix
+
 from .esm import MappingConfig
 from .functions import FunctionConfig
 from .template import TemplateError, function_logical_id, load_template, strip_event_source_mappings
@@ -116,11 +118,6 @@ class Deployment:
         return tables[0]
 
 
-def default_stack_name(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return f"{env.get('SERVICE_NAME', 'userstream')}-{env.get('STAGE', 'dev')}"
-
-
 class _Resolver:
     """Resolve the few intrinsics a mapping's properties use, against the deployed stack."""
 
@@ -179,7 +176,7 @@ def deploy(
 
     template = template if template is not None else load_template()
     moto_template, _ = strip_event_source_mappings(template)
-    stack_name = stack_name or default_stack_name()
+    stack_name = stack_name or stack_prefix()
     cfn = boto3.client("cloudformation")
     cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(moto_template),
                      Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
@@ -197,7 +194,7 @@ def describe(
 
     template = template if template is not None else load_template()
     _, esm_props = strip_event_source_mappings(template)
-    stack_name = stack_name or default_stack_name()
+    stack_name = stack_name or stack_prefix()
     cfn = boto3.client("cloudformation")
     try:
         stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]

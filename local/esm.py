@@ -30,9 +30,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from reprocess.stream_reader import to_lambda_record  # one converter, shared with the reprocess backstop
+from streamkit.timefmt import iso_from_epoch
+
 from .filters import matches_any, parse_filters
 from .functions import FunctionRuntime, short_error
-from reprocess.stream_reader import to_lambda_record  # one converter, shared with the reprocess backstop
 
 DEFAULT_STATE_PATH = ".local-state/esm.json"
 
@@ -144,10 +146,6 @@ def _seq_key(seq: str) -> int:
 
 def _iso_seconds(epoch: float) -> str:
     return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _iso_millis(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class PartialResponseError(ValueError):
@@ -433,7 +431,7 @@ def invocation_record(*, function_arn: str, condition: str, invoke_count: int, f
         },
         "responseContext": response,
         "version": "1.0",
-        "timestamp": _iso_millis(now),
+        "timestamp": iso_from_epoch(now),
         "DDBStreamBatchInfo": {
             "shardId": shard_id,
             "startSequenceNumber": records[0].seq,
@@ -580,7 +578,7 @@ class Emulator:
         return {m.config.function: m.iterator_age_s() for m in self.mappings}
 
     def state(self) -> dict:
-        return {"updatedAt": _iso_millis(self.clock()), "mappings": [m.state() for m in self.mappings]}
+        return {"updatedAt": iso_from_epoch(self.clock()), "mappings": [m.state() for m in self.mappings]}
 
     def write_state(self, *, force: bool = True) -> None:
         """Write the state JSON (for the operator API) atomically; at most ~2/s unless forced."""

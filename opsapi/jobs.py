@@ -14,8 +14,10 @@ import re
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any, Callable
+
+from streamkit.awsclient import ClientCache, describe_aws_error
+from streamkit.timefmt import now_iso
 
 MAX_JOBS_KEPT = 200
 JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -32,10 +34,6 @@ def status_of(summary: dict) -> str:
     return "succeeded" if summary.get("exit_code") == 0 else "finished-with-failures"
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class JobConflict(Exception):
     """A local job for this consumer is already running (two drains of one queue in one process)."""
 
@@ -43,7 +41,7 @@ class JobConflict(Exception):
 class JobRunner:
     """Starts jobs and keeps their status; thread-safe."""
 
-    def __init__(self, *, clients: Any, function_name: str | None = None,
+    def __init__(self, *, clients: ClientCache, function_name: str | None = None,
                  drain: Callable[..., Any] | None = None, on_finish: Callable[[str], None] | None = None,
                  drain_options: dict | None = None, jobs_bucket: str | None = None):
         self.clients = clients
@@ -104,7 +102,7 @@ class JobRunner:
             "request": {"max": max_messages, "mode": mode, "dryRun": dry_run, "concurrency": concurrency},
             "runner": "lambda" if self.remote else "local",
             "status": "queued",
-            "createdAt": _now_iso(),
+            "createdAt": now_iso(),
             "startedAt": None,
             "finishedAt": None,
             "summary": None,
@@ -150,12 +148,10 @@ class JobRunner:
                 FunctionName=self.function_name, InvocationType="Event", Payload=json.dumps(payload).encode()
             )
         except Exception as exc:
-            from .inspect_aws import short_error
-
-            self._update(job["jobId"], status="failed", error=f"invoke failed: {short_error(exc)}",
-                         finishedAt=_now_iso())
+            self._update(job["jobId"], status="failed", error=f"invoke failed: {describe_aws_error(exc)}",
+                         finishedAt=now_iso())
             return
-        self._update(job["jobId"], status="submitted", startedAt=_now_iso(),
+        self._update(job["jobId"], status="submitted", startedAt=now_iso(),
                      invokeStatusCode=resp.get("StatusCode"), function=self.function_name,
                      note=f"runs in the reprocess Lambda; its summary appears here once it is stored "
                           f"at s3://{self.jobs_bucket}/{summary_key(job['jobId'])}" if self.jobs_bucket else
@@ -165,7 +161,7 @@ class JobRunner:
         job = self.get(job_id) or {}
         req = job.get("request") or {}
         consumer = job.get("consumer", "")
-        self._update(job_id, status="running", startedAt=_now_iso())
+        self._update(job_id, status="running", startedAt=now_iso())
         started = time.monotonic()
         try:
             drain = self._drain
@@ -186,10 +182,10 @@ class JobRunner:
             )
             result = summary.to_dict()
             status = status_of(result)
-            self._update(job_id, status=status, summary=result, finishedAt=_now_iso(),
+            self._update(job_id, status=status, summary=result, finishedAt=now_iso(),
                          durationS=round(time.monotonic() - started, 3))
         except Exception as exc:  # ConfigError and anything unexpected: the job says why
             self._update(job_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:1000],
-                         finishedAt=_now_iso(), durationS=round(time.monotonic() - started, 3))
+                         finishedAt=now_iso(), durationS=round(time.monotonic() - started, 3))
         finally:
             self.on_finish(consumer)

@@ -11,16 +11,13 @@ Faults: ``fail(429, headers={"Retry-After": "1"})``, ``fail(503)``, ``fail(200, 
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
 from typing import Any
+
+from streamkit.timefmt import now_iso
 
 from .base import FakeServer, Request
 
 PREFIX = "/crm/v3/objects/contacts"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _error(status: int, category: str, message: str) -> tuple[int, dict]:
@@ -72,7 +69,7 @@ class FakeCRM(FakeServer):
                 with self.lock:
                     c = self.contacts.get(rest)
                     if c is not None and not c["archived"]:
-                        c.update(archived=True, archivedAt=_now(), updatedAt=_now())
+                        c.update(archived=True, archivedAt=now_iso(), updatedAt=now_iso())
                 return 204, ""
         return _error(405, "METHOD_NOT_ALLOWED", f"{req.method} {req.path}")
 
@@ -102,15 +99,15 @@ class FakeCRM(FakeServer):
                 existing = self.by_email(email)
                 if existing is None:
                     cid = str(next(self._ids))
-                    existing = self.contacts[cid] = {"id": cid, "properties": {}, "createdAt": _now(),
-                                                     "updatedAt": _now(), "archived": False}
+                    existing = self.contacts[cid] = {"id": cid, "properties": {}, "createdAt": now_iso(),
+                                                     "updatedAt": now_iso(), "archived": False}
                     new = True
                 else:
                     new = False
                 existing["properties"].update(props)
-                existing["updatedAt"] = _now()
+                existing["updatedAt"] = now_iso()
                 results.append({**existing, "new": new})
-        return 200, {"status": "COMPLETE", "results": results, "startedAt": _now(), "completedAt": _now()}
+        return 200, {"status": "COMPLETE", "results": results, "startedAt": now_iso(), "completedAt": now_iso()}
 
 
 def main() -> None:  # python -m local.fakes.crm [port]

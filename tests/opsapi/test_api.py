@@ -11,6 +11,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from opsapi.services import get_services
+
 from .conftest import CRM_SECRET, SLACK_SECRET, depth, make_queues, put_failures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +20,7 @@ OLD = "2026-01-01T00:00:00.000Z"
 
 
 def wait_job(client, job_id: str) -> dict:
-    jobs = client.application.extensions["opsapi"]["jobs"]
+    jobs = get_services(client.application).jobs
     jobs.wait(job_id, 60)
     resp = client.get(f"/jobs/{job_id}")
     assert resp.status_code == 200
@@ -257,7 +259,7 @@ def test_reprocess_in_aws_invokes_the_reprocess_lambda_asynchronously(env, monke
 
         return AWSResponse(params["url"], 202, {}, Raw())
 
-    lam = app.extensions["opsapi"]["clients"].get("lambda")
+    lam = get_services(app).clients.get("lambda")
     lam.meta.events.register("before-send.lambda.Invoke", lambda request, **kw: capture(
         {"headers": request.headers, "url": request.url, "body": request.body}))
     client = app.test_client()
@@ -365,7 +367,7 @@ def _capture_invokes(app) -> list[dict]:
         sent.append(json.loads(request.body))
         return AWSResponse(request.url, 202, {}, Raw())
 
-    app.extensions["opsapi"]["clients"].get("lambda").meta.events.register("before-send.lambda.Invoke", before_send)
+    get_services(app).clients.get("lambda").meta.events.register("before-send.lambda.Invoke", before_send)
     return sent
 
 
@@ -489,7 +491,7 @@ def test_a_refreshing_page_reuses_metrics_and_mappings(env):
     from opsapi import create_app
 
     app = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess"})
-    clients = app.extensions["opsapi"]["clients"]
+    clients = get_services(app).clients
     calls: list[str] = []
     for service, op in (("cloudwatch", "GetMetricData"), ("lambda", "ListEventSourceMappings")):
         clients.get(service).meta.events.register(f"before-call.{service}.{op}",
@@ -539,3 +541,32 @@ def test_secret_named_fields_are_redacted_whatever_their_source(client, tmp_path
     settings = json.loads(text)["mapping"]["settings"]
     assert settings == {"BatchSize": 5, "webhook_url": "[redacted]", "auth_token": "[redacted]"}
     assert "hooks.example" not in text and "tok123" not in text
+
+
+def test_a_deployed_functions_secret_value_is_redacted_inside_failure_messages(client):
+    """The API learns a secret value only from the consumer function's environment (not its
+    own); once it has read that environment, the value never leaves in any JSON body."""
+    function_secret = "https://hooks.slack.example/services/TFN/BFN/onlyInTheFunctionEnv"
+    create_function("userstream-dev-slack-notifier", {"FAILURE_POLICY": "soft-fail",
+                                                      "SLACK_WEBHOOK_URL": function_secret})
+    failures, _ = make_queues("slack-notifier")
+    put_failures(failures, "slack-notifier", 1, error_type="SlackApiError", message=f"POST {function_secret} 500")
+    listing = client.get("/consumers").get_data(as_text=True)  # reads the function's environment
+    sample = client.get("/consumers/slack-notifier/failures")
+    assert sample.status_code == 200
+    message = sample.get_json()["messages"][0]["errorMessage"]
+    assert message == "POST [redacted] 500"
+    assert function_secret not in listing and function_secret not in sample.get_data(as_text=True)
+
+
+def test_routes_are_one_blueprint_and_its_services_are_public():
+    """Issue 12 builds on this shape: every route in the ``opsapi`` blueprint, the objects
+    behind them reachable as attributes of ``get_services(app)``."""
+    from opsapi import Services, create_app, get_services
+
+    app = create_app()
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()} - {"static"}
+    assert endpoints and all(e.startswith("opsapi.") for e in endpoints)
+    svc = get_services(app)
+    assert isinstance(svc, Services) and svc.sampler.inspector is svc.inspector
+    assert svc.jobs.clients is svc.clients and svc.inspector.clients is svc.clients
