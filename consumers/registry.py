@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 DEFAULT_SERVICE_NAME = "userstream"
 DEFAULT_STAGE = "dev"
@@ -64,6 +64,21 @@ class Consumer:
         env = os.environ if env is None else env
         var = {"failures": "FAILURE_QUEUE_URL", "parking": "PARKING_QUEUE_URL"}[kind]
         return env.get(f"{self.key}_{var}") or None
+
+    def resolve_queue_url(self, sqs: Any, kind: str, env: Mapping[str, str] | None = None) -> str | None:
+        """The configured URL, else ``queue_name`` looked up with ``GetQueueUrl``; ``None`` when
+        that queue does not exist (other errors propagate: the caller says what failed)."""
+        url = self.configured_queue_url(kind, env)
+        if url:
+            return url
+        from streamkit.awsclient import is_not_found  # light; keeps this module import-free
+
+        try:
+            return sqs.get_queue_url(QueueName=self.queue_name(kind, env))["QueueUrl"]
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
 
 
 CONSUMERS: dict[str, Consumer] = {

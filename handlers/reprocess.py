@@ -1,26 +1,33 @@
 """The reprocess Lambda: drain one consumer's failure queue on demand (or on a schedule).
 
 Event: {"consumer": "search-indexer", "max"?: int, "mode"?: "replay"|"latest",
-        "dryRun"?: bool, "concurrency"?: int, "maxAttempts"?: int}
+        "dryRun"?: bool, "concurrency"?: int, "maxAttempts"?: int, "jobId"?: str}
+validated by ``reprocess.options.DrainOptions.from_wire`` (the limits the CLI and the
+operator API use; an unknown field is an error).
 Result: the worker's summary dict (``exit_code`` 0/1 inside it; 2 with ``error`` for a bad
-event or configuration). The time budget is the Lambda's remaining time minus a margin, so
-the run stops taking messages before the function would be killed mid-batch.
+event or configuration). The time budget is the Lambda's remaining time minus
+``REPROCESS_MARGIN_MS`` (checked at cold start), so the run stops taking messages before
+the function would be killed mid-batch.
 Queues come from <KEY>_FAILURE_QUEUE_URL / <KEY>_PARKING_QUEUE_URL (serverless.yml).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from typing import Any
 
+from reprocess.options import DrainOptions, margin_ms
 from reprocess.summary import EXIT_USAGE
+from reprocess.worker import drain
+from streamkit.awsclient import make_client
 from streamkit.deadline import Deadline
 from streamkit.errors import ConfigError
 
 # Stop taking messages this long before the Lambda deadline: a round of 10 x concurrency
 # records plus its sends and deletes must fit in it.
-MARGIN_MS = int(os.environ.get("REPROCESS_MARGIN_MS", "15000"))
+MARGIN_MS = margin_ms()
 
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -41,9 +48,7 @@ def _store_job_summary(job_id: Any, result: dict) -> None:
     if not bucket or not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         result.setdefault("notes", []).append("job summary not stored: no JOBS_BUCKET or an invalid jobId")
         return
-    import boto3
-
-    boto3.client("s3").put_object(
+    make_client("s3").put_object(
         Bucket=bucket,
         Key=f"jobs/{job_id}.json",
         Body=json.dumps({**result, "jobId": job_id}, default=str).encode(),
@@ -52,24 +57,13 @@ def _store_job_summary(job_id: Any, result: dict) -> None:
 
 
 def _run(event: Any, context: Any) -> dict:
-    from reprocess.worker import drain
-
-    if not isinstance(event, dict) or not isinstance(event.get("consumer"), str):
-        return {"error": 'event must be {"consumer": NAME, "max"?, "mode"?, "dryRun"?}', "exit_code": EXIT_USAGE}
-    options: dict[str, Any] = {}
-    if event.get("maxAttempts") is not None:
-        options["max_attempts"] = int(event["maxAttempts"])
+    consumer = event.get("consumer") if isinstance(event, dict) else None
     try:
+        options = DrainOptions.from_wire(event)
         summary = drain(
-            event["consumer"],
-            max_messages=int(event["max"]) if event.get("max") is not None else None,
-            mode=event.get("mode"),
-            dry_run=bool(event.get("dryRun", False)),
-            concurrency=int(event.get("concurrency", 1)),
+            options=dataclasses.replace(options, wait_time_s=1),
             deadline=Deadline(context, margin_ms=MARGIN_MS) if context is not None else None,
-            wait_time_s=1,
-            **options,
         )
-    except (ConfigError, ValueError, TypeError) as exc:
-        return {"consumer": event.get("consumer"), "error": str(exc), "exit_code": EXIT_USAGE}
+    except ConfigError as exc:
+        return {"consumer": consumer, "error": str(exc), "exit_code": EXIT_USAGE}
     return summary.to_dict()

@@ -26,11 +26,12 @@ import time
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from reprocess.stream_reader import to_lambda_record  # one converter, shared with the reprocess backstop
+from streamkit import onfailure  # the on-failure record's one owner
 from streamkit.timefmt import iso_from_epoch
 
 from .filters import matches_any, parse_filters
@@ -142,10 +143,6 @@ class ShardState:
 
 def _seq_key(seq: str) -> int:
     return int(seq)
-
-
-def _iso_seconds(epoch: float) -> str:
-    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class PartialResponseError(ValueError):
@@ -354,15 +351,21 @@ class Mapping:
     # ---- on-failure destination -------------------------------------------------------
     def _on_failure(self, shard: ShardState, records: list[Pending], condition: str,
                     invoke_count: int, *, function_error: str | None) -> None:
-        message = invocation_record(
+        message = onfailure.build(
+            onfailure.BatchInfo(
+                shard_id=shard.shard_id,
+                start_sequence_number=records[0].seq,
+                end_sequence_number=records[-1].seq,
+                stream_arn=self.config.stream_arn,
+                batch_size=len(records),
+                first_arrival=onfailure.arrival_iso(records[0].created),
+                last_arrival=onfailure.arrival_iso(records[-1].created),
+            ),
             function_arn=self.function.config.function_arn,
             condition=condition,
             invoke_count=invoke_count,
             function_error=function_error,
-            shard_id=shard.shard_id,
-            stream_arn=self.config.stream_arn,
-            records=records,
-            now=self.em.clock(),
+            at_epoch_s=self.em.clock(),
         )
         dest = self.config.on_failure_arn
         if not dest:
@@ -414,34 +417,6 @@ class Mapping:
                 for sid, s in self.shards.items()
             },
         }
-
-
-def invocation_record(*, function_arn: str, condition: str, invoke_count: int, function_error: str | None,
-                      shard_id: str, stream_arn: str, records: list[Pending], now: float) -> dict:
-    """Lambda's on-failure invocation record for a DynamoDB stream: metadata only, no records."""
-    response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
-    if function_error:
-        response["functionError"] = function_error
-    return {
-        "requestContext": {
-            "requestId": str(uuid.uuid4()),
-            "functionArn": function_arn,
-            "condition": condition,
-            "approximateInvokeCount": invoke_count,
-        },
-        "responseContext": response,
-        "version": "1.0",
-        "timestamp": iso_from_epoch(now),
-        "DDBStreamBatchInfo": {
-            "shardId": shard_id,
-            "startSequenceNumber": records[0].seq,
-            "endSequenceNumber": records[-1].seq,
-            "approximateArrivalOfFirstRecord": _iso_seconds(records[0].created),
-            "approximateArrivalOfLastRecord": _iso_seconds(records[-1].created),
-            "batchSize": len(records),
-            "streamArn": stream_arn,
-        },
-    }
 
 
 @dataclass

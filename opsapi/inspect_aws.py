@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from consumers.registry import Consumer, stack_prefix
-from streamkit.awsclient import ClientCache, describe_aws_error, is_not_found
+from streamkit.awsclient import ClientCache, describe_aws_error
 
 DEFAULT_STATE_PATH = ".local-state/esm.json"  # local/esm.py writes it (LOCAL_ESM_STATE)
 METRIC_TTL_S = 60.0  # CloudWatch bills per metric requested and has 1-minute periods anyway
@@ -69,22 +69,17 @@ class Inspector:
 
     # ---- queues -------------------------------------------------------------------------
     def queue_url(self, consumer: Consumer, kind: str) -> str | None:
-        """Configured URL, else the conventional name via GetQueueUrl; None when it does not exist."""
-        url = consumer.configured_queue_url(kind)
-        if url:
-            return url
-        name = consumer.queue_name(kind)
+        """``Consumer.resolve_queue_url`` (configured URL, else by name), a lookup remembered
+        once found; None when the queue does not exist."""
+        if consumer.configured_queue_url(kind):
+            return consumer.resolve_queue_url(None, kind)
         with self._lock:
             if (consumer.name, kind) in self._urls:
                 return self._urls[(consumer.name, kind)]
-        try:
-            url = self.clients.get("sqs").get_queue_url(QueueName=name)["QueueUrl"]
-        except Exception as exc:
-            if is_not_found(exc):
-                return None
-            raise
-        with self._lock:
-            self._urls[(consumer.name, kind)] = url
+        url = consumer.resolve_queue_url(self.clients.get("sqs"), kind)
+        if url:
+            with self._lock:
+                self._urls[(consumer.name, kind)] = url
         return url
 
     def queue_info(self, consumer: Consumer, kind: str) -> dict:

@@ -25,6 +25,7 @@ REDRIVE_HEADROOM = 2  # stop sampling a queue when a message is this close to ma
 
 def summarize_message(message: dict) -> dict:
     """What an operator needs from one failure-queue message (envelope or Lambda on-failure record)."""
+    from streamkit import onfailure
     from streamkit.envelope import EnvelopeError, parse_envelope  # light, but only when sampling
 
     attrs = message.get("Attributes") or {}
@@ -41,14 +42,8 @@ def summarize_message(message: dict) -> dict:
             data = json.loads(body)
         except ValueError:
             data = None
-        info = data.get("DDBStreamBatchInfo") if isinstance(data, dict) else None
-        if isinstance(info, dict):  # the hard-fail backstop: Lambda's metadata-only record
-            ctx = data.get("requestContext") or {}
-            out.update(kind="on-failure", errorType=ctx.get("condition") or "OnFailure",
-                       errorMessage=f"{info.get('batchSize')} records of {info.get('shardId')} "
-                                    f"{info.get('startSequenceNumber')}..{info.get('endSequenceNumber')}",
-                       keys=None, sequenceNumber=info.get("startSequenceNumber"),
-                       capturedAt=data.get("timestamp"), attempts=ctx.get("approximateInvokeCount"))
+        if onfailure.is_on_failure(data):  # the hard-fail backstop: Lambda's metadata-only record
+            out.update(onfailure.summarize(data))
         else:
             out.update(kind="malformed", errorType="MalformedEnvelope", errorMessage=exc.reason, keys=None,
                        sequenceNumber=None, capturedAt=None, attempts=None)

@@ -67,7 +67,7 @@ def failures(name: str) -> Response:
 @bp.post("/consumers/<name>/reprocess")
 def reprocess(name: str) -> Response:
     consumer = consumer_or_404(name)
-    options = params.reprocess_body(request)
+    options = params.reprocess_body(request, consumer.name)
     svc = get_services()
     _check_local_latest(consumer, options)
     try:

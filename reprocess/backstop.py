@@ -1,17 +1,8 @@
-"""The hard-fail backstop: Lambda's on-failure message for a DynamoDB stream -> the records.
+"""The hard-fail backstop: Lambda's on-failure record for a DynamoDB stream -> the records.
 
 When a stream function's retries run out (or records age out), the event source mapping's
-on-failure destination gets only metadata, never the records:
-
-    {"requestContext": {"requestId", "functionArn", "condition": "RetryAttemptsExhausted",
-                        "approximateInvokeCount"},
-     "responseContext": {"statusCode", "executedVersion", "functionError"},
-     "version": "1.0", "timestamp": "...",
-     "DDBStreamBatchInfo": {"shardId", "startSequenceNumber", "endSequenceNumber",
-                            "approximateArrivalOfFirstRecord", "approximateArrivalOfLastRecord",
-                            "batchSize", "streamArn"}}
-
-While the stream still holds the range (24 h), the records are read back with
+on-failure destination gets only metadata (``streamkit.onfailure`` owns that format), never
+the records. While the stream still holds the range (24 h), the records are read back with
 ``GetShardIterator`` AT_SEQUENCE_NUMBER + ``GetRecords``. When the start has been trimmed,
 the records of the range still in the shard are found from TRIM_HORIZON and run in
 ``latest`` mode (only the current item state is trustworthy by then); what cannot be found
@@ -19,75 +10,11 @@ is reported so the message is parked with a clear reason.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from .stream_reader import StreamRangeUnavailable, read_range, surviving_in_range
+from streamkit.onfailure import BatchInfo, OnFailureMessage
 
-BATCH_INFO_KEY = "DDBStreamBatchInfo"
-
-
-class OnFailureMessageError(ValueError):
-    """Looks like an on-failure message but cannot be used (missing fields); ``reason`` says why."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class BatchInfo:
-    shard_id: str
-    start_sequence_number: str
-    end_sequence_number: str
-    stream_arn: str
-    batch_size: int | None = None
-    first_arrival: str | None = None
-    last_arrival: str | None = None
-    function_arn: str | None = None
-    condition: str | None = None
-    invoke_count: int | None = None
-    timestamp: str | None = None
-
-    @property
-    def function_name(self) -> str | None:
-        if not self.function_arn:
-            return None
-        parts = self.function_arn.split(":")
-        return parts[6] if len(parts) > 6 else self.function_arn
-
-
-def is_on_failure_message(body: Any) -> bool:
-    return isinstance(body, dict) and BATCH_INFO_KEY in body
-
-
-def parse_on_failure(body: dict) -> BatchInfo:
-    """Validate an on-failure message (already JSON-decoded)."""
-    info = body.get(BATCH_INFO_KEY)
-    if not isinstance(info, dict):
-        raise OnFailureMessageError(f"{BATCH_INFO_KEY} is not an object")
-    missing = [k for k in ("shardId", "startSequenceNumber", "endSequenceNumber", "streamArn") if not info.get(k)]
-    if missing:
-        raise OnFailureMessageError(f"{BATCH_INFO_KEY} lacks {', '.join(missing)}")
-    for k in ("startSequenceNumber", "endSequenceNumber"):
-        if not str(info[k]).isdigit():
-            raise OnFailureMessageError(f"{BATCH_INFO_KEY}.{k} is not a sequence number: {info[k]!r}")
-    ctx = body.get("requestContext") if isinstance(body.get("requestContext"), dict) else {}
-    size = info.get("batchSize")
-    count = ctx.get("approximateInvokeCount")
-    return BatchInfo(
-        shard_id=info["shardId"],
-        start_sequence_number=str(info["startSequenceNumber"]),
-        end_sequence_number=str(info["endSequenceNumber"]),
-        stream_arn=info["streamArn"],
-        batch_size=size if isinstance(size, int) else None,
-        first_arrival=info.get("approximateArrivalOfFirstRecord"),
-        last_arrival=info.get("approximateArrivalOfLastRecord"),
-        function_arn=ctx.get("functionArn"),
-        condition=ctx.get("condition"),
-        invoke_count=count if isinstance(count, int) else None,
-        timestamp=body.get("timestamp"),
-    )
+from .stream_reader import StreamRangeUnavailable, read_range
 
 
 @dataclass
@@ -98,11 +25,15 @@ class Resolution:
     expired: bool = False  # the start of the range was trimmed: run what survives in latest mode
     missing: int = 0  # records named by the message that could not be found
     reason: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
-def resolve(info: BatchInfo, streams) -> Resolution:
-    """Read the records named by ``info``; never raises for an expired range."""
+def resolve(message: OnFailureMessage, streams) -> Resolution:
+    """The records named by ``message``: its own copy when the destination kept one (S3),
+    else read back from the stream. Never raises for an expired range; any other failure to
+    read (throttling, access denied, an outage) propagates."""
+    if message.records is not None:
+        return Resolution(list(message.records))
+    info = message.batch
     try:
         records = read_range(
             streams, info.stream_arn, info.shard_id, info.start_sequence_number, info.end_sequence_number
@@ -112,8 +43,9 @@ def resolve(info: BatchInfo, streams) -> Resolution:
     except StreamRangeUnavailable as exc:
         first = exc
     try:
-        records = surviving_in_range(
-            streams, info.stream_arn, info.shard_id, info.start_sequence_number, info.end_sequence_number
+        records = read_range(
+            streams, info.stream_arn, info.shard_id, info.start_sequence_number, info.end_sequence_number,
+            from_trim_horizon=True,
         )
     except StreamRangeUnavailable as exc:
         return Resolution(

@@ -20,8 +20,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from typing import Any
-
 from .stream_reader import to_lambda_image
 
 
@@ -76,8 +74,3 @@ def latest_record(record: dict, item: dict | None) -> dict:
 def build_latest(dynamodb, table: str, record: dict) -> dict:
     return latest_record(record, current_item(dynamodb, table, record_keys(record)))
 
-
-def key_of(record: Any) -> str:
-    """A stable grouping key for a record's item (for per-key ordering)."""
-    keys = (record.get("dynamodb") or {}).get("Keys") if isinstance(record, dict) else None
-    return json.dumps(keys, sort_keys=True, default=str)

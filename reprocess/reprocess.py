@@ -22,13 +22,10 @@ if _ROOT not in sys.path:
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+if TYPE_CHECKING:
+    from reprocess.options import DrainOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,14 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consumer", required=True, help=f"one of: {', '.join(CONSUMERS)}")
     p.add_argument("--queue-url", help="failure queue (default: {KEY}_FAILURE_QUEUE_URL, else GetQueueUrl by name)")
     p.add_argument("--parking-queue-url", help="parking queue (default: {KEY}_PARKING_QUEUE_URL, else by name)")
-    p.add_argument("--max", type=_positive, dest="max_messages", help="take at most N messages")
+    p.add_argument("--max", type=int, dest="max_messages", help="take at most N messages (1 to 10000)")
     p.add_argument("--dry-run", action="store_true", help="count by error type, oldest, newest; change nothing")
-    p.add_argument("--mode", choices=("replay", "latest"), help="default: the consumer's reprocess mode")
+    p.add_argument("--mode", help="replay or latest (default: the consumer's reprocess mode)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
-    p.add_argument("--concurrency", type=int, default=1, help="threads; order is kept per item key (default 1)")
+    p.add_argument("--concurrency", type=int, default=1, help="threads, 1 to 8; order is kept per item key (default 1)")
     p.add_argument("--max-attempts", type=int, default=None, help="park after this many attempts (default 5)")
     p.add_argument("--time-budget", type=float, default=None, help="stop taking messages after this many seconds")
-    p.add_argument("--wait-seconds", type=int, default=None, help="long-poll wait per receive (default 2)")
+    p.add_argument("--wait-seconds", type=int, default=None, help="long-poll wait per receive, 0 to 20 (default 2)")
     p.add_argument(
         "--handler",
         metavar="MODULE:FUNCTION",
@@ -95,14 +92,36 @@ def _logs_to_stderr() -> None:
 
 def _queue_depth(summary_queue_url: str) -> int | None:
     try:
-        import boto3
+        from streamkit.awsclient import make_client
 
-        attrs = boto3.client("sqs").get_queue_attributes(
+        attrs = make_client("sqs").get_queue_attributes(
             QueueUrl=summary_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"])
     except Exception:
         return None
+
+
+def options_from_args(args: argparse.Namespace) -> "DrainOptions":
+    """The parsed command line as validated ``DrainOptions`` (the same limits as the Lambda
+    event and the operator API); raises ``OptionsError``."""
+    from reprocess.options import DrainOptions
+
+    given = {
+        "max_attempts": args.max_attempts,
+        "wait_time_s": args.wait_seconds,
+    }
+    return DrainOptions(
+        consumer=args.consumer,
+        queue_url=args.queue_url,
+        parking_queue_url=args.parking_queue_url,
+        max_messages=args.max_messages,
+        mode=args.mode,
+        dry_run=args.dry_run,
+        concurrency=args.concurrency,
+        time_budget_s=args.time_budget,
+        **{k: v for k, v in given.items() if v is not None},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,32 +133,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from reprocess.summary import EXIT_USAGE
     from reprocess.worker import Drainer
-    from streamkit.deadline import Deadline
     from streamkit.errors import ConfigError
 
-    _logs_to_stderr()
-    options = {}
-    if args.max_attempts is not None:
-        options["max_attempts"] = args.max_attempts
-    if args.wait_seconds is not None:
-        options["wait_time_s"] = args.wait_seconds
     try:
+        options = options_from_args(args)
         handle_record = _load_handler(args.handler) if args.handler else None
-        drainer = Drainer(
-            args.consumer,
-            queue_url=args.queue_url,
-            parking_queue_url=args.parking_queue_url,
-            max_messages=args.max_messages,
-            mode=args.mode,
-            dry_run=args.dry_run,
-            concurrency=args.concurrency,
-            deadline=Deadline.from_seconds(args.time_budget),
-            handle_record=handle_record,
-            **options,
-        )
+        drainer = Drainer(options, handle_record=handle_record)
     except (ConfigError, ValueError, ImportError, AttributeError) as exc:
         print(f"reprocess: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    _logs_to_stderr()
     bar = None
     if not args.no_progress and not args.json and sys.stderr.isatty():
         total = args.max_messages

@@ -22,6 +22,8 @@ import base64
 from datetime import datetime
 from typing import Any, Iterator
 
+from streamkit.awsclient import error_code
+
 LAMBDA_EVENT_VERSION = "1.1"
 _RECORD_FIELDS = ("eventID", "eventName", "eventVersion", "eventSource", "awsRegion")
 _DDB_ORDER = (
@@ -119,13 +121,6 @@ def to_lambda_record(boto3_record: dict, stream_arn: str) -> dict:
     return out
 
 
-def _error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return (response.get("Error") or {}).get("Code")
-    return None
-
-
 _GONE = {"TrimmedDataAccessException", "ResourceNotFoundException", "ValidationException"}
 
 
@@ -136,7 +131,7 @@ def _iterator(streams, stream_arn: str, shard_id: str, kind: str, seq: str | Non
     try:
         return streams.get_shard_iterator(**kwargs)["ShardIterator"]
     except Exception as exc:
-        code = _error_code(exc)
+        code = error_code(exc)
         if code in _GONE:
             raise StreamRangeUnavailable(
                 f"{kind} {seq or ''} on {shard_id}: {code}: {exc}".replace("  ", " "), code
@@ -168,7 +163,7 @@ def iter_shard(
         try:
             resp = streams.get_records(ShardIterator=it, Limit=GET_RECORDS_LIMIT)
         except Exception as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             if code == "ExpiredIteratorException":
                 it = (
                     _iterator(streams, stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", last_seq)
@@ -197,36 +192,24 @@ def iter_shard(
 
 
 def read_range(
-    streams, stream_arn: str, shard_id: str, start_sequence_number: str, end_sequence_number: str
+    streams,
+    stream_arn: str,
+    shard_id: str,
+    start_sequence_number: str,
+    end_sequence_number: str,
+    *,
+    from_trim_horizon: bool = False,
 ) -> list[dict]:
-    """The Lambda-format records from ``start`` to ``end`` (inclusive) of one shard."""
-    return [
-        to_lambda_record(r, stream_arn)
-        for r in iter_shard(
-            streams,
-            stream_arn,
-            shard_id,
-            iterator_type="AT_SEQUENCE_NUMBER",
-            sequence_number=start_sequence_number,
-            end_sequence_number=end_sequence_number,
-        )
-    ]
+    """The Lambda-format records from ``start`` to ``end`` (inclusive) of one shard.
 
-
-def surviving_in_range(
-    streams, stream_arn: str, shard_id: str, start_sequence_number: str, end_sequence_number: str
-) -> list[dict]:
-    """After the start of a range was trimmed: the records of ``[start, end]`` still in the
-    shard, read from ``TRIM_HORIZON`` (the oldest record kept)."""
+    ``from_trim_horizon``: the start of the range was trimmed, so read from the oldest record
+    kept (``TRIM_HORIZON``) and return the records of the range that survive.
+    """
+    if from_trim_horizon:
+        found = iter_shard(streams, stream_arn, shard_id, iterator_type="TRIM_HORIZON",
+                           end_sequence_number=end_sequence_number)
+    else:
+        found = iter_shard(streams, stream_arn, shard_id, iterator_type="AT_SEQUENCE_NUMBER",
+                           sequence_number=start_sequence_number, end_sequence_number=end_sequence_number)
     start = int(start_sequence_number)
-    return [
-        to_lambda_record(r, stream_arn)
-        for r in iter_shard(
-            streams,
-            stream_arn,
-            shard_id,
-            iterator_type="TRIM_HORIZON",
-            end_sequence_number=end_sequence_number,
-        )
-        if int(r["dynamodb"]["SequenceNumber"]) >= start
-    ]
+    return [to_lambda_record(r, stream_arn) for r in found if int(r["dynamodb"]["SequenceNumber"]) >= start]

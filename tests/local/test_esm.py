@@ -10,7 +10,7 @@ import pytest
 
 from local.esm import Emulator, MappingConfig
 from local.functions import FunctionConfig, FunctionRuntime
-from streamkit import StreamRecord
+from streamkit import StreamRecord, onfailure
 from tests.local import recorder
 
 
@@ -184,6 +184,8 @@ def test_bisect_isolates_the_poison_record_and_retries_exhausted_send_metadata(s
     assert info["batchSize"] == 1 and info["streamArn"] == stream
     assert info["shardId"] in em.mapping("bisect").shards
     assert info["approximateArrivalOfFirstRecord"].endswith("Z") and len(info["approximateArrivalOfLastRecord"]) == 20
+    parsed = onfailure.parse(msg)  # what the reprocess worker reads back
+    assert parsed.batch.start_sequence_number == seq5 and parsed.function_name == "bisect"
     c = em.mapping("bisect").counters
     assert c.read == 8 and c.succeeded == 7 and c.discarded == 1
 

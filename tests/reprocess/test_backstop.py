@@ -10,9 +10,9 @@ from datetime import datetime
 import boto3
 import pytest
 
-from reprocess import backstop
 from reprocess.stream_reader import to_lambda_record
 from reprocess.worker import drain
+from streamkit import onfailure
 
 from . import sample_consumers
 from .conftest import capture, depth, index_items, make_queues, send_bodies, take_all, user
@@ -104,11 +104,11 @@ def test_to_lambda_record_accepts_raw_json_shapes():
 
 
 def test_parse_on_failure_message(stream):
-    info = backstop.parse_on_failure(on_failure_message(stream, 1, 3))
-    assert info.batch_size == 3 and info.function_name == "userstream-dev-search-indexer"
+    info = onfailure.parse(on_failure_message(stream, 1, 3))
+    assert info.batch.batch_size == 3 and info.function_name == "userstream-dev-search-indexer"
     assert info.condition == "RetryAttemptsExhausted" and info.invoke_count == 4
-    with pytest.raises(backstop.OnFailureMessageError, match="lacks shardId"):
-        backstop.parse_on_failure({"DDBStreamBatchInfo": {"startSequenceNumber": "1", "endSequenceNumber": "2", "streamArn": "a"}})
+    with pytest.raises(onfailure.OnFailureMessageError, match="lacks shardId"):
+        onfailure.parse({"DDBStreamBatchInfo": {"startSequenceNumber": "1", "endSequenceNumber": "2", "streamArn": "a"}})
 
 
 def test_on_failure_message_is_resolved_from_the_stream(stream, index_table):
@@ -210,3 +210,22 @@ def test_on_failure_message_of_another_function_is_parked(stream):
     assert s.parked == 1
     (p,) = take_all(parking)
     assert "not consumer search-indexer" in p["attributes"]["parkReason"]
+
+
+def test_a_stream_read_failure_leaves_the_message_in_the_queue(stream, index_table):
+    """Reading the range fails for a reason other than "gone" (here AccessDenied): no record
+    is known to be handled or captured, so the on-failure message is not deleted."""
+    failures, parking = make_queues("search-indexer")
+    body = json.dumps(on_failure_message(stream, 1, 3))
+    send_bodies(failures, [body])
+    streams = _inject(boto3.client("dynamodbstreams"), "AccessDeniedException")
+    seen = []
+
+    s = drain("search-indexer", mode="replay", handle_record=seen.append, streams=streams, wait_time_s=0)
+    assert (s.taken, s.succeeded, s.still_failing, s.resent, s.parked) == (1, 0, 1, 0, 0) and s.conserved
+    assert s.exit_code == 1 and seen == []
+    assert s.by_error_type == {"ClientError": 1}
+    assert any("AccessDenied" in n for n in s.notes)
+    (left,) = take_all(failures)
+    assert left["raw"] == body  # the metadata, untouched, visible again for the next run
+    assert depth(parking) == 0 and index_items() == {}

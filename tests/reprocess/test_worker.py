@@ -322,3 +322,37 @@ def test_delete_batch_failed_entries_are_counted(queues):
     sqs.meta.events.register("after-call.sqs.DeleteMessageBatch", fail_first)
     s = drain("search-indexer", mode="replay", handle_record=lambda r: None, sqs=sqs, **FAST)
     assert s.succeeded == 3 and s.delete_failures == 1 and s.exit_code == 0
+
+
+def test_the_worker_honours_the_stream_paths_retry_settings(queues, monkeypatch):
+    """MAX_TRANSIENT_RETRIES / RETRY_BASE_DELAY_MS apply to the worker as to the stream path."""
+    failures, _ = queues
+    capture(failures, [envelope(insert(user(1)))])
+    calls = []
+
+    def down(record):
+        calls.append(record.event_id)
+        raise TransientError("503", retry_after=0)
+
+    monkeypatch.setenv("MAX_TRANSIENT_RETRIES", "4")
+    s = drain("search-indexer", mode="replay", handle_record=down, **FAST)
+    assert s.still_failing == 1 and len(calls) == 5  # 1 try + 4 retries
+    monkeypatch.setenv("MAX_TRANSIENT_RETRIES", "0")
+    calls.clear()
+    s = drain("search-indexer", mode="replay", handle_record=down, **FAST)
+    assert s.still_failing == 1 and len(calls) == 1
+    monkeypatch.setenv("MAX_TRANSIENT_RETRIES", "lots")
+    with pytest.raises(ConfigError, match="MAX_TRANSIENT_RETRIES"):
+        drain("search-indexer", mode="replay", handle_record=down, **FAST)
+
+
+def test_options_object_and_unknown_keywords(queues):
+    from reprocess.options import DrainOptions
+
+    failures, _ = queues
+    capture(failures, [envelope(insert(user(i))) for i in range(3)])
+    opts = DrainOptions(consumer="search-indexer", mode="replay", max_messages=2, wait_time_s=0)
+    s = drain(options=opts, handle_record=lambda r: None)
+    assert (s.taken, s.succeeded) == (2, 2) and depth(failures) == 1
+    with pytest.raises(TypeError, match="max_mesages"):
+        drain("search-indexer", max_mesages=2)

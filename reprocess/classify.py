@@ -1,0 +1,94 @@
+"""What one failure-queue message is: a pure function of the message and the consumer.
+
+Three kinds come out:
+- an **envelope** of this consumer (contract 4; a claim-check stub included: its record is
+  fetched from S3 when it runs);
+- a Lambda **on-failure** record (``streamkit.onfailure``) from this consumer's function:
+  metadata naming a range of the stream;
+- something to **park**, with the reason: not JSON, wrong envelope version, unknown or
+  foreign consumer, an unusable on-failure record, one from another function.
+
+No AWS call, no clock, no shared state: the worker's loop decides what to do with it.
+"""
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any, Collection
+
+from consumers.registry import CONSUMERS
+from streamkit import onfailure
+from streamkit.envelope import Envelope, EnvelopeError, parse_envelope
+from streamkit.timefmt import iso_from_ms
+
+
+class Kind(enum.Enum):
+    ENVELOPE = "envelope"
+    ON_FAILURE = "on-failure"
+    PARK = "park"
+
+
+@dataclass(frozen=True)
+class Classified:
+    kind: Kind
+    error_type: str | None = None  # counted under this (None: "malformed")
+    group: str = ""  # messages of one group run one after the other, in ``order``
+    order: int = 0  # stream sequence number (0 when unknown)
+    seen_at: str | None = None  # capture time, else SentTimestamp: for oldest/newest
+    envelope: Envelope | None = None
+    on_failure: onfailure.OnFailureMessage | None = None
+    park_reason: str | None = None
+
+
+def key_of(record: Any) -> str:
+    """A stable grouping key for a record's item (records of one key keep stream order)."""
+    keys = (record.get("dynamodb") or {}).get("Keys") if isinstance(record, dict) else None
+    return json.dumps(keys, sort_keys=True, default=str)
+
+
+def sequence_of(record: Any) -> int:
+    """A record's sequence number as an integer (0 when it has none)."""
+    try:
+        return int(record["dynamodb"]["SequenceNumber"])
+    except Exception:
+        return 0
+
+
+def classify(message: dict, consumer: str, known: Collection[str] = CONSUMERS) -> Classified:
+    """Classify one SQS message (``Body`` and ``Attributes``) taken from ``consumer``'s queue."""
+    body = message.get("Body", "")
+    sent = iso_from_ms((message.get("Attributes") or {}).get("SentTimestamp"))
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        data = None
+    if onfailure.is_on_failure(data):
+        seen = data.get("timestamp") or sent
+        try:
+            msg = onfailure.parse(data)
+        except onfailure.OnFailureMessageError as exc:
+            return _park(f"unusable on-failure message: {exc.reason}", seen_at=seen)
+        fn = msg.function_name
+        if fn and not fn.endswith(consumer):
+            return _park(f"on-failure message from function {fn}, not consumer {consumer}", seen_at=seen)
+        return Classified(Kind.ON_FAILURE, error_type=msg.batch.key, group=f"shard:{msg.batch.shard_id}",
+                          seen_at=seen, on_failure=msg)
+    try:
+        env = parse_envelope(body)
+    except EnvelopeError as exc:
+        return _park(f"malformed envelope: {exc.reason}", seen_at=sent)
+    error_type = (env.error or {}).get("type") or "Unknown"
+    seen = env.captured_at or sent
+    if env.consumer not in known:
+        return _park(f"unknown consumer {env.consumer!r} in envelope", error_type=error_type, seen_at=seen, envelope=env)
+    if env.consumer != consumer:
+        return _park(f"envelope for consumer {env.consumer!r} found in {consumer}'s queue",
+                     error_type=error_type, seen_at=seen, envelope=env)
+    return Classified(Kind.ENVELOPE, error_type=error_type, group=key_of(env.record), order=sequence_of(env.record),
+                      seen_at=seen, envelope=env)
+
+
+def _park(reason: str, *, error_type: str | None = None, seen_at: str | None = None,
+          envelope: Envelope | None = None) -> Classified:
+    return Classified(Kind.PARK, error_type=error_type, seen_at=seen_at, envelope=envelope, park_reason=reason)

@@ -1,0 +1,96 @@
+"""Receiving for the drain loop: rounds of ``ReceiveMessage`` calls, one round read ahead.
+
+A round is what is received together (``DrainOptions.round_receives`` calls of 10); it is
+also the window in which records of one key are put in stream order. The next round is on
+its way while this one runs. ``take`` decides which received messages this run takes:
+not one it already tried (its id, or a re-sent copy tagged with this run), not past ``max``.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from streamkit.deadline import Deadline
+
+from .item import Holds
+from .options import DrainOptions
+from .summary import Summary
+
+RUN_ATTRIBUTE = "reprocessRun"  # message attribute on re-sent copies: the run that sent them
+
+
+class Receiver:
+    def __init__(self, sqs: Any, queue_url: str, options: DrainOptions, *, deadline: Deadline,
+                 visibility_timeout_s: int, run_id: str, summary: Summary, holds: Holds):
+        self.sqs, self.queue_url, self.options = sqs, queue_url, options
+        self.deadline, self.visibility_timeout_s = deadline, visibility_timeout_s
+        self.run_id, self.summary, self.holds = run_id, summary, holds
+        # one thread for the round read ahead, the others for its parallel receives
+        self._pool = ThreadPoolExecutor(options.concurrency + 1)
+        self._ahead: Future | None = None
+
+    def next_round(self) -> list[dict]:
+        """The round read ahead, else one received now."""
+        ahead, self._ahead = self._ahead, None
+        return ahead.result() if ahead is not None else self._receive()
+
+    def read_ahead(self) -> None:
+        self._ahead = self._pool.submit(self._receive)
+
+    def take(self, messages: list[dict]) -> list[dict]:
+        """The messages this run takes now; the others are held (made visible at the end)."""
+        fresh: list[dict] = []
+        limit = self.options.max_messages
+        for m in messages:
+            mid = m["MessageId"]
+            run = (m.get("MessageAttributes") or {}).get(RUN_ATTRIBUTE, {}).get("StringValue")
+            if mid in self.holds.seen or run == self.run_id:
+                self.holds.hold(m)
+                self.summary.held += 1
+            elif limit is not None and self.summary.taken >= limit:
+                self.holds.hold(m)  # over --max: not taken
+                self.summary.released += 1
+            else:
+                self.holds.seen.add(mid)
+                self.summary.taken += 1
+                fresh.append(m)
+        return fresh
+
+    def close(self) -> None:
+        """Hold what was read ahead but never taken; stop the threads."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                for m in ahead.result():
+                    if m["MessageId"] not in self.holds.receipts:
+                        if m["MessageId"] not in self.holds.seen:
+                            self.summary.released += 1
+                        self.holds.hold(m)
+            except Exception as exc:
+                self.summary.note(f"read-ahead receive failed: {type(exc).__name__}: {exc}"[:300])
+        self._pool.shutdown(wait=True)
+
+    def _receive(self) -> list[dict]:
+        limit = self.options.max_messages
+        want = None if limit is None else limit - self.summary.taken
+        calls = self.options.round_receives
+        if want is not None:
+            calls = max(1, min(calls, -(-want // 10)))
+        wait = self.options.wait_time_s
+        remaining = self.deadline.remaining_s()
+        if remaining != float("inf"):
+            wait = max(0, min(wait, int(remaining) - 1))
+        count = 10 if want is None else max(1, min(10, want))
+
+        def one(_: int) -> list[dict]:
+            return self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=count,
+                WaitTimeSeconds=wait,
+                VisibilityTimeout=self.visibility_timeout_s,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+
+        batches = list(self._pool.map(one, range(calls))) if calls > 1 else [one(0)]
+        return [m for b in batches for m in b]

@@ -1,0 +1,159 @@
+"""Running the records of a round through ``handle_record``.
+
+Items are grouped (an envelope by its record's item key, an on-failure message by its
+shard); a group runs on one thread, in stream order, so two records of one key never run at
+the same time. Each record runs as captured (``replay``) or rebuilt from the table
+(``latest``); a claim-checked envelope's record is fetched from S3 first; an on-failure
+message's records are read back from the stream (``backstop``), and the ones that fail
+become envelopes of their own (``Item.follow_ups``). Transient errors get the stream path's
+bounded retries. Running only sets each item's outcome: settling acts on it.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from streamkit.awsclient import ClientCache, is_not_found
+from streamkit.deadline import Deadline
+from streamkit.envelope import build_envelope, describe_error
+from streamkit.errors import MalformedRecordError
+from streamkit.record import StreamRecord
+from streamkit.retry import call_with_retries
+
+from . import backstop
+from .classify import sequence_of
+from .item import Item, Outcome
+from .latest import build_latest
+from .options import DrainOptions
+
+STREAM_ATTEMPTS = 2  # a record read back from the stream: the stream's retries, then this run
+
+
+class ParkError(Exception):
+    """A record that can never succeed as it is; ``reason`` goes with it to the parking queue."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RecordRunner:
+    """Runs rounds for one drain; ``options`` are resolved (retries, users table set)."""
+
+    def __init__(self, options: DrainOptions, clients: ClientCache, handle_record: Callable[[StreamRecord], Any],
+                 deadline: Deadline):
+        self.options, self.clients, self.deadline = options, clients, deadline
+        self.consumer = options.consumer
+        self.mode = options.effective_mode
+        self.handle_record = handle_record
+
+    def run_round(self, items: list[Item], pool: ThreadPoolExecutor | None) -> None:
+        groups: dict[str, list[Item]] = defaultdict(list)
+        for item in items:
+            if item.outcome is Outcome.PENDING:
+                groups[item.what.group].append(item)
+        tasks = [sorted(group, key=lambda it: (it.what.order, it.order)) for group in groups.values()]
+        if pool is None or len(tasks) < 2:
+            for group in tasks:
+                self._run_group(group)
+        else:
+            list(pool.map(self._run_group, tasks))
+
+    def _run_group(self, group: list[Item]) -> None:
+        for item in group:
+            if self.deadline.expired():
+                item.outcome = Outcome.NOT_STARTED
+                continue
+            try:
+                if item.what.on_failure is not None:
+                    self._run_on_failure(item)
+                else:
+                    self._run_envelope(item)
+            except ParkError as exc:
+                item.park(exc.reason)
+            except Exception as exc:
+                item.outcome, item.error = Outcome.FAILED, describe_error(exc)
+
+    # ---- one record ------------------------------------------------------------------------
+    def _call(self, record: dict) -> None:
+        try:
+            view = StreamRecord(record)
+        except MalformedRecordError as exc:
+            raise ParkError(f"not a valid stream record: {exc}") from None
+        call_with_retries(
+            self.handle_record,
+            view,
+            deadline=self.deadline,
+            max_retries=self.options.max_retries or 0,
+            base_delay_s=self.options.retry_base_delay_s or 0.0,
+        )
+
+    def _in_mode(self, record: dict, mode: str) -> dict:
+        if mode == "replay":
+            return record
+        if not self.options.users_table:
+            raise ParkError("latest mode needs USERS_TABLE to re-read the item")
+        try:
+            return build_latest(self.clients.get("dynamodb"), self.options.users_table, record)
+        except ValueError as exc:  # no keys
+            raise ParkError(str(exc)) from None
+
+    # ---- an envelope ---------------------------------------------------------------------
+    def _run_envelope(self, item: Item) -> None:
+        env = item.what.envelope
+        assert env is not None
+        record = self._fetch_payload(env.payload_ref) if env.payload_ref else env.record
+        self._call(self._in_mode(record, self.mode))
+        item.outcome = Outcome.HANDLED
+
+    def _fetch_payload(self, ref: dict) -> dict:
+        where = f"s3://{ref['bucket']}/{ref['key']}"
+        try:
+            obj = self.clients.get("s3").get_object(Bucket=ref["bucket"], Key=ref["key"])
+        except Exception as exc:
+            if is_not_found(exc):
+                raise ParkError(f"claim-checked record {where} is missing") from None
+            raise
+        try:
+            record = json.loads(obj["Body"].read())
+        except ValueError as exc:
+            raise ParkError(f"claim-checked record {where} is not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise ParkError(f"claim-checked record {where} is not an object")
+        return record
+
+    # ---- an on-failure message -------------------------------------------------------------
+    def _run_on_failure(self, item: Item) -> None:
+        """Read the batch back and run each record; the ones that fail become envelopes."""
+        msg = item.what.on_failure
+        assert msg is not None
+        res = backstop.resolve(msg, self.clients.get("dynamodbstreams"))
+        item.stream_records = len(res.records)
+        mode = "latest" if res.expired else self.mode
+        for record in sorted(res.records, key=sequence_of):
+            try:
+                self._call(self._in_mode(record, mode))
+            except Exception as exc:
+                error = (
+                    {"type": "ParkError", "message": exc.reason, "traceback": ""}
+                    if isinstance(exc, ParkError)
+                    else describe_error(exc)
+                )
+                item.follow_ups.append(build_envelope(
+                    consumer=self.consumer, record=record, error=error, attempts=STREAM_ATTEMPTS,
+                    function_name=msg.function_name, request_id=None,
+                ))
+        if res.reason:
+            raise ParkError(res.reason)
+        if not item.follow_ups:
+            item.outcome = Outcome.HANDLED
+            return
+        types = {e["error"]["type"] for e in item.follow_ups}
+        item.outcome = Outcome.FAILED
+        item.error = {
+            "type": types.pop() if len(types) == 1 else "Mixed",
+            "message": f"{len(item.follow_ups)} of {len(res.records)} stream records failed; captured as envelopes",
+            "traceback": "",
+        }

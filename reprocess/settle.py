@@ -1,0 +1,261 @@
+"""Settling a round: what happens to each message after its records ran, and the counts.
+
+The rule: **a message is deleted only on a positive disposition** (every record it stands
+for was handled, re-sent with SQS accepting the copy, or parked with SQS accepting it).
+Sends come first, the delete last, so a crash in between leaves a duplicate, never a loss.
+
+| outcome of running            | disposition                                                  |
+|-------------------------------|--------------------------------------------------------------|
+| handled                       | HANDLED: deleted                                             |
+| failed, attempts left         | RESENT: copy with ``attempts + 1`` and the new error, then deleted |
+| failed, out of attempts, park | PARKED: to the parking queue with the reason, then deleted   |
+| a send refused, no parking queue, or nothing proves its records safe | LEFT: stays as it is |
+| not started (time budget)     | RELEASED: made visible again, not counted as taken           |
+
+Counted as: HANDLED -> succeeded; RESENT and LEFT -> still_failing; PARKED -> parked.
+"""
+from __future__ import annotations
+
+import enum
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from streamkit.envelope import dumps, message_attributes
+from streamkit.log import LazyLogger
+from streamkit.sqsbatch import send_batch
+from streamkit.timefmt import now_iso
+
+from .item import Holds, Item, Outcome
+from .receive import RUN_ATTRIBUTE
+from .summary import Summary
+
+MAX_MESSAGE_BYTES = 1_048_576  # SQS's largest message; a queue set lower refuses and we keep the original
+PARK_REASON_ATTRIBUTE = "parkReason"
+MAX_ATTRIBUTE_CHARS = 1_000
+
+
+class Disposition(enum.Enum):
+    HANDLED = "handled"
+    RESENT = "resent"
+    PARKED = "parked"
+    LEFT = "left"
+    RELEASED = "released"
+
+
+def reason_kind(reason: str | None) -> str:
+    """Group park reasons for the summary (the first clause, without ids)."""
+    if not reason:
+        return "unknown"
+    return reason.split(":")[0][:80]
+
+
+class Settler:
+    def __init__(self, sqs: Any, queue_url: str, *, consumer: str, max_attempts: int, run_id: str,
+                 parking_url: Callable[[], str | None], parking_name: str, summary: Summary, holds: Holds,
+                 log: LazyLogger):
+        self.sqs, self.queue_url, self.consumer = sqs, queue_url, consumer
+        self.max_attempts, self.run_id = max_attempts, run_id
+        self._parking_url, self.parking_name = parking_url, parking_name
+        self.summary, self.holds, self.log = summary, holds, log
+
+    # ---- a dry run: count, never change ------------------------------------------------------
+    def inspect(self, items: list[Item]) -> None:
+        for item in items:
+            self.summary.by_error_type[item.what.error_type or "malformed"] += 1
+            if item.outcome is Outcome.PARK:
+                self.summary.park_reasons[reason_kind(item.park_reason)] += 1
+            self.holds.hold(item.message)  # invisible until the run ends, then made visible
+
+    # ---- a real run ------------------------------------------------------------------------------
+    def settle(self, items: list[Item], pool: ThreadPoolExecutor | None) -> None:
+        """Park, re-send, then delete exactly what ended with a positive disposition."""
+        deletable: list[Item] = []
+        to_park: list[Item] = []
+        to_resend: list[Item] = []
+        for item in items:
+            self.summary.stream_records += item.stream_records
+            if item.outcome is Outcome.NOT_STARTED:
+                self._count(item, Disposition.RELEASED)
+            elif item.outcome is Outcome.HANDLED:
+                self._count(item, Disposition.HANDLED)
+                deletable.append(item)
+            elif item.outcome is Outcome.PARK:
+                to_park.append(item)
+            elif item.outcome is Outcome.FAILED:
+                env = item.what.envelope
+                attempts = (env.attempts if env else 1) + 1
+                if env is not None and attempts >= self.max_attempts:
+                    error = item.error or {}
+                    item.park_reason = f"gave up after {attempts} attempts: {error.get('type')}: {error.get('message')}"[:500]
+                    to_park.append(item)
+                else:
+                    to_resend.append(item)
+            else:  # never ran: nothing proves anything about it
+                self._leave(item, "NotRun", "a message was taken but never run; left in the queue")
+
+        with_copies = [it for it in to_park if it.follow_ups]
+        if with_copies:  # an expired on-failure batch: its failed survivors go back first
+            refused = self._send_copies(with_copies)
+            for item in with_copies:
+                if id(item) in refused:
+                    to_park.remove(item)
+                    self._leave(item, "ResendFailed", "could not capture failed stream records")
+        deletable += self._park(to_park)
+        deletable += self._resend(to_resend)
+        self._delete(deletable, pool)
+
+    def release(self) -> None:
+        """Make every held message visible again (they would reappear after the visibility
+        timeout anyway; this lets the next run see them at once)."""
+        handles = list(self.holds.receipts.values())
+        self.holds.receipts.clear()
+        for i in range(0, len(handles), 10):
+            entries = [{"Id": str(j), "ReceiptHandle": h, "VisibilityTimeout": 0} for j, h in enumerate(handles[i : i + 10])]
+            try:
+                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:
+                self.summary.note(f"could not release messages early: {type(exc).__name__}")
+
+    # ---- counting -------------------------------------------------------------------------------
+    def _count(self, item: Item, disposition: Disposition, error_type: str | None = None) -> None:
+        s = self.summary
+        if disposition is Disposition.HANDLED:
+            s.succeeded += 1
+        elif disposition is Disposition.RELEASED:
+            s.taken -= 1
+            s.released += 1
+            self.holds.release_item(item)
+        elif disposition is Disposition.PARKED:
+            s.parked += 1
+            s.park_reasons[reason_kind(item.park_reason)] += 1
+            s.by_error_type[item.counted_as] += 1
+        else:  # RESENT, LEFT: still failing
+            s.still_failing += 1
+            s.by_error_type[error_type or item.counted_as] += 1
+            if disposition is Disposition.RESENT:
+                s.resent += 1
+            else:
+                self.holds.hold(item.message)
+
+    def _leave(self, item: Item, error_type: str, why: str) -> None:
+        """The message stays in the queue as it is (counted as still failing)."""
+        self._count(item, Disposition.LEFT, error_type)
+        self.summary.note(why[:300])
+
+    # ---- parking ---------------------------------------------------------------------------------
+    def _park(self, items: list[Item]) -> list[Item]:
+        """Send to the parking queue; returns the items now safely parked."""
+        if not items:
+            return []
+        url = self._parking_url()
+        if not url:
+            for item in items:
+                self._leave(item, "NoParkingQueue", f"cannot park ({item.park_reason}): no parking queue")
+            self.summary.note(f"no parking queue {self.parking_name}: messages to park stay in the queue")
+            return []
+        entries = [self._parked_entry(str(i), item) for i, item in enumerate(items)]
+        refused = self._send(url, entries)
+        parked = []
+        for entry, item in zip(entries, items):
+            if entry["Id"] in refused:
+                self._leave(item, "ParkFailed", f"could not park: {refused[entry['Id']]}")
+            else:
+                self._count(item, Disposition.PARKED)
+                self.log.warning("parked", message_id=item.message_id, reason=item.park_reason)
+                parked.append(item)
+        return parked
+
+    def _parked_entry(self, entry_id: str, item: Item) -> dict:
+        reason = item.park_reason or "unknown"
+        env = item.what.envelope
+        if env is not None:
+            body = dict(env.body)
+            if item.error:
+                body["error"] = item.error
+                body["attempts"] = env.attempts + 1
+            body["parked"] = {"reason": reason, "at": now_iso(), "fromQueue": self.queue_url, "runId": self.run_id}
+            text = dumps(body)
+        else:
+            text = item.message.get("Body", "")  # malformed or on-failure: kept byte for byte
+        attrs = message_attributes(self.consumer, item.counted_as)
+        attrs[PARK_REASON_ATTRIBUTE] = {"DataType": "String", "StringValue": reason[:MAX_ATTRIBUTE_CHARS]}
+        return {"Id": entry_id, "MessageBody": text, "MessageAttributes": attrs}
+
+    # ---- re-sending --------------------------------------------------------------------------
+    def _copies(self, item: Item) -> list[tuple[str, str]]:
+        """(body, error type) of what goes back to the failure queue for a failed item: the
+        envelope with ``attempts + 1`` and its latest error, or an on-failure message's
+        envelopes for its failed records."""
+        env = item.what.envelope
+        if env is not None:
+            error = item.error or {}
+            body = {**env.body, "attempts": env.attempts + 1, "error": error}
+            return [(dumps(body), error.get("type") or "Unknown")]
+        return [(dumps(e), e["error"]["type"]) for e in item.follow_ups]
+
+    def _resend(self, items: list[Item]) -> list[Item]:
+        """Re-send with ``attempts + 1`` and the latest error; returns the items whose copies are in."""
+        sendable = []
+        for item in items:
+            if self._copies(item):
+                sendable.append(item)
+            else:  # e.g. the stream could not be read: no record is known to be safe
+                why = (item.error or {}).get("message", "")
+                self._leave(item, item.counted_as, f"nothing of it was captured ({item.counted_as}: {why}); left in the queue")
+        refused = self._send_copies(sendable)
+        done = []
+        for item in sendable:
+            if id(item) in refused:
+                self._count(item, Disposition.LEFT)
+            else:
+                self._count(item, Disposition.RESENT)
+                done.append(item)
+        return done
+
+    def _send_copies(self, items: list[Item]) -> set[int]:
+        """Send every item's copies (tagged with this run); returns ``id()`` of items not fully sent."""
+        entries: list[dict] = []
+        owner: dict[str, Item] = {}
+        for i, item in enumerate(items):
+            for j, (text, err_type) in enumerate(self._copies(item)):
+                attrs = message_attributes(self.consumer, err_type)
+                attrs[RUN_ATTRIBUTE] = {"DataType": "String", "StringValue": self.run_id}
+                entries.append({"Id": f"{i}-{j}", "MessageBody": text, "MessageAttributes": attrs})
+                owner[f"{i}-{j}"] = item
+        refused = self._send(self.queue_url, entries)
+        for reason in refused.values():
+            self.summary.note(f"re-send failed, original left in the queue: {reason}"[:300])
+        # An on-failure message whose copies went in only in part stays too: rerunning its
+        # records is safe (side effects are guarded by (consumer, eventID)).
+        return {id(owner[entry_id]) for entry_id in refused}
+
+    def _send(self, url: str, entries: list[dict]) -> dict[str, str]:
+        """``SendMessageBatch`` them all; returns ``{entry id: reason}`` of the refused ones."""
+        if not entries:
+            return {}
+        reasons: dict[str, str] = {}
+        refused = send_batch(self.sqs, url, entries, max_batch_bytes=MAX_MESSAGE_BYTES,
+                             on_error=lambda m, r: reasons.__setitem__(m["Id"], r))
+        return {m["Id"]: reasons.get(m["Id"], "") for m in refused}
+
+    # ---- deleting ------------------------------------------------------------------------------
+    def _delete(self, items: list[Item], pool: ThreadPoolExecutor | None) -> None:
+        chunks = [items[i : i + 10] for i in range(0, len(items), 10)]
+
+        def one(chunk: list[Item]) -> int:
+            entries = [{"Id": str(i), "ReceiptHandle": it.receipt} for i, it in enumerate(chunk)]
+            try:
+                resp = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:
+                self.log.error("delete failed; messages will reappear (handled ones are idempotent)", error=str(exc))
+                return len(chunk)
+            failed = resp.get("Failed") or []
+            answered = {e.get("Id") for e in (resp.get("Successful") or [])} | {f.get("Id") for f in failed}
+            for f in failed:
+                self.log.error("delete failed for one message", code=f.get("Code"), error=f.get("Message"))
+            return len(failed) + sum(1 for e in entries if e["Id"] not in answered)
+
+        if pool is not None and len(chunks) > 1:
+            self.summary.delete_failures += sum(pool.map(one, chunks))
+        else:
+            self.summary.delete_failures += sum(one(c) for c in chunks)
