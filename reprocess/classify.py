@@ -81,7 +81,8 @@ def classify(message: dict, consumer: str, known: Collection[str] = CONSUMERS) -
     error_type = (env.error or {}).get("type") or "Unknown"
     seen = env.captured_at or sent
     if env.consumer not in known:
-        return _park(f"unknown consumer {env.consumer!r} in envelope", error_type=error_type, seen_at=seen, envelope=env)
+        return _park(f"unknown consumer {env.consumer!r} in envelope",
+                     error_type=error_type, seen_at=seen, envelope=env)
     if env.consumer != consumer:
         return _park(f"envelope for consumer {env.consumer!r} found in {consumer}'s queue",
                      error_type=error_type, seen_at=seen, envelope=env)

@@ -97,7 +97,8 @@ class DrainOptions:
 
     # ---- entry points --------------------------------------------------------------------
     @classmethod
-    def from_wire(cls, data: Any, *, consumer: str | None = None, allowed: tuple[str, ...] = EVENT_FIELDS) -> "DrainOptions":
+    def from_wire(cls, data: Any, *, consumer: str | None = None,
+                  allowed: tuple[str, ...] = EVENT_FIELDS) -> DrainOptions:
         """Options from a JSON object (the Lambda event, the API body); unknown fields are errors."""
         if not isinstance(data, Mapping):
             raise OptionsError('expected a JSON object like {"max": 100, "mode": "replay", "dryRun": true}')
@@ -106,12 +107,8 @@ class DrainOptions:
             shown = [f for f in allowed if f not in ("consumer", "jobId")]
             raise OptionsError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(shown)}")
         values = {WIRE_FIELDS[k]: v for k, v in data.items() if k in WIRE_FIELDS and v is not None}
-        return cls(consumer=consumer if consumer is not None else data.get("consumer"), **values)
-
-    def to_wire(self) -> dict:
-        """The fields the Lambda event carries (the inverse of ``from_wire``)."""
-        return {"consumer": self.consumer, "max": self.max_messages, "mode": self.mode, "dryRun": self.dry_run,
-                "concurrency": self.concurrency}
+        values["consumer"] = consumer if consumer is not None else data.get("consumer")  # checked below
+        return cls(**values)
 
     # ---- derived ---------------------------------------------------------------------------
     @property
@@ -132,7 +129,7 @@ class DrainOptions:
         """Receives per round (10 messages each): one per 2 worker threads unless set."""
         return self.receives_per_round or max(1, -(-self.concurrency // 2))
 
-    def resolved(self, env: Mapping[str, str] | None = None) -> "DrainOptions":
+    def resolved(self, env: Mapping[str, str] | None = None) -> DrainOptions:
         """Every ``None`` that the environment decides, filled in (and validated) from it."""
         env = os.environ if env is None else env
         from streamkit.handler import load_settings  # the stream path's retry settings: one owner

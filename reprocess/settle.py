@@ -86,7 +86,8 @@ class Settler:
                 attempts = (env.attempts if env else 1) + 1
                 if env is not None and attempts >= self.max_attempts:
                     error = item.error or {}
-                    item.park_reason = f"gave up after {attempts} attempts: {error.get('type')}: {error.get('message')}"[:500]
+                    why = f"{error.get('type')}: {error.get('message')}"
+                    item.park_reason = f"gave up after {attempts} attempts: {why}"[:500]
                     to_park.append(item)
                 else:
                     to_resend.append(item)
@@ -110,7 +111,8 @@ class Settler:
         handles = list(self.holds.receipts.values())
         self.holds.receipts.clear()
         for i in range(0, len(handles), 10):
-            entries = [{"Id": str(j), "ReceiptHandle": h, "VisibilityTimeout": 0} for j, h in enumerate(handles[i : i + 10])]
+            entries = [{"Id": str(j), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                       for j, h in enumerate(handles[i : i + 10])]
             try:
                 self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:
@@ -156,7 +158,7 @@ class Settler:
         entries = [self._parked_entry(str(i), item) for i, item in enumerate(items)]
         refused = self._send(url, entries)
         parked = []
-        for entry, item in zip(entries, items):
+        for entry, item in zip(entries, items, strict=True):
             if entry["Id"] in refused:
                 self._leave(item, "ParkFailed", f"could not park: {refused[entry['Id']]}")
             else:
@@ -201,7 +203,8 @@ class Settler:
                 sendable.append(item)
             else:  # e.g. the stream could not be read: no record is known to be safe
                 why = (item.error or {}).get("message", "")
-                self._leave(item, item.counted_as, f"nothing of it was captured ({item.counted_as}: {why}); left in the queue")
+                self._leave(item, item.counted_as,
+                            f"nothing of it was captured ({item.counted_as}: {why}); left in the queue")
         refused = self._send_copies(sendable)
         done = []
         for item in sendable:

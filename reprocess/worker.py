@@ -69,9 +69,12 @@ class Drainer:
         self.summary = Summary(self.consumer.name, self.queue_url, self.mode, dry_run=self.dry_run)
         self.holds = Holds()
         # A dry run hides what it reads only briefly (and makes it visible again at the end).
-        visibility = min(options.visibility_timeout_s, DRY_RUN_VISIBILITY_S) if self.dry_run else options.visibility_timeout_s
-        self.receiver = Receiver(self.sqs, self.queue_url, options, deadline=self.deadline, visibility_timeout_s=visibility,
-                                 run_id=self.run_id, summary=self.summary, holds=self.holds)
+        visibility = options.visibility_timeout_s
+        if self.dry_run:
+            visibility = min(visibility, DRY_RUN_VISIBILITY_S)
+        self.receiver = Receiver(self.sqs, self.queue_url, options, deadline=self.deadline,
+                                 visibility_timeout_s=visibility, run_id=self.run_id, summary=self.summary,
+                                 holds=self.holds)
         self.settler = Settler(self.sqs, self.queue_url, consumer=self.consumer.name, max_attempts=options.max_attempts,
                                run_id=self.run_id, parking_url=self._parking_queue_url,
                                parking_name=self.consumer.queue_name("parking"), summary=self.summary,
@@ -85,17 +88,19 @@ class Drainer:
         try:
             url = self.options.queue_url or consumer.resolve_queue_url(self.sqs, "failures")
         except Exception as exc:
-            raise ConfigError(f"cannot resolve the failures queue of {consumer.name}: {type(exc).__name__}: {exc}") from exc
+            raise ConfigError(f"cannot resolve the failures queue of {consumer.name}: "
+                              f"{type(exc).__name__}: {exc}") from exc
         if url is None:
-            raise ConfigError(f"no failures queue for {consumer.name}: {consumer.queue_name('failures')} does not exist; "
-                              f"pass --queue-url or set {consumer.key}_FAILURE_QUEUE_URL")
+            raise ConfigError(f"no failures queue for {consumer.name}: {consumer.queue_name('failures')} does not "
+                              f"exist; pass --queue-url or set {consumer.key}_FAILURE_QUEUE_URL")
         return url
 
     def _parking_queue_url(self) -> str | None:
         if not self._parking_looked_up:
             self._parking_looked_up = True
             try:
-                self._parking_url = self.options.parking_queue_url or self.consumer.resolve_queue_url(self.sqs, "parking")
+                self._parking_url = (self.options.parking_queue_url
+                                     or self.consumer.resolve_queue_url(self.sqs, "parking"))
             except Exception as exc:
                 self.summary.note(f"parking queue lookup failed: {type(exc).__name__}: {exc}")
             self.summary.parking_queue_url = self._parking_url
@@ -194,8 +199,7 @@ def drain(
     unknown = sorted(set(fields) - OPTION_NAMES)
     if unknown:
         raise TypeError(f"drain() got unknown option(s): {', '.join(unknown)}")
-    if options is None:
-        options = DrainOptions(consumer=consumer_name, **fields)  # type: ignore[arg-type]
-    elif consumer_name is not None or fields:
-        options = dataclasses.replace(options, **({"consumer": consumer_name} if consumer_name else {}), **fields)
+    if consumer_name is not None:
+        fields["consumer"] = consumer_name
+    options = DrainOptions(**fields) if options is None else dataclasses.replace(options, **fields)
     return Drainer(options, handle_record=handle_record, progress=progress, deadline=deadline, clients=clients).run()

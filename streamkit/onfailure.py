@@ -182,8 +182,8 @@ def parse(body: Any) -> OnFailureMessage:
     for k in ("startSequenceNumber", "endSequenceNumber"):
         if not str(info[k]).isdigit():
             raise OnFailureMessageError(f"{key}.{k} is not a sequence number: {info[k]!r}")
-    ctx = body.get("requestContext") if isinstance(body.get("requestContext"), dict) else {}
-    resp = body.get("responseContext") if isinstance(body.get("responseContext"), dict) else {}
+    ctx = _object(body.get("requestContext"))
+    resp = _object(body.get("responseContext"))
     return OnFailureMessage(
         batch=BatchInfo(
             shard_id=info["shardId"],
@@ -212,10 +212,11 @@ def summarize(body: Any) -> dict:
     try:
         msg = parse(body)
     except OnFailureMessageError as exc:
-        ctx = body.get("requestContext") if isinstance(body, dict) and isinstance(body.get("requestContext"), dict) else {}
+        raw = _object(body)
+        ctx = _object(raw.get("requestContext"))
         return {"kind": "on-failure", "errorType": ctx.get("condition") or "OnFailure",
                 "errorMessage": f"unusable on-failure record: {exc.reason}", "keys": None, "sequenceNumber": None,
-                "capturedAt": body.get("timestamp") if isinstance(body, dict) else None,
+                "capturedAt": raw.get("timestamp"),
                 "attempts": ctx.get("approximateInvokeCount")}
     return {
         "kind": "on-failure",
@@ -228,6 +229,10 @@ def summarize(body: Any) -> dict:
         "functionName": msg.function_name,
         "source": msg.batch.source,
     }
+
+
+def _object(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def _int_or_none(value: Any) -> int | None:

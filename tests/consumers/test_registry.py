@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from consumers.registry import get_consumer
 
@@ -24,19 +25,9 @@ def test_configured_url_then_conventional_name_then_none(aws, monkeypatch):
 def test_other_errors_propagate(aws):
     sqs = boto3.client("sqs")
 
-    def deny(request, **_):
-        from botocore.awsrequest import AWSResponse
-
-        body = b'{"__type": "com.amazonaws.sqs#AccessDenied", "message": "denied by test"}'
-
-        class Raw:
-            def stream(self, **kw):
-                yield body
-
-        response = AWSResponse(request.url, 403, {"Content-Type": "application/x-amz-json-1.0"}, Raw())
-        response._content = body
-        return response
+    def deny(**_):  # AWS's answer to a caller without sqs:GetQueueUrl
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied by test"}}, "GetQueueUrl")
 
     sqs.meta.events.register("before-send.sqs.GetQueueUrl", deny)
-    with pytest.raises(Exception, match="denied by test"):
+    with pytest.raises(ClientError, match="denied by test"):
         get_consumer("search-indexer").resolve_queue_url(sqs, "failures")

@@ -73,7 +73,6 @@ def test_the_api_takes_only_its_own_fields():
         DrainOptions.from_wire({"maxAttempts": 3}, consumer="crm-sync", allowed=API_FIELDS)
     opts = DrainOptions.from_wire({"max": 5, "dryRun": True}, consumer="crm-sync", allowed=API_FIELDS)
     assert (opts.consumer, opts.max_messages, opts.dry_run, opts.effective_mode) == ("crm-sync", 5, True, "latest")
-    assert DrainOptions.from_wire(opts.to_wire()) == opts  # the Lambda event the API sends reads back the same
 
 
 def test_python_callers_get_the_same_limits():
