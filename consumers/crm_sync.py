@@ -17,17 +17,25 @@ contact stays (HubSpot merges are a human decision).
 """
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
 from streamkit import ConfigError, PermanentError, StreamRecord, TransientError
+from streamkit.settings import Setting
 
-from .secrets import get_secret
-from .users import name_parts, user_id
+from .secrets import get_secret, secret_settings
+from .users import USER_SCHEMA_MODE, name_parts, user_id
 
 CONSUMER = "crm-sync"
 CONTACTS = "/crm/v3/objects/contacts"
+CRM_BASE_URL = Setting(
+    "CRM_BASE_URL", "the CRM API's base URL, e.g. https://api.hubapi.com, or the local fake CRM", required=True
+)
+CRM_TIMEOUT_S = Setting(
+    "CRM_TIMEOUT_S", "timeout of one CRM request, in seconds (connect: at most 2)",
+    parse=float, default=5.0, low=0.1, high=60,
+)
+SETTINGS = (CRM_BASE_URL, *secret_settings("CRM_TOKEN", "bearer token of the CRM API"), CRM_TIMEOUT_S, USER_SCHEMA_MODE)
 
 _client: Any = None
 _client_key: tuple[str, str] | None = None
@@ -49,9 +57,9 @@ def client() -> Any:
 
     Locked: the reprocess worker calls handle_record from a thread pool.
     """
-    base = os.environ.get("CRM_BASE_URL")
+    base = CRM_BASE_URL.read()
     if not base:
-        raise ConfigError("crm-sync needs CRM_BASE_URL (e.g. https://api.hubapi.com, or the local fake CRM)")
+        raise ConfigError(f"{CONSUMER}: {CRM_BASE_URL.missing({})}")
     key = (base.rstrip("/"), get_secret("CRM_TOKEN"))
     current = _client
     if current is not None and _client_key == key:
@@ -67,7 +75,7 @@ def _new_client(key: tuple[str, str]) -> Any:
 
         if _client is not None:
             _client.close()
-        timeout_s = float(os.environ.get("CRM_TIMEOUT_S", "5"))
+        timeout_s = CRM_TIMEOUT_S.read()
         _client = httpx.Client(
             base_url=key[0],
             headers={"Authorization": f"Bearer {key[1]}", "Accept": "application/json"},
@@ -78,12 +86,9 @@ def _new_client(key: tuple[str, str]) -> Any:
     return _client
 
 
-def prepare() -> None:
-    """Cold-start check (the handler calls it): fail the init with a clear message, not every record."""
-    if not os.environ.get("CRM_BASE_URL"):
-        raise ConfigError("crm-sync needs CRM_BASE_URL (e.g. https://api.hubapi.com, or the local fake CRM)")
-    if not (os.environ.get("CRM_TOKEN") or os.environ.get("CRM_TOKEN_PARAM")):
-        raise ConfigError("crm-sync needs CRM_TOKEN (local) or CRM_TOKEN_PARAM (SSM SecureString name, in AWS)")
+def warm_up() -> None:
+    """Import httpx during init, not on the first record."""
+    import httpx  # noqa: F401
 
 
 def _request(method: str, path: str, **kwargs: Any) -> Any:

@@ -3,6 +3,14 @@
 Importing this module imports no consumer: ``Consumer.load()`` imports the consumer's own
 module only when asked, so each Lambda pays only for its own client library.
 
+A consumer module exposes ``handle_record(record)``, ``SETTINGS`` (its ``streamkit.settings``
+declarations, checked at cold start with the loop's and the policy's) and, optionally,
+``warm_up()`` (run during init, e.g. to import its client library). Its Lambda entry point,
+``handlers/<name_with_underscores>.py``, is two lines::
+
+    from consumers.registry import consumer_handler
+    handler = consumer_handler(__name__)
+
 Naming conventions (serverless.yml follows them, so a laptop can find the queues by name):
   failure queue  {SERVICE_NAME}-{STAGE}-{consumer}-failures
   parking queue  {SERVICE_NAME}-{STAGE}-{consumer}-parking
@@ -15,6 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable, Mapping
 
 DEFAULT_SERVICE_NAME = "userstream"
@@ -51,9 +60,36 @@ class Consumer:
         """``search-indexer`` -> ``SEARCH_INDEXER`` (prefix of its environment overrides)."""
         return self.name.upper().replace("-", "_")
 
+    @property
+    def handler_module(self) -> str:
+        """``search-indexer`` -> ``handlers.search_indexer`` (serverless.yml's handler path)."""
+        return "handlers." + self.name.replace("-", "_")
+
+    def import_module(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
     def load(self) -> Callable:
         """Import the consumer module and return its ``handle_record``."""
-        return importlib.import_module(self.module).handle_record
+        return self.import_module().handle_record
+
+    def settings(self) -> tuple:
+        """The consumer's own setting declarations (its module's ``SETTINGS``)."""
+        return tuple(getattr(self.import_module(), "SETTINGS", ()))
+
+    def handler(self, **options: Any) -> Callable:
+        """Its Lambda handler: ``stream_handler`` over the module's ``handle_record``, with its
+        ``SETTINGS`` checked and its ``warm_up`` run at cold start. ``options`` go to
+        ``stream_handler`` (``policy=``, ``env=``...)."""
+        from streamkit import stream_handler
+
+        module = self.import_module()
+        return stream_handler(
+            self.name,
+            module.handle_record,
+            settings=getattr(module, "SETTINGS", ()),
+            warm_up=getattr(module, "warm_up", None),
+            **options,
+        )
 
     def queue_name(self, kind: str, env: Mapping[str, str] | None = None) -> str:
         """``kind`` is ``failures`` or ``parking``."""
@@ -114,3 +150,12 @@ def get_consumer(name: str) -> Consumer:
         return CONSUMERS[name]
     except KeyError:
         raise UnknownConsumerError(name) from None
+
+
+def consumer_handler(name: str, **options: Any) -> Callable:
+    """The Lambda handler of consumer ``name``, or of the consumer whose entry point is module
+    ``name`` (``handlers/x.py`` passes its ``__name__``: the consumer's name is written once)."""
+    for consumer in CONSUMERS.values():
+        if name == consumer.handler_module:
+            return consumer.handler(**options)
+    return get_consumer(name).handler(**options)

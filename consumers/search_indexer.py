@@ -15,11 +15,23 @@ import os
 from typing import Any
 
 from streamkit import ConfigError, StreamRecord
+from streamkit.settings import IN_LAMBDA, Setting
 
-from .users import display_name, plain, user_id
+from .sinks import SEARCH_TIMEOUT_S, check_url
+from .users import USER_SCHEMA_MODE, display_name, plain, user_id
 
 CONSUMER = "search-indexer"
 DEFAULT_LOCAL_URL = "sqlite:///.local-state/search.sqlite3"  # where `python -m local` keeps it
+SEARCH_URL = Setting(
+    "SEARCH_URL",
+    "the search sink: OpenSearch (SigV4 on AWS hosts; user:pass@ in the URL otherwise) or a SQLite "
+    "FTS5 file (sqlite:///relative.db, sqlite:////abs.db); unset outside Lambda: where `python -m local` writes",
+    parse=check_url, default=DEFAULT_LOCAL_URL, required=IN_LAMBDA,
+    expect="an http(s):// or sqlite:/// URL",
+    hint="https://(OpenSearch endpoint), in serverless.yml",
+)
+SEARCH_INDEX = Setting("SEARCH_INDEX", "index name (SQLite: table prefix)", default="users")
+SETTINGS = (SEARCH_URL, SEARCH_INDEX, SEARCH_TIMEOUT_S, USER_SCHEMA_MODE)
 # Item fields copied into the document as they are (the name is built from the schema).
 DOC_FIELDS = ("email", "plan", "created_at", "company", "country")
 
@@ -27,17 +39,15 @@ _sinks: dict[tuple[str, str], Any] = {}
 
 
 def search_url() -> str:
-    url = os.environ.get("SEARCH_URL")
-    if url:
-        return url
-    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-        raise ConfigError("search-indexer needs SEARCH_URL (https://<OpenSearch endpoint>) in Lambda")
-    return DEFAULT_LOCAL_URL
+    missing = SEARCH_URL.missing(os.environ)
+    if missing:
+        raise ConfigError(f"{CONSUMER}: {missing}")
+    return SEARCH_URL.read()
 
 
 def get_sink() -> Any:
     """The sink for the current SEARCH_URL/SEARCH_INDEX, created once per process."""
-    key = (search_url(), os.environ.get("SEARCH_INDEX") or "users")
+    key = (search_url(), SEARCH_INDEX.read())
     sink = _sinks.get(key)
     if sink is None:
         from .sinks import open_sink
@@ -46,7 +56,7 @@ def get_sink() -> Any:
     return sink
 
 
-def prepare() -> None:
+def warm_up() -> None:
     """Import the configured sink's client now (Lambda init phase), not on the first record."""
     url = search_url()
     if url.startswith(("http://", "https://")):

@@ -9,6 +9,23 @@ from __future__ import annotations
 
 import os
 
+from streamkit.settings import Setting
+
+SECRET_MAX_AGE_S = Setting(
+    "SECRET_MAX_AGE_S", "how long a secret read from SSM is cached before it is read again (rotation)",
+    parse=int, default=300, low=0, high=86_400,
+)
+
+
+def secret_settings(name: str, doc: str) -> tuple[Setting, ...]:
+    """The declarations of secret ``name``: the plain variable or its ``_PARAM``, plus the cache age."""
+    return (
+        Setting(name, f"{doc} (plain value, for local runs)", required=True, either=f"{name}_PARAM",
+                hint=f"{name} locally, or {name}_PARAM (the SSM SecureString name) in AWS"),
+        Setting(f"{name}_PARAM", f"name of the SSM SecureString holding {name} (in AWS)"),
+        SECRET_MAX_AGE_S,
+    )
+
 
 def get_secret(name: str) -> str:
     """The value of ``name`` from the env, or from SSM via ``<name>_PARAM``; ConfigError if neither."""
@@ -22,5 +39,4 @@ def get_secret(name: str) -> str:
         raise ConfigError(f"set {name} (local) or {name}_PARAM (the SSM SecureString name, in AWS)")
     from aws_lambda_powertools.utilities import parameters  # only in AWS, only when needed
 
-    max_age = int(os.environ.get("SECRET_MAX_AGE_S", "300"))
-    return str(parameters.get_parameter(param, decrypt=True, max_age=max_age))
+    return str(parameters.get_parameter(param, decrypt=True, max_age=SECRET_MAX_AGE_S.read()))

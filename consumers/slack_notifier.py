@@ -18,16 +18,26 @@
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from streamkit import PermanentError, StreamRecord, TransientError
+from streamkit import idempotency
 from streamkit.idempotency import Idempotency, mark_not_sent, record_key
+from streamkit.settings import Setting
 
-from .secrets import get_secret
-from .users import display_name, user_id
+from .secrets import get_secret, secret_settings
+from .users import USER_SCHEMA_MODE, display_name, user_id
 
 CONSUMER = "slack-notifier"
+SLACK_TIMEOUT_S = Setting(
+    "SLACK_TIMEOUT_S", "timeout of one webhook post, in seconds", parse=float, default=5.0, low=0.1, high=60
+)
+SETTINGS = (
+    *secret_settings("SLACK_WEBHOOK_URL", "the Slack incoming webhook URL"),
+    SLACK_TIMEOUT_S,
+    *idempotency.SETTINGS,
+    USER_SCHEMA_MODE,
+)
 
 _clients: dict[str, Any] = {}
 _guard = Idempotency(CONSUMER)
@@ -49,7 +59,7 @@ def _client(url: str) -> Any:
         # No slack_sdk retries: the streamkit loop retries within the Lambda deadline, and
         # only failures that prove nothing was posted (the claim is released for those).
         client = _clients[url] = WebhookClient(
-            url, timeout=float(os.environ.get("SLACK_TIMEOUT_S", "5")), retry_handlers=[]
+            url, timeout=SLACK_TIMEOUT_S.read(), retry_handlers=[]
         )
     return client
 
@@ -115,14 +125,9 @@ def post(payload: dict, client: Any = None) -> None:
     raise mark_not_sent(SlackWebhookError(status, body))
 
 
-def prepare() -> None:
-    """Cold-start check (the handler calls it): fail the init with a clear message, not every record."""
-    from streamkit import ConfigError
-
-    if not os.environ.get("IDEMPOTENCY_TABLE"):
-        raise ConfigError("slack-notifier needs IDEMPOTENCY_TABLE (DynamoDB, partition key 'id' (S), TTL 'expires_at')")
-    if not (os.environ.get("SLACK_WEBHOOK_URL") or os.environ.get("SLACK_WEBHOOK_URL_PARAM")):
-        raise ConfigError("slack-notifier needs SLACK_WEBHOOK_URL (local) or SLACK_WEBHOOK_URL_PARAM (SSM name, in AWS)")
+def warm_up() -> None:
+    """Import slack_sdk's webhook client during init, not on the first record."""
+    import slack_sdk.webhook  # noqa: F401
 
 
 def handle_record(record: StreamRecord) -> None:

@@ -13,22 +13,24 @@ Which code runs is chosen by ``USER_SCHEMA_MODE``, read on every call so a demo 
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
+
+from streamkit.settings import Setting, lower
 
 SCHEMA_MODE_ENV = "USER_SCHEMA_MODE"
 SCHEMA_MODES = ("compat", "legacy")
+USER_SCHEMA_MODE = Setting(
+    SCHEMA_MODE_ENV,
+    "compat: accept v1 (fullname) and v2 (firstname+lastname) user items; legacy: the v1 code "
+    "(KeyError on v2). Read on every record, so a demo flips it without a restart",
+    parse=lower, default="compat", choices=SCHEMA_MODES,
+)
+SETTINGS = (USER_SCHEMA_MODE,)
 
 
 def schema_mode(env: Mapping[str, str] | None = None) -> str:
     """The current mode; an unknown value is a configuration error, not a silent default."""
-    env = os.environ if env is None else env
-    mode = (env.get(SCHEMA_MODE_ENV) or "compat").strip().lower()
-    if mode not in SCHEMA_MODES:
-        from streamkit import ConfigError
-
-        raise ConfigError(f"{SCHEMA_MODE_ENV}={mode!r}: expected 'compat' (accept v1 and v2 user items) or 'legacy'")
-    return mode
+    return USER_SCHEMA_MODE.read(env)
 
 
 def name_parts(item: Mapping[str, Any]) -> tuple[str, str]:

@@ -1,8 +1,5 @@
-"""Lambda entry point of crm-sync (default policy hard-fail)."""
-import httpx  # noqa: F401  (imported during init, not on the first record)
+"""Lambda entry point of crm-sync: consumers/registry.py names its module; the module's SETTINGS are
+checked and its warm_up() runs at cold start."""
+from consumers.registry import consumer_handler
 
-from consumers.crm_sync import handle_record, prepare
-from streamkit import stream_handler
-
-prepare()  # missing settings fail the cold start, naming the variable
-handler = stream_handler("crm-sync", handle_record)
+handler = consumer_handler(__name__)

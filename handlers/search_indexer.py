@@ -1,6 +1,5 @@
-"""Lambda entry point of search-indexer (default policy dlq-capture: FAILURE_QUEUE_URL)."""
-from consumers.search_indexer import handle_record, prepare
-from streamkit import stream_handler
+"""Lambda entry point of search-indexer: consumers/registry.py names its module; the module's SETTINGS are
+checked and its warm_up() runs at cold start."""
+from consumers.registry import consumer_handler
 
-prepare()  # import opensearch-py during init when SEARCH_URL is http(s); nothing for SQLite
-handler = stream_handler("search-indexer", handle_record)
+handler = consumer_handler(__name__)

@@ -1,8 +1,5 @@
-"""Lambda entry point of slack-notifier (default policy soft-fail; needs IDEMPOTENCY_TABLE)."""
-import slack_sdk.webhook  # noqa: F401  (imported during init, not on the first record)
+"""Lambda entry point of slack-notifier: consumers/registry.py names its module; the module's SETTINGS are
+checked and its warm_up() runs at cold start."""
+from consumers.registry import consumer_handler
 
-from consumers.slack_notifier import handle_record, prepare
-from streamkit import stream_handler
-
-prepare()  # missing settings fail the cold start, naming the variable
-handler = stream_handler("slack-notifier", handle_record)
+handler = consumer_handler(__name__)

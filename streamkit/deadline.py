@@ -4,7 +4,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-DEFAULT_MARGIN_MS = 2_000
+from .settings import Setting
+
+DEADLINE_MARGIN_MS = Setting(
+    "DEADLINE_MARGIN_MS",
+    "stop this long before the Lambda deadline and report the rest of the batch for retry",
+    parse=int, default=2_000, low=0, high=60_000,
+)
+SETTINGS = (DEADLINE_MARGIN_MS,)
+DEFAULT_MARGIN_MS: int = DEADLINE_MARGIN_MS.default
 
 
 class Deadline:

@@ -2,37 +2,35 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
+from . import log as _log
+from . import metrics as _metrics
 from .errors import ConfigError
 from .loop import BatchLoop, LoopSettings
-from .policies import FailurePolicy, make_policy
+from .policies import SETTINGS as POLICY_SETTINGS
+from .policies import DlqCapture, FailurePolicy, make_policy
 from .record import StreamRecord
+from .settings import Setting, load, problems, raise_problems
 
 LambdaHandler = Callable[[Any, Any], dict]
 
+# What every stream function reads besides its policy's and its consumer's own settings.
+FRAMEWORK_SETTINGS: tuple[Setting, ...] = LoopSettings.SETTINGS + _log.SETTINGS + _metrics.SETTINGS
 
-def _int_setting(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={raw!r} must be an integer between {low} and {high} (unset it for the default {default})")
-    return value
+
+def framework_settings() -> list[tuple[str, tuple[Setting, ...]]]:
+    """(reader, declarations) of streamkit's own settings, for the README's table."""
+    return [
+        ("every stream function", FRAMEWORK_SETTINGS),
+        ("every stream function", POLICY_SETTINGS),
+        ("dlq-capture consumers", DlqCapture.SETTINGS),
+    ]
 
 
 def load_settings(env: Mapping[str, str]) -> LoopSettings:
     """Loop settings from the environment (serverless.yml), checked at cold start."""
-    return LoopSettings(
-        max_retries=_int_setting(env, "MAX_TRANSIENT_RETRIES", 2, 0, 10),
-        base_delay_s=_int_setting(env, "RETRY_BASE_DELAY_MS", 50, 0, 10_000) / 1000,
-        max_delay_s=_int_setting(env, "RETRY_MAX_DELAY_MS", 2_000, 0, 60_000) / 1000,
-        deadline_margin_ms=_int_setting(env, "DEADLINE_MARGIN_MS", 2_000, 0, 60_000),
-    )
+    return LoopSettings.from_values(load(LoopSettings.SETTINGS, env))
 
 
 def stream_handler(
@@ -40,6 +38,8 @@ def stream_handler(
     handle_record: Callable[[StreamRecord], Any],
     *,
     policy: str | FailurePolicy | None = None,
+    settings: Iterable[Setting] = (),
+    warm_up: Callable[[], Any] | None = None,
     env: Mapping[str, str] | None = None,
     metrics: bool = True,
 ) -> LambdaHandler:
@@ -47,20 +47,33 @@ def stream_handler(
 
     Called at import time of the handler module, so a missing or wrong setting fails the
     cold start with a ``ConfigError`` that says what to set, instead of failing every batch.
+    Checked together, in one error: the loop's settings, the policy's (``FAILURE_POLICY``,
+    dlq-capture's queue) and ``settings``, the consumer's own declarations (a consumer module's
+    ``SETTINGS``; ``consumers.registry.consumer_handler`` passes them). ``warm_up`` runs after
+    the checks, during init (e.g. importing the sink's client library).
     """
     if not isinstance(name, str) or not name:
         raise ConfigError("stream_handler needs a consumer name, e.g. stream_handler('search-indexer', handle_record)")
     if not callable(handle_record):
         raise ConfigError(f"handle_record for consumer {name!r} is not callable")
     env = dict(os.environ if env is None else env)
-    bound_policy = make_policy(policy, name, env)
-    settings = load_settings(env)
+    found = problems((*FRAMEWORK_SETTINGS, *settings), env)
+    bound_policy = None
+    try:
+        bound_policy = make_policy(policy, name, env)
+    except ConfigError as exc:
+        found.insert(0, str(exc).removeprefix(f"consumer {name!r}: "))
+    raise_problems(found, owner=f"consumer {name!r}")
+    assert bound_policy is not None
+    loop_settings = load_settings(env)
+    if warm_up is not None:
+        warm_up()
     consumer_metrics = None
     if metrics:
         from .metrics import ConsumerMetrics
 
         consumer_metrics = ConsumerMetrics(name)
-    loop = BatchLoop(name, handle_record, bound_policy, settings, consumer_metrics)
+    loop = BatchLoop(name, handle_record, bound_policy, loop_settings, consumer_metrics)
 
     def handler(event: Any, context: Any = None) -> dict:
         return loop.run(event, context)

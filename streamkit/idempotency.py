@@ -41,10 +41,23 @@ import uuid
 from typing import Any, Callable, TypeVar
 
 from .errors import ConfigError, TransientError
+from .settings import Setting
 
 TABLE_ENV = "IDEMPOTENCY_TABLE"
 DEFAULT_EXPIRY_S = 30 * 24 * 3600
-DEFAULT_LOCK_TIMEOUT_S = 60
+IDEMPOTENCY_TABLE = Setting(
+    TABLE_ENV, "DynamoDB table of the at-most-once guard: partition key 'id' (S), TTL attribute 'expires_at'",
+    required=True,
+)
+IDEMPOTENCY_LOCK_TIMEOUT_S = Setting(
+    "IDEMPOTENCY_LOCK_TIMEOUT_S",
+    "after how long an unfinished IN_PROGRESS claim is given up as a doubtful send (never re-sent); "
+    "more than one send's client timeout",
+    parse=int, default=60, low=1, high=3_600,
+)
+# A consumer that guards its sends with ``Idempotency`` lists these in its SETTINGS.
+SETTINGS = (IDEMPOTENCY_TABLE, IDEMPOTENCY_LOCK_TIMEOUT_S)
+DEFAULT_LOCK_TIMEOUT_S: int = IDEMPOTENCY_LOCK_TIMEOUT_S.default
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 DOUBTFUL_METRIC = "doubtful_sends"
@@ -120,18 +133,16 @@ class Idempotency:
 
     @property
     def table(self) -> str:
-        table = self._table or os.environ.get(TABLE_ENV)
+        table = self._table or IDEMPOTENCY_TABLE.read()
         if not table:
-            raise ConfigError(
-                f"{self.consumer} needs {TABLE_ENV} (DynamoDB table, partition key 'id' (S), TTL attribute 'expires_at')"
-            )
+            raise ConfigError(f"{self.consumer}: {IDEMPOTENCY_TABLE.missing({})}")
         return table
 
     @property
     def lock_timeout_s(self) -> int:
         if self._lock_timeout_s is not None:
             return self._lock_timeout_s
-        return int(os.environ.get("IDEMPOTENCY_LOCK_TIMEOUT_S", DEFAULT_LOCK_TIMEOUT_S))
+        return IDEMPOTENCY_LOCK_TIMEOUT_S.read()  # parsed once per distinct value, not per record
 
     # --- the protocol ---------------------------------------------------------------------
     def claim(self, key: str) -> str | None:

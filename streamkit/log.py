@@ -5,12 +5,19 @@ importing structlog (measured in bench/).
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
+from .errors import ConfigError
+from .settings import Setting, upper
+
 _configured = False
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+LOG_LEVEL = Setting(
+    "LOG_LEVEL", "level of the structlog JSON logs (failures log at error)",
+    parse=upper, default="INFO", choices=tuple(_LEVELS),
+)
+SETTINGS = (LOG_LEVEL,)
 
 
 def compact_exc_info(_logger: Any, _method: str, event_dict: dict) -> dict:
@@ -57,7 +64,10 @@ def configure(level: str | None = None) -> None:
 
     from .pii import mask_processor
 
-    name = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    try:
+        name = upper(level) if level else LOG_LEVEL.read()
+    except ConfigError:  # checked at cold start; a log call must never fail on it
+        name = LOG_LEVEL.default
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

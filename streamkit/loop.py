@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Mapping
 
+from . import deadline as _deadline
+from . import retry as _retry
 from .capture import PendingCapture
 from .deadline import Deadline
 from .errors import MalformedEventError
@@ -15,10 +17,20 @@ from .retry import call_with_retries
 
 @dataclass(frozen=True)
 class LoopSettings:
-    max_retries: int = 2
-    base_delay_s: float = 0.05
-    max_delay_s: float = 2.0
-    deadline_margin_ms: int = 2_000
+    """The loop's knobs; defaults and bounds come from the declarations in ``retry``/``deadline``."""
+
+    SETTINGS: ClassVar[tuple] = _retry.SETTINGS + _deadline.SETTINGS
+
+    max_retries: int = _retry.DEFAULT_MAX_RETRIES
+    base_delay_s: float = _retry.DEFAULT_BASE_DELAY_S
+    max_delay_s: float = _retry.DEFAULT_MAX_DELAY_S
+    deadline_margin_ms: int = _deadline.DEFAULT_MARGIN_MS
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "LoopSettings":
+        """From ``settings.load(LoopSettings.SETTINGS, ...)``'s result."""
+        retry = _retry.RetryConfig.from_values(values)
+        return cls(retry.max_retries, retry.base_delay_s, retry.max_delay_s, values["DEADLINE_MARGIN_MS"])
 
 
 @dataclass

@@ -1,10 +1,15 @@
 """Per-consumer EMF metrics through Powertools, one flush per invocation."""
 from __future__ import annotations
 
-import os
+from .settings import Setting
 
 COUNTERS = ("processed", "failed", "captured", "retried", "reported_for_retry")
 DEFAULT_NAMESPACE = "StreamKit"
+METRICS_NAMESPACE = Setting(
+    "POWERTOOLS_METRICS_NAMESPACE", "CloudWatch namespace of the per-consumer EMF metrics",
+    default=DEFAULT_NAMESPACE,
+)
+SETTINGS = (METRICS_NAMESPACE,)
 
 
 class ConsumerMetrics:
@@ -21,7 +26,7 @@ class ConsumerMetrics:
         )
 
         self._provider = AmazonCloudWatchEMFProvider(
-            namespace=namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+            namespace=namespace or METRICS_NAMESPACE.read(),
             service=consumer,
             default_dimensions={"consumer": consumer},
         )

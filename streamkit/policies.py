@@ -2,10 +2,11 @@
 the loop (``loop.py``) is the same for all of them."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .capture import FailureCapture, PendingCapture
 from .errors import ConfigError
+from .settings import Setting, load
 from .sqsbatch import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 
 if TYPE_CHECKING:
@@ -62,6 +63,20 @@ class DlqCapture(FailurePolicy):
     """
 
     name = "dlq-capture"
+    SETTINGS = (
+        Setting(
+            "FAILURE_QUEUE_URL", "the consumer's SQS failure queue, where failed records are captured",
+            required=True,
+            hint="serverless.yml generates it from custom.streamConsumers: {Ref: <FailureQueue>}; "
+            "or choose FAILURE_POLICY=soft-fail|hard-fail",
+        ),
+        Setting("FAILURE_BUCKET", "S3 bucket for claim checks of envelopes over the queue's size limit"),
+        Setting(
+            "FAILURE_MAX_MESSAGE_BYTES",
+            "the failure queue's MaximumMessageSize; larger envelopes go to FAILURE_BUCKET",
+            parse=int, default=DEFAULT_MAX_BATCH_BYTES, low=1024, high=1_048_576,
+        ),
+    )
 
     def __init__(self, queue_url: str | None = None, bucket: str | None = None, max_message_bytes: int | None = None):
         self.queue_url = queue_url
@@ -70,30 +85,15 @@ class DlqCapture(FailurePolicy):
         self.capture: FailureCapture | None = None
 
     def bind(self, consumer, env):
-        queue_url = self.queue_url or env.get("FAILURE_QUEUE_URL")
-        if not queue_url:
-            raise ConfigError(
-                f"consumer {consumer!r} uses the dlq-capture policy but FAILURE_QUEUE_URL is not set: "
-                "set it in serverless.yml (functions.<name>.environment.FAILURE_QUEUE_URL: {Ref: <FailureQueue>}) "
-                "or choose FAILURE_POLICY=soft-fail|hard-fail"
-            )
-        max_bytes = self.max_message_bytes
-        if max_bytes is None:
-            raw = env.get("FAILURE_MAX_MESSAGE_BYTES", str(DEFAULT_MAX_BATCH_BYTES))
-            try:
-                max_bytes = int(raw)
-            except ValueError:
-                max_bytes = 0
-            if not 1024 <= max_bytes <= 1_048_576:
-                raise ConfigError(
-                    f"FAILURE_MAX_MESSAGE_BYTES={raw!r} is not a size between 1024 and 1048576 bytes; "
-                    "set it to the failure queue's MaximumMessageSize (262144 by default)"
-                )
+        given = {"FAILURE_QUEUE_URL": self.queue_url, "FAILURE_BUCKET": self.bucket}
+        if self.max_message_bytes is not None:
+            given["FAILURE_MAX_MESSAGE_BYTES"] = str(self.max_message_bytes)
+        values = load(self.SETTINGS, {**env, **{k: v for k, v in given.items() if v}}, owner=f"consumer {consumer!r}")
         self.capture = FailureCapture(
             consumer,
-            queue_url,
-            self.bucket or env.get("FAILURE_BUCKET") or None,
-            max_message_bytes=max_bytes,
+            values["FAILURE_QUEUE_URL"],
+            values["FAILURE_BUCKET"] or None,
+            max_message_bytes=values["FAILURE_MAX_MESSAGE_BYTES"],
             function_name=env.get("AWS_LAMBDA_FUNCTION_NAME"),
         )
 
@@ -124,23 +124,35 @@ class DlqCapture(FailurePolicy):
 POLICIES = {"soft-fail": SoftFail, "hard-fail": HardFail, "dlq-capture": DlqCapture}
 
 
-def make_policy(policy: str | FailurePolicy | None, consumer: str, env: dict) -> FailurePolicy:
+def _policy_name(text: str) -> str:
+    name = text.strip()
+    if name not in POLICIES:
+        raise ValueError(f"unknown failure policy {name!r}: use one of {', '.join(POLICIES)}")
+    return name
+
+
+FAILURE_POLICY = Setting(
+    "FAILURE_POLICY", "what happens to a record that fails (unless stream_handler gets policy=)",
+    parse=_policy_name, choices=tuple(POLICIES), required=True,
+    hint="serverless.yml: custom.streamConsumers.<consumer>.policy; or pass policy= to stream_handler",
+)
+SETTINGS = (FAILURE_POLICY,)
+
+
+def make_policy(policy: str | FailurePolicy | None, consumer: str, env: Mapping[str, str]) -> FailurePolicy:
     """Resolve ``policy`` (or ``FAILURE_POLICY``) into a bound policy object."""
     if isinstance(policy, FailurePolicy):
         obj = policy
     else:
-        name = policy if policy is not None else env.get("FAILURE_POLICY")
-        if not name:
+        if policy is None:
+            name = load(SETTINGS, env, owner=f"consumer {consumer!r}")["FAILURE_POLICY"]
+        elif policy in POLICIES:
+            name = policy
+        else:
             raise ConfigError(
-                f"no failure policy for consumer {consumer!r}: set FAILURE_POLICY to one of "
-                f"{', '.join(POLICIES)} in serverless.yml (functions.<name>.environment) "
-                "or pass policy= to stream_handler"
-            )
-        if name not in POLICIES:
-            raise ConfigError(
-                f"unknown failure policy {name!r} for consumer {consumer!r}: "
+                f"unknown failure policy {policy!r} for consumer {consumer!r}: "
                 f"use one of {', '.join(POLICIES)} (FAILURE_POLICY or policy=)"
             )
         obj = POLICIES[name]()
-    obj.bind(consumer, env)
+    obj.bind(consumer, dict(env))
     return obj

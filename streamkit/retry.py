@@ -3,14 +3,57 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 from .deadline import Deadline
 from .errors import is_transient
+from .settings import Setting
 
-DEFAULT_MAX_RETRIES = 2
-DEFAULT_BASE_DELAY_S = 0.05
-DEFAULT_MAX_DELAY_S = 2.0
+# The one place the retry defaults are written (README's settings table is generated from it).
+MAX_TRANSIENT_RETRIES = Setting(
+    "MAX_TRANSIENT_RETRIES",
+    "in-process retries of a transient failure (throttling, 5xx, timeouts) before the policy decides",
+    parse=int, default=2, low=0, high=10,
+)
+RETRY_BASE_DELAY_MS = Setting(
+    "RETRY_BASE_DELAY_MS", "first backoff step; full jitter, doubling per retry",
+    parse=int, default=50, low=0, high=10_000,
+)
+RETRY_MAX_DELAY_MS = Setting(
+    "RETRY_MAX_DELAY_MS", "cap of one backoff wait (a server's Retry-After still wins)",
+    parse=int, default=2_000, low=0, high=60_000,
+)
+SETTINGS = (MAX_TRANSIENT_RETRIES, RETRY_BASE_DELAY_MS, RETRY_MAX_DELAY_MS)
+
+DEFAULT_MAX_RETRIES: int = MAX_TRANSIENT_RETRIES.default
+DEFAULT_BASE_DELAY_S: float = RETRY_BASE_DELAY_MS.default / 1000
+DEFAULT_MAX_DELAY_S: float = RETRY_MAX_DELAY_MS.default / 1000
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """How ``call_with_retries`` backs off; ``from_env`` reads the declarations above."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    base_delay_s: float = DEFAULT_BASE_DELAY_S
+    max_delay_s: float = DEFAULT_MAX_DELAY_S
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "RetryConfig":
+        """From ``settings.load(SETTINGS, ...)``'s result."""
+        return cls(
+            max_retries=values["MAX_TRANSIENT_RETRIES"],
+            base_delay_s=values["RETRY_BASE_DELAY_MS"] / 1000,
+            max_delay_s=values["RETRY_MAX_DELAY_MS"] / 1000,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, owner: str | None = None) -> "RetryConfig":
+        """Validated from the environment; ``ConfigError`` names a bad variable."""
+        from .settings import load
+
+        return cls.from_values(load(SETTINGS, env, owner=owner))
 
 
 def backoff_delay(attempt: int, base_delay_s: float, max_delay_s: float, retry_after: float | None) -> float:

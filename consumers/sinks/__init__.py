@@ -13,7 +13,21 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from streamkit.settings import Setting
+
 SEQ_WIDTH = 48
+URL_SCHEMES = ("sqlite:", "http://", "https://")
+SEARCH_TIMEOUT_S = Setting(
+    "SEARCH_TIMEOUT_S", "timeout of one OpenSearch request, in seconds",
+    parse=float, default=5.0, low=0.1, high=120,
+)
+
+
+def check_url(url: str) -> str:
+    """``url`` when it names a sink we have; ``ValueError`` saying which ones otherwise."""
+    if not url.startswith(URL_SCHEMES):
+        raise ValueError("expected http(s)://<opensearch host> or sqlite:///<path>")
+    return url
 
 
 def seq_key(seq: str | int) -> str:
@@ -42,14 +56,16 @@ class SearchSink(Protocol):
 
 def open_sink(url: str, index: str) -> Any:
     """The sink for ``url``: ``sqlite:///rel/path``, ``sqlite:////abs/path`` or ``http(s)://host``."""
+    try:
+        check_url(url)
+    except ValueError as exc:
+        from streamkit import ConfigError
+
+        raise ConfigError(f"SEARCH_URL={url!r}: {exc}") from None
     if url.startswith("sqlite:"):
         from .sqlite_fts import SqliteSink
 
         return SqliteSink.from_url(url, index)
-    if url.startswith(("http://", "https://")):
-        from .opensearch import OpenSearchSink
+    from .opensearch import OpenSearchSink
 
-        return OpenSearchSink.from_url(url, index)
-    from streamkit import ConfigError
-
-    raise ConfigError(f"SEARCH_URL={url!r}: expected http(s)://<opensearch host> or sqlite:///<path>")
+    return OpenSearchSink.from_url(url, index)

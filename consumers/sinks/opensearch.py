@@ -29,6 +29,8 @@ from opensearchpy.exceptions import (
     TransportError,
 )
 
+from . import SEARCH_TIMEOUT_S
+
 from streamkit import PermanentError, TransientError
 
 from . import seq_key
@@ -74,7 +76,7 @@ def build_client(url: str) -> OpenSearch:
         "hosts": [{"host": host, "port": port, "scheme": parts.scheme}],
         "use_ssl": parts.scheme == "https",
         "verify_certs": parts.scheme == "https",
-        "timeout": float(os.environ.get("SEARCH_TIMEOUT_S", "5")),
+        "timeout": SEARCH_TIMEOUT_S.read(),
         "max_retries": 0,
         "retry_on_timeout": False,
         "http_compress": True,

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import boto3
 
 from streamkit.testing import make_event, make_record
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def user_records(n: int, start: int = 0, *, bad: set[int] = frozenset()) -> list[dict]:
