@@ -44,7 +44,7 @@ def count_now(consumer: str, name: str, value: int = 1, namespace: str | None = 
     from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
     provider = AmazonCloudWatchEMFProvider(
-        namespace=namespace or os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE,
+        namespace=namespace or METRICS_NAMESPACE.read(),
         service=consumer,
         default_dimensions={"consumer": consumer},
     )
