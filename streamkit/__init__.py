@@ -1,6 +1,6 @@
 """streamkit: consume a DynamoDB stream on Lambda with one loop and a failure policy per consumer."""
+from .batch import Decision, Failure, Settlement
 from .errors import (
-    CaptureError,
     ConfigError,
     MalformedEventError,
     MalformedRecordError,
@@ -19,11 +19,13 @@ __all__ = [
     "SoftFail",
     "HardFail",
     "DlqCapture",
+    "Decision",
+    "Failure",
+    "Settlement",
     "TransientError",
     "PermanentError",
     "ConfigError",
     "MalformedEventError",
     "MalformedRecordError",
-    "CaptureError",
     "is_transient",
 ]

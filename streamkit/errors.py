@@ -41,10 +41,6 @@ class PermanentError(StreamkitError):
     """Raise from ``handle_record`` for a failure no retry can fix (bad data, 4xx)."""
 
 
-class CaptureError(StreamkitError):
-    """A failed record could not be written to the failure queue or the claim-check bucket."""
-
-
 _TRANSIENT_AWS_CODES = frozenset(
     {
         "Throttling",

@@ -1,16 +1,21 @@
-"""The one processing loop shared by every failure policy."""
+"""The one processing loop shared by every failure policy.
+
+For each record: check the deadline, run ``handle_record`` (retrying transient errors within
+the deadline), and on a failure that stands ask the policy for a ``Decision``, which ``Batch``
+books. At the end: the policy settles what it holds, ``Batch.close`` proves that every record
+is accounted for, and the response names the reported records.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
 
 from . import deadline as _deadline
 from . import retry as _retry
-from .capture import PendingCapture
+from .batch import Batch, ConservationError, Policy
 from .deadline import Deadline
 from .errors import MalformedEventError
 from .log import LazyLogger
-from .policies import STOP, FailurePolicy
 from .record import StreamRecord
 from .retry import call_with_retries
 
@@ -33,79 +38,6 @@ class LoopSettings:
         return cls(retry.max_retries, retry.base_delay_s, retry.max_delay_s, values["DEADLINE_MARGIN_MS"])
 
 
-@dataclass
-class Batch:
-    """The state and outcome of one invocation. Every record ends in exactly one bucket:
-    handled, captured, reported (for Lambda to retry) or dropped (soft-fail, logged)."""
-
-    total: int
-    log: Any
-    request_id: str | None = None
-    handled: int = 0
-    failed: int = 0
-    captured: int = 0
-    dropped: int = 0
-    retried: int = 0
-    stopped_by: str | None = None
-    reported: list[int] = field(default_factory=list)
-    pending: list[PendingCapture] = field(default_factory=list)
-    records: list = field(default_factory=list)
-
-    def sequence_number(self, index: int) -> str | None:
-        """Looked up only for records that failed or are reported: not on the hot path."""
-        return _sequence_number(self.records[index])
-
-    def report(self, index: int) -> None:
-        self.reported.append(index)
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "processed": self.handled,
-            "failed": self.failed,
-            "captured": self.captured,
-            "retried": self.retried,
-            "reported_for_retry": len(self.reported),
-        }
-
-    def log_failure(self, message: str, record: Any, seq: str | None, exc: BaseException) -> None:
-        ddb = record.get("dynamodb") if isinstance(record, dict) else None
-        self.log.error(
-            message,
-            sequence_number=seq,
-            event_name=record.get("eventName") if isinstance(record, dict) else None,
-            event_id=record.get("eventID") if isinstance(record, dict) else None,
-            keys=_plain_keys(ddb),
-            error_type=type(exc).__name__,
-            error=str(exc),
-            exc_info=exc,
-        )
-
-    def log_capture_failure(self, item: PendingCapture) -> None:
-        self.log.error(
-            "could not capture failed record; reporting it for retry",
-            sequence_number=item.sequence_number,
-            reason=item.reason,
-        )
-
-
-def _sequence_number(raw: Any) -> str | None:
-    ddb = raw.get("dynamodb") if isinstance(raw, dict) else None
-    seq = ddb.get("SequenceNumber") if isinstance(ddb, dict) else None
-    return seq if isinstance(seq, str) and seq else None
-
-
-def _plain_keys(ddb: Any) -> Any:
-    keys = ddb.get("Keys") if isinstance(ddb, dict) else None
-    if not isinstance(keys, dict):
-        return None
-    try:
-        from .deserializer import deserialize_image
-
-        return deserialize_image(keys)
-    except Exception:
-        return keys
-
-
 class BatchLoop:
     """Runs ``handle_record`` over a Lambda event under one failure policy."""
 
@@ -113,7 +45,7 @@ class BatchLoop:
         self,
         consumer: str,
         handle_record: Callable[[StreamRecord], Any],
-        policy: FailurePolicy,
+        policy: Policy,
         settings: LoopSettings = LoopSettings(),
         metrics: Any = None,
         sleep: Callable[[float], None] | None = None,
@@ -135,7 +67,7 @@ class BatchLoop:
         Raises when the failure stands."""
 
         def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
-            batch.retried += 1
+            batch.note_retry()
             batch.log.warning(
                 "transient failure; retrying",
                 sequence_number=record.sequence_number,
@@ -169,21 +101,20 @@ class BatchLoop:
             )
         request_id = getattr(context, "aws_request_id", None)
         batch = Batch(
-            total=len(records),
-            log=LazyLogger(consumer=self.consumer, policy=self.policy.name, aws_request_id=request_id),
-            request_id=request_id,
+            records,
+            LazyLogger(consumer=self.consumer, policy=self.policy.name, aws_request_id=request_id),
+            request_id,
         )
         self.last_batch = batch
         deadline = Deadline(context, self.settings.deadline_margin_ms)
         policy = self.policy
         handle = self.handle_record
-        batch.records = records
-        stop_at: int | None = None
+        attempted = len(records)
 
         for index, raw in enumerate(records):
             if deadline.expired():
-                batch.stopped_by = "deadline"
-                stop_at = index
+                attempted = index
+                batch.stop(index, "deadline")
                 break
             try:
                 record = StreamRecord(raw)
@@ -192,25 +123,28 @@ class BatchLoop:
                 except Exception as first:
                     self._retry(record, first, batch, deadline)
             except Exception as exc:
-                batch.failed += 1
-                if policy.on_failure(batch, index, raw, batch.sequence_number(index), exc) is STOP:
-                    batch.stopped_by = "policy"
-                    stop_at = index + 1
+                failure = batch.failure(index, exc)
+                stop = batch.apply(failure, policy.on_failure(failure))
+                if not stop and batch.held:
+                    stop = batch.settle(policy.settle(batch.held, final=False, request_id=request_id))
+                if stop:
+                    attempted = index + 1
+                    batch.stop(index + 1, "policy")
                     break
-            else:
-                batch.handled += 1
 
-        if stop_at is not None:
-            # Everything not yet processed goes back to Lambda.
-            for index in range(stop_at, len(records)):
-                batch.report(index)
-            if batch.stopped_by == "deadline":
-                batch.log.warning(
-                    "deadline near; reporting the rest of the batch for retry",
-                    unprocessed=len(records) - stop_at,
-                    remaining_ms=int((deadline.remaining_s() + deadline.margin_s) * 1000),
-                )
-        policy.finish(batch)
+        if batch.stopped_by == "deadline":
+            batch.log.warning(
+                "deadline near; reporting the rest of the batch for retry",
+                unprocessed=len(records) - attempted,
+                remaining_ms=int((deadline.remaining_s() + deadline.margin_s) * 1000),
+            )
+        if batch.held:
+            batch.settle(policy.settle(batch.held, final=True, request_id=request_id))
+        try:
+            batch.close(attempted, policy.name)
+        except ConservationError as exc:
+            batch.log.error("records unaccounted for; failing the whole batch so Lambda retries it", error=str(exc))
+            raise
         response = self._response(batch)
         if self.metrics is not None:
             self.metrics.publish(batch.counts())
@@ -220,7 +154,7 @@ class BatchLoop:
         """batchItemFailures in stream order. A reported record with no sequence number can't
         be named to Lambda; it is safe only when an earlier record is reported (Lambda resumes
         from the lowest). Otherwise the whole batch fails, so nothing is skipped."""
-        reported = sorted(set(batch.reported))
+        reported = sorted(batch.reported)
         seqs = {i: batch.sequence_number(i) for i in reported}
         if reported and seqs[reported[0]] is None:
             raise MalformedEventError(

@@ -1,57 +1,71 @@
-"""The three failure policies. A policy decides only what happens to a failed record;
-the loop (``loop.py``) is the same for all of them."""
+"""The three failure policies. A policy decides only what happens to a failed record: it gets
+one ``Failure`` and returns a ``Decision`` (``streamkit.batch``); the loop and ``Batch`` do
+the counting, so a policy cannot lose a record by forgetting to count it.
+
+Write your own by subclassing ``FailurePolicy`` and passing an instance to ``stream_handler``::
+
+    class DropValidationErrors(FailurePolicy):
+        name = "drop-validation-errors"
+
+        def on_failure(self, failure):
+            if isinstance(failure.error, ValidationError):
+                return Decision.drop("invalid record; dropped")
+            return Decision.report("record failed; the shard blocks here")
+
+A policy that returns ``Decision.hold`` keeps the failure and must settle it in ``settle``
+(captured, or not: then it is reported for retry); what it never settles is reported at the
+end of the batch, with an error log.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Mapping, Sequence
 
-from .capture import FailureCapture, PendingCapture
+from .batch import Decision, Failure, Settlement
+from .capture import FailureCapture
 from .errors import ConfigError
 from .settings import Setting, load
 from .sqsbatch import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
-
-if TYPE_CHECKING:
-    from .loop import Batch
-
-CONTINUE = False
-STOP = True
 
 
 class FailurePolicy:
     """Base class; subclass it to write your own policy and pass an instance to ``stream_handler``."""
 
     name = "custom"
+    SETTINGS: tuple[Setting, ...] = ()  # the policy's own settings, checked by ``bind``
 
-    def bind(self, consumer: str, env: dict) -> None:
+    def bind(self, consumer: str, env: Mapping[str, str]) -> None:
         """Called once at cold start; raise ``ConfigError`` for missing settings."""
+        load(self.SETTINGS, env, owner=f"consumer {consumer!r}")
 
-    def on_failure(self, batch: "Batch", index: int, record: Any, seq: str | None, exc: BaseException) -> bool:
-        """Handle one failed record; return ``STOP`` to report it and the rest for retry."""
+    def on_failure(self, failure: Failure) -> Decision:
+        """Decide what happens to one failed record."""
         raise NotImplementedError
 
-    def finish(self, batch: "Batch") -> None:
-        """Called once at the end of every batch (flush buffers)."""
+    def settle(self, held: Sequence[Failure], *, final: bool, request_id: str | None) -> Sequence[Settlement]:
+        """Settle failures this policy decided to hold (``held``, in stream order). Called after
+        each hold and once with ``final=True`` at the end of the batch; may settle none yet
+        unless ``final``."""
+        return ()
 
 
 class SoftFail(FailurePolicy):
     """Log, count, continue: the batch succeeds."""
 
     name = "soft-fail"
+    _DROP = Decision.drop("record failed; soft-fail policy moves on")
 
-    def on_failure(self, batch, index, record, seq, exc):
-        batch.dropped += 1
-        batch.log_failure("record failed; soft-fail policy moves on", record, seq, exc)
-        return CONTINUE
+    def on_failure(self, failure: Failure) -> Decision:
+        return self._DROP
 
 
 class HardFail(FailurePolicy):
     """Stop at the first failure and report it with everything after it: the shard blocks."""
 
     name = "hard-fail"
+    _REPORT = Decision.report("record failed; hard-fail policy blocks the shard here")
 
-    def on_failure(self, batch, index, record, seq, exc):
-        batch.log_failure("record failed; hard-fail policy blocks the shard here", record, seq, exc)
-        batch.report(index)
-        return STOP
+    def on_failure(self, failure: Failure) -> Decision:
+        return self._REPORT
 
 
 class DlqCapture(FailurePolicy):
@@ -63,6 +77,7 @@ class DlqCapture(FailurePolicy):
     """
 
     name = "dlq-capture"
+    _HOLD = Decision.hold("record failed; capturing it to the failure queue")
     SETTINGS = (
         Setting(
             "FAILURE_QUEUE_URL", "the consumer's SQS failure queue, where failed records are captured",
@@ -84,7 +99,7 @@ class DlqCapture(FailurePolicy):
         self.max_message_bytes = max_message_bytes
         self.capture: FailureCapture | None = None
 
-    def bind(self, consumer, env):
+    def bind(self, consumer: str, env: Mapping[str, str]) -> None:
         given = {"FAILURE_QUEUE_URL": self.queue_url, "FAILURE_BUCKET": self.bucket}
         if self.max_message_bytes is not None:
             given["FAILURE_MAX_MESSAGE_BYTES"] = str(self.max_message_bytes)
@@ -97,28 +112,17 @@ class DlqCapture(FailurePolicy):
             function_name=env.get("AWS_LAMBDA_FUNCTION_NAME"),
         )
 
-    def on_failure(self, batch, index, record, seq, exc):
-        batch.log_failure("record failed; capturing it to the failure queue", record, seq, exc)
-        batch.pending.append(PendingCapture(index, record, exc, seq))
-        if len(batch.pending) >= MAX_BATCH_ENTRIES:
-            return self._flush(batch)
-        return CONTINUE
+    def on_failure(self, failure: Failure) -> Decision:
+        return self._HOLD
 
-    def finish(self, batch):
-        self._flush(batch)
-
-    def _flush(self, batch) -> bool:
-        if not batch.pending:
-            return CONTINUE
+    def settle(self, held: Sequence[Failure], *, final: bool, request_id: str | None) -> Sequence[Settlement]:
+        """Capture the held failures 10 at a time (one ``SendMessageBatch``), the rest at the end."""
+        if not held or (not final and len(held) < MAX_BATCH_ENTRIES):
+            return ()
         if self.capture is None:
             raise ConfigError("DlqCapture policy used before bind(); pass it to stream_handler")
-        items, batch.pending = batch.pending, []
-        failed = self.capture.capture(items, batch.request_id)
-        batch.captured += len(items) - len(failed)
-        for item in failed:
-            batch.log_capture_failure(item)
-            batch.report(item.index)
-        return STOP if failed else CONTINUE
+        problems = self.capture.capture(held, request_id)
+        return [Settlement(f, problems.get(f.index)) for f in held]
 
 
 POLICIES = {"soft-fail": SoftFail, "hard-fail": HardFail, "dlq-capture": DlqCapture}

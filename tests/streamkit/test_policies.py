@@ -107,6 +107,7 @@ def test_conservation_of_records(quiet_env, queue_url, monkeypatch, n, bad, poli
     b = handler.loop.last_batch
     captured = drain_queue(queue_url)
     assert b.handled + b.captured + len(b.reported) + b.dropped == n
+    b.check()  # Batch's own conservation check agrees
     assert b.handled == len(rec.applied)
     assert len(captured) == b.captured
     assert len(reported(resp)) == len(b.reported)

@@ -1,0 +1,267 @@
+"""One invocation's records and where each one ended: the "nothing lost" ledger.
+
+Every record that enters a batch ends in exactly one bucket: **handled**, **captured**
+(by a policy that holds failures and writes them somewhere, then settles them),
+**reported** (``batchItemFailures``: Lambda retries it) or **dropped** (logged, by a policy's
+choice). Only ``Batch`` moves records between buckets, through its methods; a policy only
+returns a ``Decision`` for one ``Failure``. ``Batch.check()`` proves the count at the end of
+every batch (the loop calls it; tests call it too).
+
+The loop (``loop.py``) and the policies (``policies.py``) both build on this module and
+never import each other.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol, Sequence
+
+from .errors import StreamkitError
+
+
+class ConservationError(StreamkitError):
+    """The buckets of a batch do not add up to the records that came in (a bug, never data)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One record that failed: its position in the batch, the record as Lambda sent it, its
+    sequence number (``None`` when it has none) and the exception that stands."""
+
+    index: int
+    raw: Any
+    sequence_number: str | None
+    error: BaseException
+
+
+class Action(enum.Enum):
+    DROP = "drop"  # logged and counted as dropped; the batch goes on
+    REPORT = "report"  # reported for retry with everything after it; the batch stops here
+    HOLD = "hold"  # the policy keeps it and settles it later (captured, or reported)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a policy decided for one failure; ``message`` is the log line's text."""
+
+    action: Action
+    message: str
+
+    @classmethod
+    def drop(cls, message: str = "record failed; dropped by the policy") -> "Decision":
+        return cls(Action.DROP, message)
+
+    @classmethod
+    def report(cls, message: str = "record failed; reported for retry") -> "Decision":
+        return cls(Action.REPORT, message)
+
+    @classmethod
+    def hold(cls, message: str = "record failed; held by the policy") -> "Decision":
+        return cls(Action.HOLD, message)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A held failure's outcome: captured (``problem`` is ``None``) or not (``problem`` says why;
+    the record is then reported for retry)."""
+
+    failure: Failure
+    problem: str | None = None
+
+
+class Policy(Protocol):
+    """What the loop needs of a failure policy (``policies.FailurePolicy`` is the base class)."""
+
+    name: str
+
+    def on_failure(self, failure: Failure) -> Decision: ...
+
+    def settle(self, *, final: bool, request_id: str | None) -> Sequence[Settlement]: ...
+
+
+class Batch:
+    """The state and outcome of one invocation (see the module docstring).
+
+    Read-only counters: ``handled``, ``captured``, ``dropped``, ``failed`` (failures seen,
+    whatever became of them), ``retried`` (in-process retries); ``reported`` is the set of
+    indexes reported for retry, ``held`` the failures a policy still holds.
+    """
+
+    __slots__ = ("records", "log", "request_id", "stopped_by", "_attempted", "_failed", "_captured",
+                 "_dropped", "_retried", "_reported", "_held", "_closed")
+
+    def __init__(self, records: list, log: Any, request_id: str | None = None):
+        self.records = records
+        self.log = log
+        self.request_id = request_id
+        self.stopped_by: str | None = None
+        self._attempted = 0
+        self._failed = self._captured = self._dropped = self._retried = 0
+        self._reported: set[int] = set()
+        self._held: dict[int, Failure] = {}
+        self._closed = False
+
+    # --- counters (read-only) -------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.records)
+
+    @property
+    def handled(self) -> int:
+        """Records whose ``handle_record`` succeeded: attempted minus failed (no per-record cost)."""
+        return self._attempted - self._failed
+
+    @property
+    def failed(self) -> int:
+        return self._failed
+
+    @property
+    def captured(self) -> int:
+        return self._captured
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def retried(self) -> int:
+        return self._retried
+
+    @property
+    def reported(self) -> frozenset[int]:
+        return frozenset(self._reported)
+
+    @property
+    def held(self) -> tuple[Failure, ...]:
+        """The failures the policy holds and has not settled yet, in stream order."""
+        return tuple(self._held.values())
+
+    # --- what the loop tells it -----------------------------------------------------------
+    def failure(self, index: int, error: BaseException) -> Failure:
+        """Describe a failed record (its sequence number looked up only now: not on the hot path)."""
+        raw = self.records[index]
+        return Failure(index, raw, self.sequence_number(index), error)
+
+    def note_retry(self) -> None:
+        self._retried += 1
+
+    def apply(self, failure: Failure, decision: Any) -> bool:
+        """Count ``failure`` as ``decision`` says; ``True`` when processing must stop here.
+
+        Anything but a ``Decision`` (a policy bug) reports the record for retry: never lost.
+        """
+        self._failed += 1
+        if not isinstance(decision, Decision):
+            self.log.error("failure policy returned no Decision; reporting the record for retry",
+                           returned=repr(decision)[:80], sequence_number=failure.sequence_number)
+            decision = Decision.report()
+        self.log_failure(decision.message, failure)
+        if decision.action is Action.DROP:
+            self._dropped += 1
+            return False
+        if decision.action is Action.HOLD:
+            self._held[failure.index] = failure
+            return False
+        self._reported.add(failure.index)
+        return True
+
+    def settle(self, settlements: Iterable[Settlement]) -> bool:
+        """Book held failures as captured or reported; ``True`` when one was reported (stop:
+        Lambda resumes from the lowest reported record anyway)."""
+        stop = False
+        for s in settlements:
+            index = s.failure.index
+            if self._held.pop(index, None) is None:
+                raise ConservationError(
+                    f"settlement for record #{index}, which the policy does not hold (settled twice, or never held)"
+                )
+            if s.problem is None:
+                self._captured += 1
+            else:
+                self.log.error("could not capture failed record; reporting it for retry",
+                               sequence_number=s.failure.sequence_number, reason=s.problem)
+                self._reported.add(index)
+                stop = True
+        return stop
+
+    def stop(self, at: int, why: str) -> None:
+        """Processing ends before record ``at``: it and the rest are reported for retry."""
+        self.stopped_by = why
+        self._reported.update(range(at, len(self.records)))
+
+    def close(self, attempted: int, policy_name: str) -> None:
+        """End of the batch: ``attempted`` records went through ``handle_record``. Failures the
+        policy still holds are reported (a policy that loses track loses nothing), then the
+        count is checked."""
+        self._attempted = attempted
+        if self._held:
+            lost = sorted(self._held)
+            self.log.error("failure policy did not settle the records it held; reporting them for retry",
+                           policy=policy_name, records=len(lost))
+            self._reported.update(lost)
+            self._held.clear()
+        self._closed = True
+        self.check()
+
+    # --- the conservation check -------------------------------------------------------------
+    def tally(self) -> dict[str, int]:
+        return {
+            "in": len(self.records),
+            "handled": self.handled,
+            "captured": self._captured,
+            "reported": len(self._reported),
+            "dropped": self._dropped,
+            "held": len(self._held),
+        }
+
+    def check(self) -> None:
+        """Raise ``ConservationError`` unless in = handled + captured + reported + dropped
+        (+ held, before ``close``)."""
+        t = self.tally()
+        out = t["handled"] + t["captured"] + t["reported"] + t["dropped"] + t["held"]
+        if out != t["in"] or (self._closed and t["held"]):
+            raise ConservationError(f"records in {t['in']} != out {out}: {t}")
+
+    def counts(self) -> dict[str, int]:
+        """The metrics of the batch."""
+        return {
+            "processed": self.handled,
+            "failed": self._failed,
+            "captured": self._captured,
+            "retried": self._retried,
+            "reported_for_retry": len(self._reported),
+        }
+
+    # --- helpers --------------------------------------------------------------------------------
+    def sequence_number(self, index: int) -> str | None:
+        """Looked up only for records that failed or are reported: not on the hot path."""
+        raw = self.records[index]
+        ddb = raw.get("dynamodb") if isinstance(raw, dict) else None
+        seq = ddb.get("SequenceNumber") if isinstance(ddb, dict) else None
+        return seq if isinstance(seq, str) and seq else None
+
+    def log_failure(self, message: str, failure: Failure) -> None:
+        raw, exc = failure.raw, failure.error
+        record = raw if isinstance(raw, dict) else {}
+        self.log.error(
+            message,
+            sequence_number=failure.sequence_number,
+            event_name=record.get("eventName"),
+            event_id=record.get("eventID"),
+            keys=_plain_keys(record.get("dynamodb")),
+            error_type=type(exc).__name__,
+            error=str(exc),
+            exc_info=exc,
+        )
+
+
+def _plain_keys(ddb: Any) -> Any:
+    keys = ddb.get("Keys") if isinstance(ddb, dict) else None
+    if not isinstance(keys, dict):
+        return None
+    try:
+        from .deserializer import deserialize_image
+
+        return deserialize_image(keys)
+    except Exception:
+        return keys
