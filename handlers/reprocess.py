@@ -18,16 +18,18 @@ import os
 import re
 from typing import Any
 
-from reprocess.options import DrainOptions, margin_ms
+from reprocess.options import JOBS_BUCKET, LAMBDA_SETTINGS, DrainOptions
 from reprocess.summary import EXIT_USAGE
 from reprocess.worker import drain
 from streamkit.awsclient import make_client
 from streamkit.deadline import Deadline
 from streamkit.errors import ConfigError
+from streamkit.settings import load
 
-# Stop taking messages this long before the Lambda deadline: a round of 10 x concurrency
-# records plus its sends and deletes must fit in it.
-MARGIN_MS = margin_ms()
+# Every setting the run reads, checked at cold start (one ConfigError naming each fix);
+# REPROCESS_MARGIN_MS: stop taking messages this long before the Lambda deadline.
+SETTINGS = load(LAMBDA_SETTINGS, owner="reprocess")
+MARGIN_MS: int = SETTINGS["REPROCESS_MARGIN_MS"]
 
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -44,7 +46,7 @@ def handler(event: Any, context: Any) -> dict:
 def _store_job_summary(job_id: Any, result: dict) -> None:
     """The operator API started this run asynchronously: leave the summary where any API
     container can read it (``s3://$JOBS_BUCKET/jobs/<jobId>.json``)."""
-    bucket = os.environ.get("JOBS_BUCKET") or os.environ.get("FAILURE_BUCKET")
+    bucket = JOBS_BUCKET.read() or os.environ.get("FAILURE_BUCKET")
     if not bucket or not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         result.setdefault("notes", []).append("job summary not stored: no JOBS_BUCKET or an invalid jobId")
         return

@@ -8,23 +8,43 @@ all end up here, so ``max: 0`` or ``concurrency: 99`` gets the same answer whoev
     DrainOptions.from_wire(body, consumer=name, allowed=API_FIELDS)     # API body
 
 A bad value raises ``OptionsError`` (a ``ConfigError``: exit code 2, HTTP 400) naming the
-field and its range. ``None`` means "the default": the consumer's reprocess mode, and
-``USERS_TABLE`` / ``MAX_TRANSIENT_RETRIES`` / ``RETRY_BASE_DELAY_MS`` from the environment
-(``resolved()``), the same retry settings the stream path uses.
+field and its range. ``None`` means "the default": the consumer's reprocess mode, and the
+worker's settings (``SETTINGS``, declared here as data: ``USERS_TABLE``, and the stream
+path's own retry settings ``MAX_TRANSIENT_RETRIES`` / ``RETRY_BASE_DELAY_MS`` /
+``RETRY_MAX_DELAY_MS``) from the environment (``resolved()``). ``REPROCESS_MARGIN_MS`` is the
+reprocess Lambda's.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from consumers.registry import REPROCESS_MODES, Consumer, UnknownConsumerError, get_consumer
+from streamkit import retry
 from streamkit.errors import ConfigError
+from streamkit.settings import Setting, load
 
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_WAIT_TIME_S = 2
 DEFAULT_VISIBILITY_TIMEOUT_S = 120
-DEFAULT_MARGIN_MS = 15_000
+
+USERS_TABLE = Setting("USERS_TABLE", "the users table, re-read by reprocessing in latest mode (consistent GetItem)")
+REPROCESS_MARGIN_MS = Setting(
+    "REPROCESS_MARGIN_MS",
+    "the reprocess Lambda stops taking messages this long before its deadline (a round of 10 x concurrency "
+    "records plus its sends and deletes must fit)",
+    parse=int, default=15_000, low=0, high=600_000,
+)
+JOBS_BUCKET = Setting(
+    "JOBS_BUCKET",
+    "where the reprocess Lambda stores the summary of a run the operator API started (jobs/<jobId>.json); "
+    "default FAILURE_BUCKET",
+)
+# What the worker reads, wherever it runs (the CLI, the Lambda, an operator API job).
+SETTINGS = (USERS_TABLE, *retry.SETTINGS)
+# What the reprocess Lambda reads besides (handlers/reprocess.py checks all at cold start).
+LAMBDA_ONLY_SETTINGS = (REPROCESS_MARGIN_MS, JOBS_BUCKET)
+LAMBDA_SETTINGS = (*SETTINGS, *LAMBDA_ONLY_SETTINGS)
 
 # field -> (name on the wire, lowest, highest): the one set of limits
 LIMITS: dict[str, tuple[str, int, int]] = {
@@ -68,6 +88,7 @@ class DrainOptions:
     users_table: str | None = None  # None: USERS_TABLE
     max_retries: int | None = None  # None: MAX_TRANSIENT_RETRIES
     retry_base_delay_s: float | None = None  # None: RETRY_BASE_DELAY_MS
+    retry_max_delay_s: float | None = None  # None: RETRY_MAX_DELAY_MS
 
     def __post_init__(self) -> None:
         if not isinstance(self.consumer, str) or not self.consumer:
@@ -86,7 +107,7 @@ class DrainOptions:
                 continue
             if not _is_int(value) or not low <= value <= high:
                 raise OptionsError(f"{label} must be an integer from {low} to {high}, got {value!r}")
-        for name in ("time_budget_s", "retry_base_delay_s"):
+        for name in ("time_budget_s", "retry_base_delay_s", "retry_max_delay_s"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
                 raise OptionsError(f"{name} must be a number of seconds >= 0, got {value!r}")
@@ -130,34 +151,17 @@ class DrainOptions:
         return self.receives_per_round or max(1, -(-self.concurrency // 2))
 
     def resolved(self, env: Mapping[str, str] | None = None) -> DrainOptions:
-        """Every ``None`` that the environment decides, filled in (and validated) from it."""
-        env = os.environ if env is None else env
-        from streamkit.handler import load_settings  # the stream path's retry settings: one owner
-
-        retry = load_settings(env)
+        """Every ``None`` that the environment decides, filled in from ``SETTINGS`` (validated:
+        one ``ConfigError`` naming each bad variable and its fix)."""
+        values = load(SETTINGS, env, owner="reprocess")
+        backoff = retry.RetryConfig.from_values(values)
         return replace(
             self,
-            users_table=self.users_table or env.get("USERS_TABLE") or None,
-            max_retries=retry.max_retries if self.max_retries is None else self.max_retries,
-            retry_base_delay_s=retry.base_delay_s if self.retry_base_delay_s is None else self.retry_base_delay_s,
+            users_table=self.users_table or values["USERS_TABLE"] or None,
+            max_retries=backoff.max_retries if self.max_retries is None else self.max_retries,
+            retry_base_delay_s=backoff.base_delay_s if self.retry_base_delay_s is None else self.retry_base_delay_s,
+            retry_max_delay_s=backoff.max_delay_s if self.retry_max_delay_s is None else self.retry_max_delay_s,
         )
 
 
 OPTION_NAMES = frozenset(f.name for f in fields(DrainOptions))
-
-
-def margin_ms(env: Mapping[str, str] | None = None) -> int:
-    """``REPROCESS_MARGIN_MS``: how long before the Lambda deadline the worker stops taking
-    messages (a round of 10 x concurrency records plus its sends and deletes must fit)."""
-    env = os.environ if env is None else env
-    raw = env.get("REPROCESS_MARGIN_MS")
-    if raw is None or raw == "":
-        return DEFAULT_MARGIN_MS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 600_000:
-        raise ConfigError(f"REPROCESS_MARGIN_MS={raw!r} must be an integer between 0 and 600000 "
-                          f"(unset it for the default {DEFAULT_MARGIN_MS})")
-    return value

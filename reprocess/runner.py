@@ -88,6 +88,7 @@ class RecordRunner:
             deadline=self.deadline,
             max_retries=self.options.max_retries or 0,
             base_delay_s=self.options.retry_base_delay_s or 0.0,
+            max_delay_s=self.options.retry_max_delay_s or 0.0,
         )
 
     def _in_mode(self, record: dict, mode: str) -> dict:

@@ -22,9 +22,12 @@ if str(ROOT) not in sys.path:
 def groups() -> list[tuple[str, tuple]]:
     """(reader, declarations) for every component, in the table's order."""
     from consumers.registry import CONSUMERS
+    from reprocess.options import LAMBDA_ONLY_SETTINGS
+    from reprocess.options import SETTINGS as WORKER_SETTINGS
     from streamkit.handler import framework_settings
 
-    return [*framework_settings(), *((c.name, c.settings()) for c in CONSUMERS.values())]
+    return [*framework_settings(), *((c.name, c.settings()) for c in CONSUMERS.values()),
+            ("reprocess worker", WORKER_SETTINGS), ("reprocess Lambda", LAMBDA_ONLY_SETTINGS)]
 
 
 def table() -> str:

@@ -3,15 +3,19 @@ body give the same answer to the same bad value, and nothing runs."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import pytest
 
 from handlers import reprocess as fn
-from reprocess.options import API_FIELDS, DrainOptions, OptionsError, margin_ms
+from reprocess.options import API_FIELDS, LAMBDA_SETTINGS, DrainOptions, OptionsError
 from streamkit.errors import ConfigError
+from streamkit.settings import load
 from streamkit.testing import LambdaContext
 
-from .conftest import depth, make_queues
+from .conftest import ROOT, depth, make_queues
 
 # (wire field, bad value, CLI arguments, the error every entry point gives)
 BAD = [
@@ -87,9 +91,10 @@ def test_python_callers_get_the_same_limits():
 
 def test_retry_settings_and_users_table_come_from_the_environment():
     opts = DrainOptions(consumer="crm-sync")
-    env = {"MAX_TRANSIENT_RETRIES": "4", "RETRY_BASE_DELAY_MS": "250", "USERS_TABLE": "users"}
+    env = {"MAX_TRANSIENT_RETRIES": "4", "RETRY_BASE_DELAY_MS": "250", "RETRY_MAX_DELAY_MS": "900",
+           "USERS_TABLE": "users"}
     got = opts.resolved(env)
-    assert (got.max_retries, got.retry_base_delay_s, got.users_table) == (4, 0.25, "users")
+    assert (got.max_retries, got.retry_base_delay_s, got.retry_max_delay_s, got.users_table) == (4, 0.25, 0.9, "users")
     explicit = dataclasses.replace(opts, max_retries=0, users_table="other").resolved(env)
     assert (explicit.max_retries, explicit.users_table) == (0, "other")  # explicit values win
     with pytest.raises(ConfigError, match="MAX_TRANSIENT_RETRIES='many'"):
@@ -97,7 +102,18 @@ def test_retry_settings_and_users_table_come_from_the_environment():
 
 
 @pytest.mark.parametrize("raw", ["abc", "-1", "600001"])
-def test_a_bad_reprocess_margin_fails_at_cold_start(raw):
-    with pytest.raises(ConfigError, match="REPROCESS_MARGIN_MS"):
-        margin_ms({"REPROCESS_MARGIN_MS": raw})
-    assert margin_ms({}) == 15_000 and margin_ms({"REPROCESS_MARGIN_MS": "3000"}) == 3_000
+def test_a_bad_reprocess_margin_is_refused(raw):
+    with pytest.raises(ConfigError, match=f"REPROCESS_MARGIN_MS='{raw}'"):
+        load(LAMBDA_SETTINGS, {"REPROCESS_MARGIN_MS": raw}, owner="reprocess")
+    assert load(LAMBDA_SETTINGS, {})["REPROCESS_MARGIN_MS"] == 15_000
+    assert load(LAMBDA_SETTINGS, {"REPROCESS_MARGIN_MS": "3000"})["REPROCESS_MARGIN_MS"] == 3_000
+
+
+def test_the_reprocess_lambda_checks_its_settings_at_cold_start():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(REPROCESS_MARGIN_MS="soon", MAX_TRANSIENT_RETRIES="many")
+    out = subprocess.run([sys.executable, "-c", "import handlers.reprocess"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "ConfigError" in out.stderr and "REPROCESS_MARGIN_MS='soon'" in out.stderr
+    assert "MAX_TRANSIENT_RETRIES='many'" in out.stderr  # every bad one at once
