@@ -10,7 +10,7 @@ ROUNDS = 41
 def run() -> list[dict]:
     from boto3.dynamodb.types import TypeDeserializer
 
-    from streamkit.deserializer import deserialize_image
+    from streamkit.ddbjson import deserialize_image
 
     images = [r["dynamodb"]["NewImage"] for r in build_event(2_000, fail_every=0)["Records"]]
     deser = TypeDeserializer()
@@ -40,11 +40,11 @@ TYPE_CASES = {
 
 
 def per_type(deser, deserialize_image) -> list[dict]:
-    from streamkit.testing import to_image
+    from streamkit.ddbjson import serialize_image
 
     rows = []
     for name, value in TYPE_CASES.items():
-        image = to_image({f"k{i}": value for i in range(20)})
+        image = serialize_image({f"k{i}": value for i in range(20)})
 
         def boto3_n(image=image):
             for _ in range(100):

@@ -17,24 +17,10 @@ Kept from the captured record, unchanged: ``eventID`` (so the idempotency guard 
 """
 from __future__ import annotations
 
-import base64
 import copy
 import json
-from .stream_reader import to_lambda_image
 
-
-def _to_client_av(av: dict) -> dict:
-    """Lambda JSON (binary as base64 text) -> boto3 low-level (binary as bytes)."""
-    ((tag, v),) = av.items()
-    if tag == "B":
-        return {"B": base64.b64decode(v) if isinstance(v, str) else v}
-    if tag == "BS":
-        return {"BS": [base64.b64decode(x) if isinstance(x, str) else x for x in v]}
-    if tag == "M":
-        return {"M": {k: _to_client_av(x) for k, x in v.items()}}
-    if tag == "L":
-        return {"L": [_to_client_av(x) for x in v]}
-    return {tag: v}
+from streamkit.ddbjson import client_image_to_lambda, lambda_image_to_client
 
 
 def record_keys(record: dict) -> dict:
@@ -47,10 +33,10 @@ def record_keys(record: dict) -> dict:
 def current_item(dynamodb, table: str, keys: dict) -> dict | None:
     """Consistent ``GetItem`` by the record's keys; the item in Lambda's JSON shape or ``None``."""
     resp = dynamodb.get_item(
-        TableName=table, Key={k: _to_client_av(v) for k, v in keys.items()}, ConsistentRead=True
+        TableName=table, Key=lambda_image_to_client(keys), ConsistentRead=True
     )
     item = resp.get("Item")
-    return to_lambda_image(item) if item else None
+    return client_image_to_lambda(item) if item else None
 
 
 def latest_record(record: dict, item: dict | None) -> dict:

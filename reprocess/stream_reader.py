@@ -18,11 +18,11 @@ What differs between ``dynamodbstreams.get_records`` (boto3) and a Lambda event 
 """
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Any, Iterator
 
 from streamkit.awsclient import error_code
+from streamkit.ddbjson import client_image_to_lambda
 
 LAMBDA_EVENT_VERSION = "1.1"
 _RECORD_FIELDS = ("eventID", "eventName", "eventVersion", "eventSource", "awsRegion")
@@ -46,33 +46,6 @@ class StreamRangeUnavailable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.code = code
-
-
-def _b64(value: Any) -> str:
-    if isinstance(value, str):  # already Lambda-style
-        return value
-    return base64.b64encode(bytes(value)).decode()
-
-
-def to_lambda_attribute(av: dict) -> dict:
-    """One attribute value in boto3's low-level shape -> Lambda's JSON shape (binary as base64)."""
-    ((tag, v),) = av.items()
-    if tag == "B":
-        return {"B": _b64(v)}
-    if tag == "BS":
-        return {"BS": [_b64(x) for x in v]}
-    if tag == "M":
-        return {"M": {k: to_lambda_attribute(x) for k, x in v.items()}}
-    if tag == "L":
-        return {"L": [to_lambda_attribute(x) for x in v]}
-    return {tag: v}
-
-
-def to_lambda_image(image: dict | None) -> dict | None:
-    """A whole image (``Keys``, ``NewImage``, a ``GetItem`` item) -> Lambda's JSON shape."""
-    if image is None:
-        return None
-    return {k: to_lambda_attribute(v) for k, v in image.items()}
 
 
 def _epoch_seconds(value: Any) -> int | float:
@@ -109,7 +82,7 @@ def to_lambda_record(boto3_record: dict, stream_arn: str) -> dict:
         if key == "ApproximateCreationDateTime":
             value = _epoch_seconds(value)
         elif key in ("Keys", "NewImage", "OldImage"):
-            value = to_lambda_image(value)
+            value = client_image_to_lambda(value)
         ddb[key] = value
     for key, value in src.items():  # anything newer the API adds, passed through
         if key not in ddb:

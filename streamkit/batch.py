@@ -260,7 +260,7 @@ def _plain_keys(ddb: Any) -> Any:
     if not isinstance(keys, dict):
         return None
     try:
-        from .deserializer import deserialize_image
+        from .ddbjson import deserialize_image
 
         return deserialize_image(keys)
     except Exception:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .deserializer import DeserializationError, deserialize_image
+from .ddbjson import DeserializationError, deserialize_image
 from .errors import MalformedRecordError
 
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})

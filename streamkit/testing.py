@@ -5,52 +5,17 @@ delivers (contract 7), the context honours a real deadline.
 """
 from __future__ import annotations
 
-import base64
 import itertools
 import time
 import uuid
 from typing import Any, Iterable
 
+from .ddbjson import serialize_image
+
 DEFAULT_STREAM_ARN = (
     "arn:aws:dynamodb:us-east-1:123456789012:table/users/stream/2026-01-01T00:00:00.000"
 )
 _seq = itertools.count(100_000_000_000_000_000_000)
-
-
-def to_attribute_value(value: Any) -> dict:
-    """Python value -> DynamoDB JSON as Lambda prints it (binary as base64 text)."""
-    from boto3.dynamodb.types import Binary, TypeSerializer  # test-side only
-
-    def fix(av: dict) -> dict:
-        ((tag, v),) = av.items()
-        if tag == "B":
-            return {"B": base64.b64encode(v.value if isinstance(v, Binary) else v).decode()}
-        if tag == "BS":
-            return {"BS": [base64.b64encode(x.value if isinstance(x, Binary) else x).decode() for x in v]}
-        if tag == "M":
-            return {"M": {k: fix(x) for k, x in v.items()}}
-        if tag == "L":
-            return {"L": [fix(x) for x in v]}
-        return av
-
-    return fix(TypeSerializer().serialize(_no_floats(value)))
-
-
-def _no_floats(value: Any) -> Any:
-    """DynamoDB has no floats: 1.25 -> Decimal("1.25") (what a producer would store)."""
-    from decimal import Decimal
-
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, dict):
-        return {k: _no_floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_floats(v) for v in value]
-    return value
-
-
-def to_image(item: dict | None) -> dict | None:
-    return None if item is None else {k: to_attribute_value(v) for k, v in item.items()}
 
 
 def make_record(
@@ -67,14 +32,14 @@ def make_record(
     """One record in Lambda's format. Images are plain dicts; they are serialized here."""
     ddb: dict[str, Any] = {
         "ApproximateCreationDateTime": int(created if created is not None else time.time()),
-        "Keys": to_image(keys),
+        "Keys": serialize_image(keys),
         "SequenceNumber": sequence_number or str(next(_seq)),
         "StreamViewType": "NEW_AND_OLD_IMAGES",
     }
     if new_image is not None:
-        ddb["NewImage"] = to_image(new_image)
+        ddb["NewImage"] = serialize_image(new_image)
     if old_image is not None:
-        ddb["OldImage"] = to_image(old_image)
+        ddb["OldImage"] = serialize_image(old_image)
     ddb["SizeBytes"] = len(repr(ddb))
     return {
         "eventID": event_id or uuid.uuid4().hex,

@@ -258,7 +258,7 @@ def test_soft_fail_happy_path_imports_no_boto3_and_no_structlog():
         "import streamkit.testing as t\n",
         {"POWERTOOLS_METRICS_DISABLED": "true"},
     )
-    # streamkit.testing imports boto3 only inside to_attribute_value, which was not called.
+    # streamkit.testing serializes images with streamkit.ddbjson: no boto3.
     assert "boto3" not in mods and "botocore.session" not in mods and "botocore.client" not in mods
     assert "structlog" not in mods
 

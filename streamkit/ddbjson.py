@@ -1,15 +1,31 @@
-"""DynamoDB attribute values -> plain Python, for stream images.
+"""DynamoDB JSON, every way we need it: the one owner of the format.
 
-Ours rather than boto3's ``TypeDeserializer`` because it sits on the hot path: one tight
-if-chain ordered by how often each type appears in real items, no per-value method
-dispatch, integral numbers as ``int`` (what handlers want), binary as ``bytes``. It also
-avoids importing boto3 on the happy path. ``bench/`` measures the difference.
+Three shapes of the same data:
+
+* **Lambda JSON**: what a stream event carries (``{"N": "42"}``, binary as base64 text);
+  also what the failure envelope stores and the reprocess worker replays.
+* **boto3 low-level**: what ``dynamodb``/``dynamodbstreams`` clients send and return
+  (the same tags, binary as ``bytes``).
+* **Python**: plain values (``int``/``Decimal``, ``str``, ``bytes``, ``set``, ``list``, ``dict``).
+
+Conversions:
+
+* ``deserialize_value`` / ``deserialize_image``: Lambda JSON or boto3 low-level -> Python.
+  The hot path (every image a handler reads). Ours rather than boto3's ``TypeDeserializer``:
+  one tight if-chain ordered by how often each type appears in real items, no per-value
+  method dispatch, integral numbers as ``int`` (what handlers want), binary as ``bytes``,
+  and no boto3 import on the happy path. ``bench/deserializer.py`` measures it.
+* ``serialize_value`` / ``serialize_image``: Python -> Lambda JSON (test events, benchmarks).
+* ``lambda_to_client`` / ``lambda_image_to_client``: Lambda JSON -> boto3 low-level (a
+  ``GetItem`` key built from a captured record); ``client_to_lambda`` /
+  ``client_image_to_lambda``: boto3 low-level -> Lambda JSON (records read back from the
+  Streams API, items read from the table).
 """
 from __future__ import annotations
 
 import base64
 from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
-from typing import Any
+from typing import Any, Callable, Mapping
 
 # Same context boto3 uses for DynamoDB numbers: 38 digits, exponent range of the service,
 # and every lossy operation trapped, so a value is never silently rounded.
@@ -167,3 +183,121 @@ def deserialize_image(image: dict | None) -> dict | None:
     if not isinstance(image, dict):
         raise DeserializationError(f"image must be a dict, got {type(image).__name__}")
     return _map(image)
+
+
+# --- Python -> Lambda JSON ------------------------------------------------------------------
+class SerializationError(TypeError):
+    """A Python value DynamoDB cannot store (a float that is not finite, an empty set...)."""
+
+
+_INT_LIMIT = 10**38
+
+
+def _number_text(value: Any) -> str:
+    if isinstance(value, int) and -_INT_LIMIT < value < _INT_LIMIT:
+        return str(value)
+    if isinstance(value, float):
+        value = Decimal(repr(value))  # DynamoDB has no floats: 1.25 is stored as "1.25"
+    try:
+        number = _create_decimal(value)  # 38 digits at most, in range, never rounded
+    except Exception as exc:  # decimal signals are not ValueErrors
+        raise SerializationError(f"not a DynamoDB number: {value!r}") from exc
+    if not number.is_finite():
+        raise SerializationError(f"DynamoDB numbers are finite, got {value!r}")
+    return str(number)
+
+
+def _b64_text(value: Any) -> str:
+    return base64.b64encode(bytes(value)).decode()
+
+
+_BINARY = (bytes, bytearray, memoryview)
+
+
+def serialize_value(value: Any) -> dict:
+    """A Python value -> its attribute value as Lambda prints it (binary as base64 text).
+
+    ``bool`` -> BOOL, ``None`` -> NULL, ``int``/``Decimal``/``float`` -> N, ``str`` -> S,
+    ``bytes`` -> B, sets of one of those -> SS/NS/BS, sequences -> L, mappings -> M.
+    """
+    if value is None:
+        return {"NULL": True}
+    if value is True or value is False:
+        return {"BOOL": value}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, (int, float, Decimal)):
+        return {"N": _number_text(value)}
+    if isinstance(value, _BINARY):
+        return {"B": _b64_text(value)}
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SerializationError(f"map keys must be strings, got {k!r}")
+            out[k] = serialize_value(v)
+        return {"M": out}
+    if isinstance(value, (set, frozenset)):
+        return _serialize_set(value)
+    if isinstance(value, (list, tuple)):
+        return {"L": [serialize_value(v) for v in value]}
+    raise SerializationError(f"cannot store a {type(value).__name__} in DynamoDB: {value!r:.80}")
+
+
+def _serialize_set(value: Any) -> dict:
+    if not value:
+        raise SerializationError("DynamoDB has no empty sets")
+    if all(isinstance(v, str) for v in value):
+        return {"SS": list(value)}
+    if all(isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) for v in value):
+        return {"NS": [_number_text(v) for v in value]}
+    if all(isinstance(v, _BINARY) for v in value):
+        return {"BS": [_b64_text(v) for v in value]}
+    raise SerializationError(f"a set must hold only strings, only numbers or only binary: {value!r:.80}")
+
+
+def serialize_image(item: Mapping[str, Any] | None) -> dict | None:
+    """A whole item -> an image in Lambda JSON (``None`` stays ``None``)."""
+    return None if item is None else {k: serialize_value(v) for k, v in item.items()}
+
+
+# --- Lambda JSON <-> boto3 low-level -----------------------------------------------------------
+def _with_binary(av: dict, convert: Callable[[Any], Any]) -> dict:
+    """``av`` with every B/BS payload passed through ``convert`` (the only difference)."""
+    ((tag, v),) = av.items()
+    if tag == "B":
+        return {"B": convert(v)}
+    if tag == "BS":
+        return {"BS": [convert(x) for x in v]}
+    if tag == "M":
+        return {"M": {k: _with_binary(x, convert) for k, x in v.items()}}
+    if tag == "L":
+        return {"L": [_with_binary(x, convert) for x in v]}
+    return {tag: v}
+
+
+def _to_bytes(v: Any) -> Any:
+    return base64.b64decode(v) if isinstance(v, str) else v  # bytes already: boto3's shape
+
+
+def _to_text(v: Any) -> Any:
+    return v if isinstance(v, str) else _b64_text(v)  # text already: Lambda's shape
+
+
+def lambda_to_client(av: dict) -> dict:
+    """One attribute value in Lambda JSON (binary as base64 text) -> boto3 low-level (bytes)."""
+    return _with_binary(av, _to_bytes)
+
+
+def client_to_lambda(av: dict) -> dict:
+    """One attribute value in boto3 low-level (binary as bytes) -> Lambda JSON (base64 text)."""
+    return _with_binary(av, _to_text)
+
+
+def lambda_image_to_client(image: dict | None) -> dict | None:
+    return None if image is None else {k: lambda_to_client(v) for k, v in image.items()}
+
+
+def client_image_to_lambda(image: dict | None) -> dict | None:
+    """A whole image (``Keys``, ``NewImage``, a ``GetItem`` item) -> Lambda JSON."""
+    return None if image is None else {k: client_to_lambda(v) for k, v in image.items()}

@@ -1,18 +1,32 @@
-"""Our deserializer agrees with boto3's TypeDeserializer (property-based), ints aside."""
+"""streamkit.ddbjson, the one owner of DynamoDB JSON: our deserializer agrees with boto3's
+TypeDeserializer (property-based, ints aside), our serializer with its TypeSerializer, and every
+shape round-trips (Python, Lambda JSON, boto3 low-level, and through a real table on moto)."""
 from __future__ import annotations
 
 import base64
 from decimal import Decimal
 
+import boto3
 import pytest
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamkit.deserializer import DeserializationError, deserialize_image, deserialize_value
+from streamkit.ddbjson import (
+    DeserializationError,
+    SerializationError,
+    client_image_to_lambda,
+    client_to_lambda,
+    deserialize_image,
+    deserialize_value,
+    lambda_image_to_client,
+    lambda_to_client,
+    serialize_image,
+    serialize_value,
+)
 from streamkit.errors import MalformedRecordError
 from streamkit.record import StreamRecord
-from streamkit.testing import make_record, to_attribute_value
+from streamkit.testing import make_record
 
 def _dynamodb_decimal(sign: int, digits: str, adjusted: int) -> Decimal:
     """Exactly ``len(digits)`` significant digits, magnitude 10**adjusted (no context rounding)."""
@@ -86,7 +100,7 @@ def assert_same(ours, theirs):
 @given(values)
 def test_matches_type_deserializer(value):
     boto_av = TypeSerializer().serialize(value)  # binary as bytes, as boto3 clients return it
-    lambda_av = to_attribute_value(value)  # binary as base64 text, as Lambda delivers it
+    lambda_av = serialize_value(value)  # binary as base64 text, as Lambda delivers it
     theirs = boto3_equivalent(TypeDeserializer().deserialize(boto_av))
     assert_same(deserialize_value(lambda_av), theirs)
     assert_same(deserialize_value(boto_av), theirs)
@@ -95,7 +109,7 @@ def test_matches_type_deserializer(value):
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=10), values, max_size=8))
 def test_whole_images_match(item):
-    image = {k: to_attribute_value(v) for k, v in item.items()}
+    image = {k: serialize_value(v) for k, v in item.items()}
     theirs = {k: boto3_equivalent(TypeDeserializer().deserialize(TypeSerializer().serialize(v))) for k, v in item.items()}
     assert_same(deserialize_image(image), theirs)
 
@@ -159,3 +173,76 @@ def test_record_images_are_lazy_and_read_once():
 def test_record_without_images():
     r = StreamRecord(make_record("REMOVE", keys={"user_id": "u9"}))
     assert r.new_image is None and r.old_image is None and r.keys == {"user_id": "u9"}
+
+
+# --- Python -> Lambda JSON, and Lambda JSON <-> boto3 low-level -------------------------------
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_serializer_matches_type_serializer(value):
+    theirs = TypeSerializer().serialize(value)  # boto3 low-level: binary as bytes
+    ours = serialize_value(value)  # Lambda JSON: binary as base64 text
+    assert ours == client_to_lambda(theirs)
+    assert lambda_to_client(ours) == theirs
+
+
+@settings(max_examples=300, deadline=None)
+@given(values)
+def test_round_trips(value):
+    lambda_av = serialize_value(value)
+    assert_same(deserialize_value(lambda_av), value)  # Python -> Lambda JSON -> Python
+    client_av = lambda_to_client(lambda_av)
+    assert client_to_lambda(client_av) == lambda_av  # Lambda JSON <-> boto3 low-level
+    assert_same(deserialize_value(client_av), value)
+
+
+def test_conversions_tolerate_the_other_shape_and_leave_input_alone():
+    lambda_image = {"b": {"B": "AP8="}, "l": {"L": [{"BS": ["AA=="]}, {"M": {"x": {"B": "AQ=="}}}]}, "n": {"N": "1"}}
+    client_image = {"b": {"B": b"\x00\xff"}, "l": {"L": [{"BS": [b"\x00"]}, {"M": {"x": {"B": b"\x01"}}}]}, "n": {"N": "1"}}
+    assert lambda_image_to_client(lambda_image) == client_image
+    assert client_image_to_lambda(client_image) == lambda_image
+    assert lambda_image_to_client(client_image) == client_image  # already bytes: unchanged
+    assert client_image_to_lambda(lambda_image) == lambda_image  # already text: unchanged
+    assert lambda_image["b"] == {"B": "AP8="} and client_image_to_lambda(None) is None
+
+
+def test_serializer_details():
+    assert serialize_value(1.25) == {"N": "1.25"}  # DynamoDB has no floats: stored as a number's text
+    assert serialize_value(True) == {"BOOL": True} and serialize_value(1) == {"N": "1"}
+    assert serialize_value(None) == {"NULL": True} and serialize_value((1, "a")) == {"L": [{"N": "1"}, {"S": "a"}]}
+    assert serialize_value(bytearray(b"\x00")) == {"B": "AA=="}
+    assert serialize_image(None) is None
+
+
+@pytest.mark.parametrize("value", [
+    float("nan"), float("inf"), Decimal("NaN"), Decimal("-Infinity"), 10**40 + 1, Decimal("1E-200"), Decimal("1E+200"),
+    Decimal("1." + "1" * 38), set(), {1, "a"}, {"k": object()}, {1: "non-text key"}, object(),
+], ids=repr)
+def test_serializer_refuses_what_dynamodb_cannot_store(value):
+    with pytest.raises(SerializationError):
+        serialize_value(value)
+
+
+# Attribute names and text that a real table stores (no surrogates, no empty names).
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+_names = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8)
+table_values = st.recursive(
+    st.one_of(_text, numbers, st.binary(min_size=1, max_size=30), st.booleans(), st.none(),
+              st.frozensets(_text.filter(bool), min_size=1, max_size=4).map(set)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_names, inner, max_size=3)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(_names.filter(lambda n: n != "id"), table_values, max_size=6))
+def test_round_trip_through_a_real_table(aws, item):
+    """serialize -> boto3 shape -> PutItem -> GetItem -> Lambda JSON -> Python gives the item back."""
+    ddb = boto3.client("dynamodb")
+    if "roundtrip" not in ddb.list_tables()["TableNames"]:
+        ddb.create_table(TableName="roundtrip", AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST")
+    item = {"id": "item-1", **item}
+    ddb.put_item(TableName="roundtrip", Item=lambda_image_to_client(serialize_image(item)))
+    stored = ddb.get_item(TableName="roundtrip", Key=lambda_image_to_client(serialize_image({"id": "item-1"})),
+                          ConsistentRead=True)["Item"]
+    assert_same(deserialize_image(client_image_to_lambda(stored)), item)
