@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import traceback as tb
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
+
+from .timefmt import now_iso
 
 ENVELOPE_VERSION = 1
 MAX_TRACEBACK_CHARS = 8_000
@@ -21,10 +22,6 @@ class EnvelopeError(ValueError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def describe_error(exc: BaseException) -> dict:

@@ -40,6 +40,7 @@ import time
 import uuid
 from typing import Any, Callable, TypeVar
 
+from .awsclient import make_client
 from .errors import ConfigError, TransientError
 from .settings import Setting
 
@@ -73,7 +74,8 @@ def _dynamodb():
     """One boto3 client per process and AWS_ENDPOINT_URL, created on first use.
 
     Locked: the reprocess worker calls consumers from a thread pool, and creating clients
-    on boto3's default session from several threads at once is not safe.
+    on boto3's default session from several threads at once is not safe. ``make_client``'s
+    timeouts and standard retries, like every client of ours.
     """
     global _client, _client_endpoint
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
@@ -82,9 +84,7 @@ def _dynamodb():
         return client
     with _client_lock:
         if _client is None or endpoint != _client_endpoint:
-            import boto3
-
-            _client, _client_endpoint = boto3.session.Session().client("dynamodb"), endpoint
+            _client, _client_endpoint = make_client("dynamodb"), endpoint
         return _client
 
 
