@@ -12,6 +12,13 @@
 * ``CRM_BASE_URL``; bearer token ``CRM_TOKEN`` (local) or ``CRM_TOKEN_PARAM`` (SSM SecureString).
   One ``httpx.Client`` per process (connection reuse), created on first use, with timeouts.
 
+* Stale writes: HubSpot has no conditional write, so the ``change_order`` last applied per
+  user lives in DynamoDB (``streamkit.orderguard``, ``IDEMPOTENCY_TABLE``): read before the
+  CRM call (an older change or a duplicate, as Kinesis may deliver, is skipped), recorded
+  with a conditional update after it succeeded. A REMOVE records its order too, so a late
+  older INSERT cannot bring an archived contact back. The window between the read and the
+  write remains (two writers of one user at once): docs/consumers.md explains it.
+
 Known limit: a MODIFY that changes the email upserts a contact under the new email; the old
 contact stays (HubSpot merges are a human decision).
 """
@@ -21,6 +28,8 @@ import threading
 from typing import Any
 
 from streamkit import ConfigError, PermanentError, StreamRecord, TransientError
+from streamkit import orderguard
+from streamkit.orderguard import AppliedOrders
 from streamkit.settings import Setting
 
 from .secrets import get_secret, secret_settings
@@ -35,11 +44,13 @@ CRM_TIMEOUT_S = Setting(
     "CRM_TIMEOUT_S", "timeout of one CRM request, in seconds (connect: at most 2)",
     parse=float, default=5.0, low=0.1, high=60,
 )
-SETTINGS = (CRM_BASE_URL, *secret_settings("CRM_TOKEN", "bearer token of the CRM API"), CRM_TIMEOUT_S, USER_SCHEMA_MODE)
+SETTINGS = (CRM_BASE_URL, *secret_settings("CRM_TOKEN", "bearer token of the CRM API"), CRM_TIMEOUT_S, USER_SCHEMA_MODE,
+            *orderguard.SETTINGS)
 
 _client: Any = None
 _client_key: tuple[str, str] | None = None
 _client_lock = threading.Lock()
+applied_orders = AppliedOrders(CONSUMER)  # the change_order applied per user (DynamoDB)
 
 
 class CrmError(PermanentError):
@@ -163,16 +174,36 @@ def archive(email: str) -> bool:
 
 
 def handle_record(record: StreamRecord) -> None:
-    """Upsert on INSERT/MODIFY, archive on REMOVE."""
+    """Upsert on INSERT/MODIFY, archive on REMOVE; never apply an older change over a newer one."""
     uid = user_id(record.keys)
+    order = record.change_order
     if record.event_name == "REMOVE":
         old = record.old_image
         if old is None:
             raise PermanentError("REMOVE without OldImage: crm-sync needs NEW_AND_OLD_IMAGES to find the contact's email")
+        if not applied_orders.is_newer(uid, order):
+            return _skipped(record, uid)
         if old.get("email"):
             archive(str(old["email"]))
-        return
-    item = record.new_image
-    if item is None:
-        raise PermanentError(f"{record.event_name} without NewImage: the stream view type must include new images")
-    upsert({**item, "user_id": uid})
+    else:
+        item = record.new_image
+        if item is None:
+            raise PermanentError(f"{record.event_name} without NewImage: the stream view type must include new images")
+        if not applied_orders.is_newer(uid, order):
+            return _skipped(record, uid)
+        upsert({**item, "user_id": uid})
+    if not applied_orders.record(uid, order):
+        from streamkit.log import get_logger
+
+        get_logger(consumer=CONSUMER).warning(
+            "a newer change of this user was applied while this one was written; the CRM may hold "
+            "the older state until the user changes again (docs/consumers.md: the remaining race)",
+            user_id=uid, change_order=order, sequence_number=record.sequence_number)
+
+
+def _skipped(record: StreamRecord, uid: str) -> None:
+    """An older change or a duplicate (Kinesis may deliver one twice): nothing to do."""
+    from streamkit.log import get_logger
+
+    get_logger(consumer=CONSUMER).info("older or duplicate change skipped", user_id=uid,
+                                       change_order=record.change_order, sequence_number=record.sequence_number)

@@ -4,7 +4,7 @@ Sink from ``SEARCH_URL``: ``http(s)://`` -> OpenSearch (SigV4 on AWS hosts),
 ``sqlite:///path`` -> embedded SQLite FTS5. Index/table name ``SEARCH_INDEX`` (default
 ``users``). Without ``SEARCH_URL``, local runs use ``sqlite:///.local-state/search.sqlite3``; in
 Lambda that is a configuration error. Out-of-order records never overwrite newer state
-(see ``consumers.sinks``). The user's name goes through ``consumers.users`` (the schema
+(see ``consumers.sinks``: the guard compares ``StreamRecord.change_order``). The user's name goes through ``consumers.users`` (the schema
 story: ``USER_SCHEMA_MODE=legacy`` reproduces the v1 KeyError).
 
 CLI (for the demo): ``python -m consumers.search_indexer search "ada" [--json] [--limit N]``.
@@ -75,15 +75,16 @@ def build_document(item: dict) -> dict:
 def handle_record(record: StreamRecord) -> None:
     """Apply one stream record to the index; older-than-stored records are skipped silently."""
     uid = user_id(record.keys)
+    order = record.change_order  # orders this user's changes on both sources (streamkit.ordering)
     if record.event_name == "REMOVE":
-        get_sink().remove(uid, record.sequence_number)
+        get_sink().remove(uid, order, record.sequence_number)
         return
     item = record.new_image
     if item is None:
         from streamkit import PermanentError
 
         raise PermanentError(f"{record.event_name} without NewImage: the stream view type must include new images")
-    get_sink().put(uid, build_document({**item, "user_id": uid}), record.sequence_number)
+    get_sink().put(uid, build_document({**item, "user_id": uid}), order, record.sequence_number)
 
 
 def search(query: str, limit: int = 10) -> list[dict]:

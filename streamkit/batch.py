@@ -16,6 +16,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sequence
 
+from . import sources
 from .errors import StreamkitError
 
 
@@ -235,29 +236,25 @@ class Batch:
     # --- helpers --------------------------------------------------------------------------------
     def sequence_number(self, index: int) -> str | None:
         """Looked up only for records that failed or are reported: not on the hot path."""
-        raw = self.records[index]
-        ddb = raw.get("dynamodb") if isinstance(raw, dict) else None
-        seq = ddb.get("SequenceNumber") if isinstance(ddb, dict) else None
-        return seq if isinstance(seq, str) and seq else None
+        return sources.sequence_number_of(self.records[index])  # either source; no decoding
 
     def log_failure(self, message: str, failure: Failure) -> None:
         raw, exc = failure.raw, failure.error
-        record = raw if isinstance(raw, dict) else {}
         self.log.error(
             message,
             sequence_number=failure.sequence_number,
-            event_name=record.get("eventName"),
-            event_id=record.get("eventID"),
-            keys=_plain_keys(record.get("dynamodb")),
+            event_name=sources.event_name_of(raw),
+            event_id=sources.event_id_of(raw),
+            keys=_plain_keys(raw),
             error_type=type(exc).__name__,
             error=str(exc),
             exc_info=exc,
         )
 
 
-def _plain_keys(ddb: Any) -> Any:
-    keys = ddb.get("Keys") if isinstance(ddb, dict) else None
-    if not isinstance(keys, dict):
+def _plain_keys(raw: Any) -> Any:
+    keys = sources.keys_of(raw)  # decodes a Kinesis record's data: failure path only
+    if keys is None:
         return None
     try:
         from .ddbjson import deserialize_image

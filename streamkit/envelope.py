@@ -33,17 +33,11 @@ def describe_error(exc: BaseException) -> dict:
 
 
 def record_stub(record: Any) -> dict:
-    """What stays in the envelope when the record itself went to S3: keys and metadata."""
-    if not isinstance(record, dict):
-        return {}
-    ddb = record.get("dynamodb") if isinstance(record.get("dynamodb"), dict) else {}
-    stub = {k: record[k] for k in ("eventID", "eventName", "eventSource", "eventSourceARN", "awsRegion") if k in record}
-    stub["dynamodb"] = {
-        k: ddb[k]
-        for k in ("Keys", "SequenceNumber", "SizeBytes", "ApproximateCreationDateTime", "StreamViewType")
-        if k in ddb
-    }
-    return stub
+    """What stays in the envelope when the record itself went to S3: keys and metadata
+    (``streamkit.sources.stub``: still a record of its source, without images)."""
+    from .sources import stub
+
+    return stub(record)
 
 
 def build_envelope(

@@ -47,7 +47,8 @@ from .settings import Setting
 TABLE_ENV = "IDEMPOTENCY_TABLE"
 DEFAULT_EXPIRY_S = 30 * 24 * 3600
 IDEMPOTENCY_TABLE = Setting(
-    TABLE_ENV, "DynamoDB table of the at-most-once guard: partition key 'id' (S), TTL attribute 'expires_at'",
+    TABLE_ENV, "DynamoDB table of the at-most-once guard (slack-notifier) and of the change_order applied per "
+    "item (crm-sync, streamkit.orderguard): partition key 'id' (S), TTL attribute 'expires_at'",
     required=True,
 )
 IDEMPOTENCY_LOCK_TIMEOUT_S = Setting(

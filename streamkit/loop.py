@@ -96,7 +96,7 @@ class BatchLoop:
         if not isinstance(records, list):
             raise MalformedEventError(
                 f"{self.consumer}: event has no 'Records' list; this function expects a DynamoDB "
-                f"stream event (got {type(event).__name__}"
+                f"Streams or Kinesis event (got {type(event).__name__}"
                 f"{' with keys ' + str(sorted(map(str, event))[:5]) if isinstance(event, dict) else ''})"
             )
         request_id = getattr(context, "aws_request_id", None)
@@ -159,6 +159,7 @@ class BatchLoop:
         if reported and seqs[reported[0]] is None:
             raise MalformedEventError(
                 f"{self.consumer}: record #{reported[0]} of the batch failed and has no "
-                "dynamodb.SequenceNumber to report it by; failing the whole batch so Lambda retries it"
+                "sequence number (dynamodb.SequenceNumber / kinesis.sequenceNumber) to report it by; "
+                "failing the whole batch so Lambda retries it"
             )
         return {"batchItemFailures": [{"itemIdentifier": seqs[i]} for i in reported if seqs[i] is not None]}

@@ -1,4 +1,10 @@
-"""``StreamRecord``: a lazy, read-only view over one Lambda DynamoDB stream record."""
+"""``StreamRecord``: a lazy, read-only view over one Lambda stream record, on either source.
+
+DynamoDB Streams records are read in place, exactly as before Kinesis existed (no extra
+cost per record). A Kinesis Data Streams for DynamoDB record (``streamkit.sources``) becomes
+a ``KinesisStreamRecord``: same API, its base64 JSON ``kinesis.data`` decoded once, on the
+first read of anything inside it (``sequence_number`` never needs it).
+"""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,6 +12,8 @@ from typing import Any
 
 from .ddbjson import DeserializationError, deserialize_image
 from .errors import MalformedRecordError
+from .ordering import OrderError, dynamodb_order, kinesis_order, micros_from_creation
+from .sources import DYNAMODB, KINESIS, decode_data
 
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 _UNSET: Any = object()
@@ -16,19 +24,30 @@ class StreamRecord:
 
     Construction validates only what identifies the record (``dynamodb``, ``eventName``,
     ``SequenceNumber``); images are deserialized the first time they are read and cached,
-    so a handler that looks only at ``keys`` never pays for ``NewImage``.
+    so a handler that looks only at ``keys`` never pays for ``NewImage``. A Kinesis record
+    (``kinesis`` instead of ``dynamodb``) turns into a ``KinesisStreamRecord``.
+
+    ``change_order`` orders the changes of one item on both sources (``streamkit.ordering``):
+    state-sync sinks store it and apply a change only when it is greater.
     """
 
-    __slots__ = ("raw", "_ddb", "_keys", "_new", "_old")
+    __slots__ = ("raw", "_ddb", "_keys", "_new", "_old", "_change")
+    source = DYNAMODB
 
     def __init__(self, raw: dict):
         if not isinstance(raw, dict):
             raise MalformedRecordError(f"stream record must be an object, got {type(raw).__name__}")
         ddb = raw.get("dynamodb")
-        seq = ddb.get("SequenceNumber") if isinstance(ddb, dict) else None
-        seq = seq if isinstance(seq, str) and seq else None
         if not isinstance(ddb, dict):
-            raise MalformedRecordError("stream record has no 'dynamodb' object", seq)
+            kinesis = raw.get("kinesis")
+            if isinstance(kinesis, dict):
+                if not isinstance(self, KinesisStreamRecord):
+                    self.__class__ = KinesisStreamRecord  # same slots: a view of the other format
+                self._start(raw, kinesis)  # type: ignore[attr-defined]
+                return
+            raise MalformedRecordError("stream record has no 'dynamodb' object (nor a Kinesis 'kinesis' one)", None)
+        seq = ddb.get("SequenceNumber")
+        seq = seq if isinstance(seq, str) and seq else None
         if seq is None:
             raise MalformedRecordError("stream record has no dynamodb.SequenceNumber", None)
         name = raw.get("eventName")
@@ -68,6 +87,19 @@ class StreamRecord:
             return None
         return datetime.fromtimestamp(float(value), tz=timezone.utc)
 
+    @property
+    def change_order(self) -> str:
+        """Orders the changes of this record's item (``streamkit.ordering``); duplicates of one
+        change are equal. Here: creation time to the second, then the sequence number."""
+        try:
+            return dynamodb_order(self._ddb.get("ApproximateCreationDateTime"), self._ddb["SequenceNumber"])
+        except OrderError as exc:
+            raise MalformedRecordError(str(exc), self.sequence_number) from None
+
+    def validate(self) -> "StreamRecord":
+        """Everything a handler will read is readable (on Kinesis this decodes ``data``)."""
+        return self
+
     # --- images (lazy, once) ----------------------------------------------------------
     def _image(self, field: str) -> dict | None:
         try:
@@ -95,3 +127,98 @@ class StreamRecord:
 
     def __repr__(self) -> str:
         return f"StreamRecord({self.event_name} seq={self.sequence_number} keys={self._ddb.get('Keys')!r:.120})"
+
+
+class KinesisStreamRecord(StreamRecord):
+    """A Kinesis Data Streams for DynamoDB record behind the ``StreamRecord`` API.
+
+    ``sequence_number`` is the Kinesis one (what ``batchItemFailures`` needs), read without
+    decoding; ``event_id`` is the DynamoDB change's ``eventID`` (equal for duplicates, so an
+    idempotency guard keyed on it drops Kinesis' re-deliveries); ``source_arn`` is the Kinesis
+    stream's ARN. Everything else reads the change in ``kinesis.data``, decoded once.
+    """
+
+    __slots__ = ()
+    source = KINESIS
+
+    def _start(self, raw: dict, kinesis: dict) -> None:
+        seq = kinesis.get("sequenceNumber")
+        if not isinstance(seq, str) or not seq:
+            raise MalformedRecordError("Kinesis record has no kinesis.sequenceNumber", None)
+        self.raw = raw
+        self._change = self._ddb = self._keys = self._new = self._old = _UNSET
+
+    def _decoded(self) -> dict:
+        change = self._change
+        if change is _UNSET:
+            seq = self.sequence_number
+            try:
+                change = decode_data(self.raw["kinesis"].get("data"))
+            except ValueError as exc:
+                raise MalformedRecordError(str(exc), seq) from None
+            ddb = change.get("dynamodb")
+            if not isinstance(ddb, dict):
+                raise MalformedRecordError("the change record in kinesis.data has no 'dynamodb' object", seq)
+            if change.get("eventName") not in EVENT_NAMES:
+                raise MalformedRecordError(
+                    f"unknown eventName {change.get('eventName')!r} in kinesis.data "
+                    "(expected INSERT, MODIFY or REMOVE)", seq)
+            self._ddb = ddb
+            self._change = change
+        return change
+
+    def validate(self) -> "StreamRecord":
+        self._decoded()
+        return self
+
+    @property
+    def change(self) -> dict:
+        """The decoded DynamoDB change record (``tableName``, ``userIdentity``...)."""
+        return self._decoded()
+
+    @property
+    def event_id(self) -> str | None:
+        return self._decoded().get("eventID")
+
+    @property
+    def event_name(self) -> str:
+        return self._decoded()["eventName"]
+
+    @property
+    def sequence_number(self) -> str:
+        return self.raw["kinesis"]["sequenceNumber"]
+
+    @property
+    def size_bytes(self) -> int | None:
+        self._decoded()
+        return self._ddb.get("SizeBytes")
+
+    @property
+    def approximate_creation_time(self) -> datetime | None:
+        self._decoded()
+        value = self._ddb.get("ApproximateCreationDateTime")
+        if value is None:
+            return None
+        try:
+            micros = micros_from_creation(value)
+        except OrderError as exc:
+            raise MalformedRecordError(str(exc), self.sequence_number) from None
+        return datetime.fromtimestamp(micros // 1_000_000, tz=timezone.utc).replace(microsecond=micros % 1_000_000)
+
+    @property
+    def change_order(self) -> str:
+        """Creation time to the microsecond (MICROSECOND precision) and a constant tiebreak."""
+        self._decoded()
+        try:
+            return kinesis_order(self._ddb.get("ApproximateCreationDateTime"))
+        except OrderError as exc:
+            raise MalformedRecordError(str(exc), self.sequence_number) from None
+
+    def _image(self, field: str) -> dict | None:
+        self._decoded()
+        return super()._image(field)
+
+    def __repr__(self) -> str:
+        keys = self._ddb.get("Keys") if self._ddb is not _UNSET else "?"
+        name = self._change.get("eventName") if self._change is not _UNSET else "?"
+        return f"KinesisStreamRecord({name} seq={self.sequence_number} keys={keys!r:.120})"

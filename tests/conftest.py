@@ -50,3 +50,10 @@ def aws(moto_server, monkeypatch):
     urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")).read()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     yield moto_server
+
+
+@pytest.fixture(params=["dynamodb", "kinesis"])
+def source(request):
+    """Run a test on both sources: DynamoDB Streams records and Kinesis Data Streams for
+    DynamoDB records (one StreamRecord API, contract 7). Builders take ``source=``."""
+    return request.param

@@ -1,13 +1,17 @@
 """Search sinks for the search-indexer: OpenSearch (http/https) or SQLite FTS5 (sqlite:///path).
 
-Both keep, per user, the stream sequence number of the last record applied and refuse to let
-an older record overwrite a newer one (records can arrive out of order on redelivery and
-reprocessing). REMOVE leaves a tombstone (``deleted: true`` + its sequence number) rather
-than deleting the document outright: otherwise a late, older INSERT/MODIFY would resurrect
-a removed user. Searches never return tombstones.
+Both keep, per user, the ``change_order`` of the last change applied (``streamkit.ordering``:
+it orders the changes of one item on DynamoDB Streams and on Kinesis, where a change may come
+twice or two changes of one item out of order) and refuse to let an older or equal one
+overwrite it. REMOVE leaves a tombstone (``deleted: true`` + its order) rather than deleting
+the document outright: otherwise a late, older INSERT/MODIFY would resurrect a removed user.
+Searches never return tombstones.
 
-Sequence numbers are decimal strings of varying length (21-40 digits on AWS); they are
-compared as integers, by zero-padding to ``SEQ_WIDTH`` digits so text order = numeric order.
+Documents written before ``change_order`` existed carry only ``seq`` (a padded DynamoDB
+Streams sequence number, which cannot be compared with a time-based order): they count as
+older than any change, so the next change of that user replaces them and the index migrates
+itself one user at a time. Documents also keep ``sequence_number`` (the stream position of
+the change applied, for people reading them).
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from typing import Any, Protocol
 
 from streamkit.settings import Setting
 
-SEQ_WIDTH = 48
+__all__ = ["SearchSink", "open_sink", "check_order", "check_url", "SEARCH_TIMEOUT_S"]
+
 URL_SCHEMES = ("sqlite:", "http://", "https://")
 SEARCH_TIMEOUT_S = Setting(
     "SEARCH_TIMEOUT_S", "timeout of one OpenSearch request, in seconds",
@@ -30,25 +35,24 @@ def check_url(url: str) -> str:
     return url
 
 
-def seq_key(seq: str | int) -> str:
-    """``"123"`` -> ``"000...0123"`` (``SEQ_WIDTH`` digits): compares like the integer."""
-    text = str(seq).strip()
-    if not text.isdigit() or len(text.lstrip("0")) > SEQ_WIDTH:
+def check_order(order: str) -> str:
+    """A ``change_order`` as the sinks store it; ``PermanentError`` for anything else."""
+    if not isinstance(order, str) or "." not in order or not order.replace(".", "", 1).isdigit():
         from streamkit import PermanentError
 
-        raise PermanentError(f"sequence number {seq!r} is not a decimal number of at most {SEQ_WIDTH} digits")
-    return text.zfill(SEQ_WIDTH)
+        raise PermanentError(f"change order {order!r} is not a streamkit change_order")
+    return order
 
 
 class SearchSink(Protocol):
-    def put(self, doc_id: str, doc: dict, seq: str) -> str:
-        """Write unless a newer sequence number is stored; returns ``"written"`` or ``"stale"``."""
+    def put(self, doc_id: str, doc: dict, order: str, sequence_number: str | None = None) -> str:
+        """Write unless a newer or equal change is stored; returns ``"written"`` or ``"stale"``."""
 
-    def remove(self, doc_id: str, seq: str) -> str:
-        """Tombstone unless a newer sequence number is stored; ``"written"`` or ``"stale"``."""
+    def remove(self, doc_id: str, order: str, sequence_number: str | None = None) -> str:
+        """Tombstone unless a newer or equal change is stored; ``"written"`` or ``"stale"``."""
 
     def get(self, doc_id: str) -> dict | None:
-        """The stored document (tombstones included, with ``deleted``/``seq``), or ``None``."""
+        """The stored document (tombstones included, with ``deleted``/``change_order``), or ``None``."""
 
     def search(self, query: str, limit: int = 10) -> list[dict]:
         """Live documents matching ``query`` (prefix match on name/email/other text)."""

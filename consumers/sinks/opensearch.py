@@ -1,11 +1,12 @@
 """The search sink on OpenSearch (self-managed, Amazon OpenSearch Service or Serverless).
 
 Out-of-order guard: optimistic concurrency. Read the document (``_seq_no``,
-``_primary_term`` and our stored ``seq``); if the stored ``seq`` is not older, skip; else
-write with ``if_seq_no``/``if_primary_term`` (or ``_create`` when absent). A concurrent
+``_primary_term`` and our stored ``change_order``); if the stored order is not older, skip;
+else write with ``if_seq_no``/``if_primary_term`` (or ``_create`` when absent). A concurrent
 writer makes that write fail with 409, and we start over; the check therefore always
-compares against what the write replaces. (External versioning cannot be used: stream
-sequence numbers overflow OpenSearch's 64-bit versions.)
+compares against what the write replaces. (External versioning cannot be used: change
+orders overflow OpenSearch's 64-bit versions.) A document from before ``change_order``
+(only ``seq``/``seq_key``) counts as older than any change.
 
 Auth: SigV4 (``Urllib3AWSV4SignerAuth``, credentials from the Lambda role) when the host
 ends with ``.es.amazonaws.com`` (service ``es``) or ``.aoss.amazonaws.com`` (``aoss``);
@@ -33,7 +34,9 @@ from . import SEARCH_TIMEOUT_S
 
 from streamkit import PermanentError, TransientError
 
-from . import seq_key
+from streamkit.ordering import is_newer
+
+from . import check_order
 
 MAPPINGS = {
     "properties": {
@@ -41,8 +44,8 @@ MAPPINGS = {
         "name": {"type": "text"},
         "email": {"type": "text", "fields": {"raw": {"type": "keyword"}}},
         "plan": {"type": "keyword"},
-        "seq": {"type": "keyword"},
-        "seq_key": {"type": "keyword"},
+        "change_order": {"type": "keyword"},
+        "sequence_number": {"type": "keyword"},
         "deleted": {"type": "boolean"},
     }
 }
@@ -135,17 +138,15 @@ class OpenSearchSink:
         except NotFoundError:
             return None
 
-    def _write(self, doc_id: str, doc: dict, seq: str, deleted: bool) -> str:
-        key = seq_key(seq)
-        body = {**doc, "seq": str(seq), "seq_key": key, "deleted": deleted}
+    def _write(self, doc_id: str, doc: dict, order: str, sequence_number: str | None, deleted: bool) -> str:
+        order = check_order(order)
+        body = {**doc, "change_order": order, "sequence_number": sequence_number, "deleted": deleted}
         self.ensure_index()
         try:
             for _ in range(MAX_CONFLICT_ROUNDS):
                 current = self._read(doc_id)
-                if current is not None:
-                    stored = (current.get("_source") or {}).get("seq_key") or ""
-                    if stored >= key:
-                        return "stale"
+                if current is not None and not is_newer(order, (current.get("_source") or {}).get("change_order")):
+                    return "stale"
                 try:
                     if current is None:
                         self.client.create(index=self.index, id=doc_id, body=body)
@@ -161,11 +162,11 @@ class OpenSearchSink:
             raise _translate(exc, f"index user {doc_id}") from exc
         raise TransientError(f"user {doc_id}: {MAX_CONFLICT_ROUNDS} concurrent-write conflicts in a row")
 
-    def put(self, doc_id: str, doc: dict, seq: str) -> str:
-        return self._write(doc_id, doc, seq, False)
+    def put(self, doc_id: str, doc: dict, order: str, sequence_number: str | None = None) -> str:
+        return self._write(doc_id, doc, order, sequence_number, False)
 
-    def remove(self, doc_id: str, seq: str) -> str:
-        return self._write(doc_id, {"user_id": doc_id}, seq, True)
+    def remove(self, doc_id: str, order: str, sequence_number: str | None = None) -> str:
+        return self._write(doc_id, {"user_id": doc_id}, order, sequence_number, True)
 
     def get(self, doc_id: str) -> dict | None:
         try:
@@ -174,9 +175,7 @@ class OpenSearchSink:
             raise _translate(exc, f"get user {doc_id}") from exc
         if current is None:
             return None
-        source = dict(current.get("_source") or {})
-        source.pop("seq_key", None)
-        return source
+        return dict(current.get("_source") or {})
 
     def search(self, query: str, limit: int = 10) -> list[dict]:
         body = {
@@ -195,9 +194,4 @@ class OpenSearchSink:
             return []
         except TransportError as exc:
             raise _translate(exc, "search") from exc
-        out = []
-        for h in hits:
-            source = dict(h["_source"])
-            source.pop("seq_key", None)
-            out.append(source)
-        return out
+        return [dict(h["_source"]) for h in hits]

@@ -1,9 +1,11 @@
 """The embedded search sink for local runs: SQLite with an FTS5 index (no server needed).
 
-``users_docs`` holds one row per user (document JSON, padded sequence number, deleted flag);
-``users_fts`` indexes the live ones, sharing rowids. The out-of-order guard is a single
-conditional upsert (``... DO UPDATE ... WHERE excluded.seq > users_docs.seq``) inside an
-immediate transaction, so concurrent writers (threads or processes) cannot interleave.
+``users_docs`` holds one row per user (document JSON, the ``change_order`` of the change
+applied, its sequence number, deleted flag); ``users_fts`` indexes the live ones, sharing
+rowids. The out-of-order guard is a single conditional upsert (``... DO UPDATE ... WHERE
+users_docs.change_order IS NULL OR excluded.change_order > users_docs.change_order``) inside
+an immediate transaction, so concurrent writers (threads or processes) cannot interleave. A
+database from before ``change_order`` gets the column on open (NULL: older than any change).
 """
 from __future__ import annotations
 
@@ -14,14 +16,15 @@ import sqlite3
 import threading
 from typing import Any
 
-from . import seq_key
+from . import check_order
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {t}_docs (
     id TEXT PRIMARY KEY,
     seq TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    change_order TEXT
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS {t}_fts USING fts5(name, email, body, tokenize = 'unicode61');
 """
@@ -50,6 +53,9 @@ class SqliteSink:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(_SCHEMA.format(t=self.t))
+            columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({self.t}_docs)")}
+            if "change_order" not in columns:  # an index written before change_order existed
+                self._conn.execute(f"ALTER TABLE {self.t}_docs ADD COLUMN change_order TEXT")
 
     @classmethod
     def from_url(cls, url: str, index: str) -> "SqliteSink":
@@ -58,18 +64,20 @@ class SqliteSink:
     def close(self) -> None:
         self._conn.close()
 
-    def _write(self, doc_id: str, doc: dict, seq: str, deleted: bool) -> str:
-        key = seq_key(seq)
-        stored = {**doc, "seq": str(seq), "deleted": deleted}
+    def _write(self, doc_id: str, doc: dict, order: str, sequence_number: str | None, deleted: bool) -> str:
+        order = check_order(order)
+        stored = {**doc, "change_order": order, "sequence_number": sequence_number, "deleted": deleted}
+        t = self.t
         with self._lock:
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
             try:
                 cur = c.execute(
-                    f"INSERT INTO {self.t}_docs (id, seq, deleted, doc) VALUES (?, ?, ?, ?)"
+                    f"INSERT INTO {t}_docs (id, seq, deleted, doc, change_order) VALUES (?, ?, ?, ?, ?)"
                     f" ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,"
-                    f" doc = excluded.doc WHERE excluded.seq > {self.t}_docs.seq",
-                    (doc_id, key, int(deleted), json.dumps(stored, default=str)),
+                    f" doc = excluded.doc, change_order = excluded.change_order"
+                    f" WHERE {t}_docs.change_order IS NULL OR excluded.change_order > {t}_docs.change_order",
+                    (doc_id, sequence_number or "", int(deleted), json.dumps(stored, default=str), order),
                 )
                 if cur.rowcount == 0:
                     c.execute("COMMIT")
@@ -88,11 +96,11 @@ class SqliteSink:
                 c.execute("ROLLBACK")
                 raise
 
-    def put(self, doc_id: str, doc: dict, seq: str) -> str:
-        return self._write(doc_id, doc, seq, False)
+    def put(self, doc_id: str, doc: dict, order: str, sequence_number: str | None = None) -> str:
+        return self._write(doc_id, doc, order, sequence_number, False)
 
-    def remove(self, doc_id: str, seq: str) -> str:
-        return self._write(doc_id, {"user_id": doc_id}, seq, True)
+    def remove(self, doc_id: str, order: str, sequence_number: str | None = None) -> str:
+        return self._write(doc_id, {"user_id": doc_id}, order, sequence_number, True)
 
     def get(self, doc_id: str) -> dict | None:
         with self._lock:

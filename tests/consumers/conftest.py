@@ -25,6 +25,7 @@ def consumer_env(monkeypatch):
     def reset():
         si._sinks.clear()
         sn._clients.clear()
+        crm.applied_orders.reset()
         if crm._client is not None:
             crm._client.close()
         crm._client, crm._client_key = None, None
@@ -43,7 +44,8 @@ def slack(monkeypatch):
 
 
 @pytest.fixture
-def crm(monkeypatch):
+def crm(monkeypatch, idempotency_table):
+    """The fake CRM, and the table where crm-sync keeps the change_order it applied per user."""
     with FakeCRM(token="test-token") as fake:
         monkeypatch.setenv("CRM_BASE_URL", fake.url)
         monkeypatch.setenv("CRM_TOKEN", "test-token")
@@ -99,12 +101,17 @@ def v2_user(n: int, **extra) -> dict:
             "plan": "free", **extra}
 
 
+T0 = 1_764_000_000  # a fixed creation time (epoch seconds): tests order changes explicitly
+
+
 def rec(event: str, item: dict | None = None, *, old: dict | None = None, seq: str | None = None,
-        event_id: str | None = None, user: str | None = None) -> dict:
-    """A Lambda-format record for a users-table item."""
+        event_id: str | None = None, user: str | None = None, at: float | None = None,
+        source: str = "dynamodb") -> dict:
+    """A Lambda-format record for a users-table item, from ``source`` (``dynamodb`` or
+    ``kinesis``), made ``at`` seconds after ``T0`` (default: now)."""
     uid = user or (item or old)["user_id"]
     return make_record(event, keys={"user_id": uid}, new_image=item, old_image=old, sequence_number=seq,
-                       event_id=event_id)
+                       event_id=event_id, created=None if at is None else T0 + at, source=source)
 
 
 def sr(*args, **kwargs) -> StreamRecord:

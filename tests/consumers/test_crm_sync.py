@@ -129,3 +129,91 @@ def test_multi_status_errors_are_permanent(crm):
         {"status": "error", "category": "VALIDATION_ERROR", "message": "Property \"plan\" does not exist"}]})
     with pytest.raises(cs.CrmError, match="VALIDATION_ERROR.*plan"):
         cs.handle_record(sr("INSERT", v1_user(1)))
+
+
+# --- stale writes: the change_order guard (DynamoDB, IDEMPOTENCY_TABLE) ----------------------
+SOURCES = ["dynamodb", "kinesis"]
+
+
+def change(source, event, item, *, at, old=None):
+    seq = str(10**22 + int(at * 1000)) if source == "dynamodb" else None
+    return sr(event, item, old=old, at=at, seq=seq, source=source)
+
+
+def stored_order(uid):
+    item = boto3.client("dynamodb").get_item(TableName="idempotency", Key={"id": {"S": f"crm-sync#order#{uid}"}},
+                                             ConsistentRead=True).get("Item")
+    return item["change_order"]["S"] if item else None
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_two_changes_out_of_order_leave_the_newer_state(crm, source):
+    newer = change(source, "MODIFY", v2_user(1, plan="team"), at=2)
+    older = change(source, "MODIFY", v2_user(1, plan="free"), at=1)
+    cs.handle_record(newer)
+    upserts = len(crm.requests)
+    cs.handle_record(older)  # late: skipped before any CRM call
+    assert len(crm.requests) == upserts
+    assert crm.by_email("user1@example.com")["properties"]["plan"] == "team"
+    assert stored_order("u1") == newer.change_order
+
+
+def test_a_kinesis_change_delivered_twice_is_applied_once(crm):
+    from streamkit import StreamRecord
+    from streamkit.testing import redeliver
+
+    first = rec("MODIFY", v2_user(1, plan="pro"), at=1, source="kinesis")
+    second = rec("MODIFY", v2_user(1, plan="team"), at=2, source="kinesis")
+    for raw in (first, second, redeliver(first), redeliver(second)):
+        cs.handle_record(StreamRecord(raw))
+    assert [r.path for r in crm.requests].count("/crm/v3/objects/contacts/batch/upsert") == 2
+    assert crm.by_email("user1@example.com")["properties"]["plan"] == "team"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_late_older_insert_does_not_bring_back_an_archived_contact(crm, source):
+    cs.handle_record(change(source, "INSERT", v1_user(1), at=1))
+    remove = change(source, "REMOVE", None, old=v1_user(1), at=3)
+    cs.handle_record(remove)
+    assert crm.active() == [] and stored_order("u1") == remove.change_order
+    cs.handle_record(change(source, "MODIFY", v1_user(1, plan="late"), at=2))
+    assert crm.active() == []
+    cs.handle_record(change(source, "INSERT", v1_user(1, plan="again"), at=4))  # a real re-signup
+    assert [c["properties"]["plan"] for c in crm.active()] == ["again"]
+
+
+def test_the_order_is_recorded_only_after_the_crm_write_succeeded(crm):
+    record = sr("INSERT", v1_user(1), at=1)
+    crm.fail(503, "unavailable", times=1)
+    with pytest.raises(TransientError):
+        cs.handle_record(record)
+    assert stored_order("u1") is None  # nothing applied, nothing recorded: the retry writes
+    cs.handle_record(record)
+    assert len(crm.active()) == 1 and stored_order("u1") == record.change_order
+
+
+def test_a_writer_that_lost_the_race_is_logged_and_the_guard_keeps_the_newer_order(crm, capsys):
+    """The remaining race (docs/consumers.md): a newer change recorded between our read and our
+    write. The guard never moves backwards, and the overwrite is logged for a person."""
+    older, newer = sr("MODIFY", v2_user(1, plan="old"), at=1), sr("MODIFY", v2_user(1, plan="new"), at=2)
+    real_upsert = cs.upsert
+
+    def racing_upsert(item):
+        result = real_upsert(item)
+        cs.applied_orders.record("u1", newer.change_order)  # the other writer finished meanwhile
+        return result
+
+    cs.upsert = racing_upsert
+    try:
+        cs.handle_record(older)
+    finally:
+        cs.upsert = real_upsert
+    assert stored_order("u1") == newer.change_order
+    assert "a newer change of this user was applied while this one was written" in capsys.readouterr().out
+
+
+def test_missing_guard_table_is_a_config_error(crm, monkeypatch):
+    monkeypatch.delenv("IDEMPOTENCY_TABLE")
+    with pytest.raises(ConfigError, match="IDEMPOTENCY_TABLE"):
+        cs.handle_record(sr("INSERT", v1_user(1)))
+    assert crm.active() == []

@@ -32,7 +32,8 @@ def imported_after(module: str, env: dict) -> set[str]:
      {"opensearchpy"}),
     ("handlers.slack_notifier", {"FAILURE_POLICY": "soft-fail", "IDEMPOTENCY_TABLE": "t",
                                  "SLACK_WEBHOOK_URL_PARAM": "/p"}, {"slack_sdk"}),
-    ("handlers.crm_sync", {"FAILURE_POLICY": "hard-fail", "CRM_BASE_URL": "https://crm", "CRM_TOKEN_PARAM": "/p"},
+    ("handlers.crm_sync", {"FAILURE_POLICY": "hard-fail", "CRM_BASE_URL": "https://crm", "CRM_TOKEN_PARAM": "/p",
+                           "IDEMPOTENCY_TABLE": "t"},
      {"httpx"}),
 ])
 def test_handler_imports_only_its_own_client(module, env, wanted):

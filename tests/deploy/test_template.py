@@ -194,13 +194,19 @@ def test_least_privilege_roles(template):
                 res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
                 if "*" in res:
                     assert set(actions) <= ALLOWED_WILDCARD_RESOURCE_ACTIONS, (name, actions)
-    # Each stream consumer names only its own queue, and only slack-notifier the idempotency table.
+    # Each stream consumer names only its own queue; the idempotency table only slack-notifier
+    # (its at-most-once claims) and crm-sync (the change_order it applied per user: read and
+    # conditionally update, nothing else).
     for consumer in CONSUMERS:
-        text = json.dumps(role_statements(template, fns[consumer][1]))
+        statements = role_statements(template, fns[consumer][1])
+        text = json.dumps(statements)
         for other in CONSUMERS:
             if other != consumer:
                 assert queue_logical(other, "failures") not in text
-        assert ("IdempotencyTable" in text) == (consumer == "slack-notifier")
+        assert ("IdempotencyTable" in text) == (consumer in ("slack-notifier", "crm-sync"))
+        if consumer == "crm-sync":
+            (guard,) = [st for st in statements if "IdempotencyTable" in json.dumps(st["Resource"])]
+            assert sorted(guard["Action"]) == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
 
 
 def test_secrets_are_references_not_plaintext(template):

@@ -20,3 +20,4 @@ def quiet_env(monkeypatch):
     monkeypatch.delenv("FAILURE_POLICY", raising=False)
     monkeypatch.delenv("FAILURE_QUEUE_URL", raising=False)
     monkeypatch.delenv("FAILURE_BUCKET", raising=False)
+

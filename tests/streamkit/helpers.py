@@ -6,13 +6,15 @@ from pathlib import Path
 
 import boto3
 
+from streamkit import sources
 from streamkit.testing import make_event, make_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def user_records(n: int, start: int = 0, *, bad: set[int] = frozenset()) -> list[dict]:
-    """``n`` INSERT records; those whose index is in ``bad`` lack ``fullname`` (the schema change)."""
+def user_records(n: int, start: int = 0, *, bad: set[int] = frozenset(), source: str = "dynamodb") -> list[dict]:
+    """``n`` INSERT records from ``source`` (``dynamodb`` or ``kinesis``); those whose index is
+    in ``bad`` lack ``fullname`` (the schema change)."""
     out = []
     for i in range(start, start + n):
         item = {"user_id": f"u{i:05d}", "email": f"user{i}@example.com", "plan": "free", "logins": i}
@@ -20,7 +22,7 @@ def user_records(n: int, start: int = 0, *, bad: set[int] = frozenset()) -> list
             item.update(firstname="Ada", lastname=f"Number{i}")
         else:
             item["fullname"] = f"Ada Number{i}"
-        out.append(make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item))
+        out.append(make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item, source=source))
     return out
 
 
@@ -29,7 +31,29 @@ def event_of(records: list[dict]) -> dict:
 
 
 def seqs(records: list[dict]) -> list[str]:
-    return [r["dynamodb"]["SequenceNumber"] for r in records]
+    """What batchItemFailures names each record by, on either source."""
+    return [sources.sequence_number_of(r) for r in records]
+
+
+def edit_change(record: dict, edit) -> dict:
+    """Apply ``edit(change)`` to the DynamoDB change a record carries (on Kinesis, inside its
+    base64 ``data``); returns the record, changed in place."""
+    if sources.source_of(record) == "kinesis":
+        change = sources.decode_data(record["kinesis"]["data"])
+        edit(change)
+        record["kinesis"]["data"] = sources.encode_data(change)
+    else:
+        edit(record)
+    return record
+
+
+def drop_sequence_number(record: dict) -> dict:
+    """The record without what identifies it to Lambda (``SequenceNumber``/``sequenceNumber``)."""
+    if sources.source_of(record) == "kinesis":
+        del record["kinesis"]["sequenceNumber"]
+    else:
+        del record["dynamodb"]["SequenceNumber"]
+    return record
 
 
 def reported(response: dict) -> list[str]:

@@ -7,7 +7,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from streamkit import stream_handler
+from streamkit import StreamRecord, sources, stream_handler
 from streamkit.testing import LambdaContext, make_record
 
 from .helpers import Recorder, drain_queue, event_of, reported, seqs, user_records
@@ -92,7 +92,7 @@ def test_partial_send_message_batch_failure_reports_only_failed_entries(quiet_en
     assert b.captured == 2 and b.handled == 3  # records 1 and 4 are in the queue
     assert b.handled + b.captured + len(b.reported) + b.dropped == 6
     # Record 3's message reached moto before we "failed" it: at-least-once, never lost.
-    in_queue = {m["body"]["record"]["dynamodb"]["SequenceNumber"] for m in drain_queue(queue_url)}
+    in_queue = set(seqs([m["body"]["record"] for m in drain_queue(queue_url)]))
     assert {seqs(records)[1], seqs(records)[4]} <= in_queue
 
 
@@ -110,13 +110,13 @@ def test_sqs_outage_connection_refused_reports_failures(quiet_env, queue_url, mo
     assert b.captured == 0
 
 
-def big_record(i: int, kb: int) -> dict:
+def big_record(i: int, kb: int, source: str = "dynamodb") -> dict:
     item = {"user_id": f"big{i}", "email": f"big{i}@example.com", "bio": "x" * (kb * 1024)}
-    return make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item)
+    return make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item, source=source)
 
 
-def test_oversized_envelope_goes_to_s3_claim_check(quiet_env, queue_url, bucket, monkeypatch):
-    records = [big_record(0, 300)] + user_records(3)
+def test_oversized_envelope_goes_to_s3_claim_check(quiet_env, queue_url, bucket, monkeypatch, source):
+    records = [big_record(0, 300, source)] + user_records(3, source=source)
     handler = dlq_handler(monkeypatch, queue_url, FAILURE_BUCKET=bucket)
     resp = handler(event_of(records), LambdaContext())
     assert resp == {"batchItemFailures": []}
@@ -124,9 +124,13 @@ def test_oversized_envelope_goes_to_s3_claim_check(quiet_env, queue_url, bucket,
     env = msg["body"]
     ref = env["payloadRef"]
     assert ref["bucket"] == bucket and ref["key"].startswith("claim-checks/search-indexer/")
-    # The envelope keeps keys and metadata only; S3 holds the record, unchanged.
-    assert env["record"]["dynamodb"]["Keys"] == records[0]["dynamodb"]["Keys"]
-    assert "NewImage" not in env["record"]["dynamodb"]
+    # The envelope keeps keys and metadata only (still a record of its source); S3 holds the
+    # record, unchanged.
+    assert sources.keys_of(env["record"]) == sources.keys_of(records[0]) == {"user_id": {"S": "big0"}}
+    assert sources.sequence_number_of(env["record"]) == seqs(records)[0]
+    assert "NewImage" not in sources.change_of(env["record"])["dynamodb"]
+    assert StreamRecord(env["record"]).change_order == StreamRecord(records[0]).change_order
+    assert len(json.dumps(env)) < 4096
     stored = json.loads(boto3.client("s3").get_object(Bucket=bucket, Key=ref["key"])["Body"].read())
     assert stored == records[0]
 

@@ -7,20 +7,30 @@ import sys
 
 import pytest
 
-from streamkit import ConfigError, MalformedEventError, TransientError, stream_handler
+from streamkit import ConfigError, MalformedEventError, StreamRecord, TransientError, stream_handler
 from streamkit.testing import LambdaContext, make_record
 
-from .helpers import Recorder, StepContext, drain_queue, event_of, reported, seqs, user_records
+from .helpers import (
+    Recorder,
+    StepContext,
+    drain_queue,
+    drop_sequence_number,
+    edit_change,
+    event_of,
+    reported,
+    seqs,
+    user_records,
+)
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 # --- deadline ------------------------------------------------------------------------
 @pytest.mark.parametrize("policy", ["soft-fail", "hard-fail", "dlq-capture"])
-def test_deadline_stops_and_reports_the_rest(quiet_env, queue_url, monkeypatch, policy):
+def test_deadline_stops_and_reports_the_rest(quiet_env, queue_url, monkeypatch, policy, source):
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
     monkeypatch.setenv("DEADLINE_MARGIN_MS", "2000")
-    records = user_records(10)
+    records = user_records(10, source=source)
     rec = Recorder()
     handler = stream_handler("c", rec, policy=policy)
     # 10 s left, one second gone per record: after 8 records fewer than 2 s remain.
@@ -32,9 +42,9 @@ def test_deadline_stops_and_reports_the_rest(quiet_env, queue_url, monkeypatch, 
     assert b.handled + len(b.reported) == 10
 
 
-def test_deadline_still_flushes_pending_captures(quiet_env, queue_url, monkeypatch):
+def test_deadline_still_flushes_pending_captures(quiet_env, queue_url, monkeypatch, source):
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
-    records = user_records(10, bad={1, 2})
+    records = user_records(10, bad={1, 2}, source=source)
     handler = stream_handler("c", Recorder(), policy="dlq-capture")
     resp = handler(event_of(records), StepContext(start_ms=7_000, step_ms=1_000))
     b = handler.loop.last_batch
@@ -57,7 +67,7 @@ def test_no_retry_wait_past_the_deadline(quiet_env):
 
 
 # --- transient retries -----------------------------------------------------------------
-def test_transient_errors_are_retried_then_succeed(quiet_env):
+def test_transient_errors_are_retried_then_succeed(quiet_env, source):
     attempts: dict[str, int] = {}
 
     def flaky(record):
@@ -66,7 +76,7 @@ def test_transient_errors_are_retried_then_succeed(quiet_env):
             raise TransientError("429")
 
     handler = stream_handler("c", flaky, policy="hard-fail")
-    assert handler(event_of(user_records(3)), LambdaContext()) == {"batchItemFailures": []}
+    assert handler(event_of(user_records(3, source=source)), LambdaContext()) == {"batchItemFailures": []}
     b = handler.loop.last_batch
     assert b.handled == 3 and b.retried == 6 and set(attempts.values()) == {3}
 
@@ -107,16 +117,16 @@ def test_empty_batch_succeeds(quiet_env):
     assert handler({"Records": []}, LambdaContext()) == {"batchItemFailures": []}
 
 
-def _unknown_event_name(seq="900"):
-    r = make_record("INSERT", keys={"user_id": "x"}, new_image={"user_id": "x", "fullname": "X"}, sequence_number=seq)
-    r["eventName"] = "UPSERT"
-    return r
+def _unknown_event_name(seq="900", source="dynamodb"):
+    r = make_record("INSERT", keys={"user_id": "x"}, new_image={"user_id": "x", "fullname": "X"}, sequence_number=seq,
+                    source=source)
+    return edit_change(r, lambda change: change.update(eventName="UPSERT"))
 
 
-def test_unknown_event_name_goes_through_the_policy(quiet_env, queue_url, monkeypatch):
+def test_unknown_event_name_goes_through_the_policy(quiet_env, queue_url, monkeypatch, source):
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
-    good = user_records(2)
-    bad = _unknown_event_name()
+    good = user_records(2, source=source)
+    bad = _unknown_event_name(source=source)
     # hard-fail: reported (identifiable), shard blocks on it
     h = stream_handler("c", Recorder(), policy="hard-fail")
     assert reported(h(event_of(good + [bad]), LambdaContext())) == ["900"]
@@ -128,10 +138,10 @@ def test_unknown_event_name_goes_through_the_policy(quiet_env, queue_url, monkey
     assert "UPSERT" in msg["body"]["error"]["message"] and msg["body"]["record"] == bad
 
 
-def test_record_without_sequence_number_is_captured_by_dlq(quiet_env, queue_url, monkeypatch):
+def test_record_without_sequence_number_is_captured_by_dlq(quiet_env, queue_url, monkeypatch, source):
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
-    records = user_records(3)
-    del records[1]["dynamodb"]["SequenceNumber"]
+    records = user_records(3, source=source)
+    drop_sequence_number(records[1])
     h = stream_handler("c", Recorder(), policy="dlq-capture")
     assert h(event_of(records), LambdaContext()) == {"batchItemFailures": []}
     (msg,) = drain_queue(queue_url)
@@ -139,18 +149,18 @@ def test_record_without_sequence_number_is_captured_by_dlq(quiet_env, queue_url,
     assert msg["body"]["record"] == records[1]
 
 
-def test_unidentifiable_record_fails_the_whole_batch_under_hard_fail(quiet_env):
-    records = user_records(3)
-    del records[1]["dynamodb"]
+def test_unidentifiable_record_fails_the_whole_batch_under_hard_fail(quiet_env, source):
+    records = user_records(3, source=source)
+    del records[1][source]
     h = stream_handler("c", Recorder(), policy="hard-fail")
-    with pytest.raises(MalformedEventError, match="no dynamodb.SequenceNumber"):
+    with pytest.raises(MalformedEventError, match="no sequence number"):
         h(event_of(records), LambdaContext())
 
 
-def test_unidentifiable_record_after_a_reported_one_is_covered(quiet_env):
+def test_unidentifiable_record_after_a_reported_one_is_covered(quiet_env, source):
     """Lambda resumes from the lowest reported record, so a later unidentifiable one is safe."""
-    records = user_records(4, bad={1})
-    del records[3]["dynamodb"]["SequenceNumber"]
+    records = user_records(4, bad={1}, source=source)
+    drop_sequence_number(records[3])
     h = stream_handler("c", Recorder(), policy="hard-fail")
     assert reported(h(event_of(records), LambdaContext())) == seqs(records[:3])[1:]
 
@@ -164,9 +174,9 @@ def test_unidentifiable_record_under_soft_fail_is_logged_not_silent(quiet_env, c
     assert "no 'dynamodb' object" in out and h.loop.last_batch.dropped == 1
 
 
-def test_bad_image_value_is_a_record_failure_not_a_crash(quiet_env):
-    records = user_records(2)
-    records[0]["dynamodb"]["NewImage"]["logins"] = {"N": "not-a-number"}
+def test_bad_image_value_is_a_record_failure_not_a_crash(quiet_env, source):
+    records = user_records(2, source=source)
+    edit_change(records[0], lambda change: change["dynamodb"]["NewImage"].update(logins={"N": "not-a-number"}))
     h = stream_handler("c", Recorder(), policy="hard-fail")
     assert reported(h(event_of(records), LambdaContext())) == seqs(records)
 
@@ -210,11 +220,11 @@ def test_config_error_at_import_of_a_handler_module(tmp_path):
 
 
 # --- logs and metrics ----------------------------------------------------------------------
-def test_failure_logs_are_json_with_context_and_pii_masked(quiet_env, capsys):
+def test_failure_logs_are_json_with_context_and_pii_masked(quiet_env, capsys, source):
     def boom(record):
         raise ValueError(f"cannot sync {record.new_image['email']}")
 
-    records = user_records(1)
+    records = user_records(1, source=source)
     h = stream_handler("crm-sync", boom, policy="soft-fail")
     ctx = LambdaContext()
     h(event_of(records), ctx)
@@ -223,6 +233,7 @@ def test_failure_logs_are_json_with_context_and_pii_masked(quiet_env, capsys):
     assert log["consumer"] == "crm-sync" and log["policy"] == "soft-fail"
     assert log["aws_request_id"] == ctx.aws_request_id
     assert log["sequence_number"] == seqs(records)[0] and log["event_name"] == "INSERT"
+    assert log["event_id"] == StreamRecord(records[0]).event_id
     assert log["keys"] == {"user_id": "u00000"}
     text = json.dumps(log)
     assert "user0@example.com" not in text and "u***@example.com" in text
@@ -270,3 +281,37 @@ def test_dlq_capture_creates_its_sqs_client_only_on_first_capture(quiet_env, que
     assert h.loop.policy.capture._sqs is None
     h(event_of(user_records(3, bad={0})), LambdaContext())
     assert h.loop.policy.capture._sqs is not None
+
+
+# --- the Kinesis record format ----------------------------------------------------------------
+def test_undecodable_kinesis_data_is_a_record_failure_reported_by_its_sequence_number(quiet_env, queue_url,
+                                                                                      monkeypatch):
+    monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
+    records = user_records(3, source="kinesis")
+    records[1]["kinesis"]["data"] = "not base64 json!"
+    h = stream_handler("c", Recorder(), policy="hard-fail")
+    assert reported(h(event_of(records), LambdaContext())) == seqs(records)[1:]
+    d = stream_handler("c", Recorder(), policy="dlq-capture")
+    assert d(event_of(records), LambdaContext()) == {"batchItemFailures": []}
+    (msg,) = drain_queue(queue_url)
+    assert msg["body"]["error"]["type"] == "MalformedRecordError" and "base64" in msg["body"]["error"]["message"]
+    assert msg["body"]["record"] == records[1]  # the record as Lambda delivered it
+
+
+def test_kinesis_record_reads_like_a_dynamodb_streams_record():
+    """Same change, two sources: handle_record cannot tell them apart, except by what
+    identifies the record to Lambda (sequence number, ARN) and the creation-time precision."""
+    item = {"user_id": "u1", "email": "ada@example.com", "logins": 3, "score": __import__("decimal").Decimal("1.5")}
+    ddb = StreamRecord(make_record("MODIFY", keys={"user_id": "u1"}, new_image=item, old_image={"user_id": "u1"},
+                                   event_id="e-1", created=1_764_000_000.25))
+    kin = StreamRecord(make_record("MODIFY", keys={"user_id": "u1"}, new_image=item, old_image={"user_id": "u1"},
+                                   event_id="e-1", created=1_764_000_000.25, source="kinesis"))
+    assert (type(ddb).__name__, type(kin).__name__) == ("StreamRecord", "KinesisStreamRecord")
+    assert isinstance(kin, StreamRecord) and (ddb.source, kin.source) == ("dynamodb", "kinesis")
+    for field in ("event_id", "event_name", "keys", "new_image", "old_image"):
+        assert getattr(kin, field) == getattr(ddb, field), field
+    assert kin.sequence_number == kin.raw["kinesis"]["sequenceNumber"] and kin.source_arn.startswith("arn:aws:kinesis:")
+    assert ddb.approximate_creation_time.timestamp() == 1_764_000_000  # whole seconds on DynamoDB Streams
+    assert kin.approximate_creation_time.timestamp() == 1_764_000_000.25  # microseconds on Kinesis
+    assert ddb.change_order.startswith("01764000000000000.") and kin.change_order == "01764000000250000." + "0" * 40
+    assert kin.size_bytes > 0 and kin.change["tableName"] == "users"

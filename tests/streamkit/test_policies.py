@@ -12,8 +12,8 @@ from streamkit.testing import LambdaContext
 from .helpers import Recorder, drain_queue, event_of, reported, seqs, user_records
 
 
-def test_soft_fail_logs_and_continues(quiet_env, capsys):
-    records = user_records(20, bad={3, 11})
+def test_soft_fail_logs_and_continues(quiet_env, capsys, source):
+    records = user_records(20, bad={3, 11}, source=source)
     rec = Recorder()
     handler = stream_handler("slack-notifier", rec, policy="soft-fail")
     resp = handler(event_of(records), LambdaContext())
@@ -27,8 +27,8 @@ def test_soft_fail_logs_and_continues(quiet_env, capsys):
     assert seqs(records)[3] in out and seqs(records)[11] in out
 
 
-def test_hard_fail_reports_failing_record_and_rest_never_reruns_earlier(quiet_env):
-    records = user_records(10, bad={4, 7})
+def test_hard_fail_reports_failing_record_and_rest_never_reruns_earlier(quiet_env, source):
+    records = user_records(10, bad={4, 7}, source=source)
     rec = Recorder()
     handler = stream_handler("crm-sync", rec, policy="hard-fail")
     resp = handler(event_of(records), LambdaContext())
@@ -45,10 +45,10 @@ def test_hard_fail_reports_failing_record_and_rest_never_reruns_earlier(quiet_en
     assert rec2.applied == seqs(records)[4:]
 
 
-def test_dlq_capture_writes_envelopes_and_continues(quiet_env, queue_url, monkeypatch):
+def test_dlq_capture_writes_envelopes_and_continues(quiet_env, queue_url, monkeypatch, source):
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "userstream-dev-search-indexer")
-    records = user_records(25, bad={0, 9, 24})
+    records = user_records(25, bad={0, 9, 24}, source=source)
     rec = Recorder()
     handler = stream_handler("search-indexer", rec, policy="dlq-capture")
     ctx = LambdaContext(function_name="userstream-dev-search-indexer")
@@ -56,7 +56,7 @@ def test_dlq_capture_writes_envelopes_and_continues(quiet_env, queue_url, monkey
     assert resp == {"batchItemFailures": []}
     assert len(rec.applied) == 22
     msgs = drain_queue(queue_url)
-    assert sorted(m["body"]["record"]["dynamodb"]["SequenceNumber"] for m in msgs) == sorted(
+    assert sorted(seqs([m["body"]["record"] for m in msgs])) == sorted(
         seqs(records)[i] for i in (0, 9, 24)
     )
     env = msgs[0]["body"]
@@ -96,11 +96,11 @@ POLICY_NAMES = ["soft-fail", "hard-fail", "dlq-capture"]
     bad=st.sets(st.integers(min_value=0, max_value=29), max_size=15),
     policy=st.sampled_from(POLICY_NAMES),
 )
-def test_conservation_of_records(quiet_env, queue_url, monkeypatch, n, bad, policy):
+def test_conservation_of_records(quiet_env, queue_url, monkeypatch, source, n, bad, policy):
     """in = handled + captured + reported + dropped, and each bucket matches what is observable."""
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
     drain_queue(queue_url)
-    records = user_records(n, bad=bad)
+    records = user_records(n, bad=bad, source=source)
     rec = Recorder()
     handler = stream_handler("c", rec, policy=policy)
     resp = handler(event_of(records), LambdaContext())
@@ -120,6 +120,6 @@ def test_conservation_of_records(quiet_env, queue_url, monkeypatch, n, bad, poli
         assert b.handled == first
     else:
         assert reported(resp) == [] and b.captured == len(failing)
-        assert {m["body"]["record"]["dynamodb"]["SequenceNumber"] for m in captured} == {
+        assert set(seqs([m["body"]["record"] for m in captured])) == {
             seqs(records)[i] for i in failing
         }

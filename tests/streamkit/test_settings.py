@@ -22,7 +22,8 @@ GOOD_ENV = {
     "search-indexer": {"FAILURE_POLICY": "dlq-capture", "FAILURE_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/q",
                        "SEARCH_URL": "sqlite:///x.db", "AWS_LAMBDA_FUNCTION_NAME": "userstream-dev-search-indexer"},
     "slack-notifier": {"FAILURE_POLICY": "soft-fail", "SLACK_WEBHOOK_URL_PARAM": "/p", "IDEMPOTENCY_TABLE": "t"},
-    "crm-sync": {"FAILURE_POLICY": "hard-fail", "CRM_BASE_URL": "https://crm", "CRM_TOKEN_PARAM": "/p"},
+    "crm-sync": {"FAILURE_POLICY": "hard-fail", "CRM_BASE_URL": "https://crm", "CRM_TOKEN_PARAM": "/p",
+                 "IDEMPOTENCY_TABLE": "t"},
 }
 # Free text with no wrong value: nothing to reject (each is optional).
 FREE_TEXT = {"FAILURE_BUCKET", "POWERTOOLS_METRICS_NAMESPACE", "SEARCH_INDEX", "SLACK_WEBHOOK_URL_PARAM",
@@ -99,8 +100,8 @@ def test_all_problems_in_one_error():
     with pytest.raises(ConfigError) as info:
         consumer_handler("crm-sync", env=env, metrics=False)
     message = str(info.value)
-    assert "3 settings to fix" in message
-    for name in ("MAX_TRANSIENT_RETRIES", "CRM_TIMEOUT_S", "CRM_BASE_URL"):
+    assert "4 settings to fix" in message
+    for name in ("MAX_TRANSIENT_RETRIES", "CRM_TIMEOUT_S", "CRM_BASE_URL", "IDEMPOTENCY_TABLE"):
         assert name in message
 
 
