@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from streamkit import ConfigError, PermanentError, StreamRecord, TransientError
+from streamkit import PermanentError, StreamRecord, TransientError
 from streamkit import orderguard
 from streamkit.orderguard import AppliedOrders
 from streamkit.settings import Setting
@@ -68,9 +68,7 @@ def client() -> Any:
 
     Locked: the reprocess worker calls handle_record from a thread pool.
     """
-    base = CRM_BASE_URL.read()
-    if not base:
-        raise ConfigError(f"{CONSUMER}: {CRM_BASE_URL.missing({})}")
+    base = CRM_BASE_URL.require(owner=CONSUMER)
     key = (base.rstrip("/"), get_secret("CRM_TOKEN"))
     current = _client
     if current is not None and _client_key == key:

@@ -39,10 +39,7 @@ _sinks: dict[tuple[str, str], Any] = {}
 
 
 def search_url() -> str:
-    missing = SEARCH_URL.missing(os.environ)
-    if missing:
-        raise ConfigError(f"{CONSUMER}: {missing}")
-    return SEARCH_URL.read()
+    return SEARCH_URL.require(owner=CONSUMER)
 
 
 def get_sink() -> Any:

@@ -41,7 +41,7 @@ import uuid
 from typing import Any, Callable, TypeVar
 
 from .awsclient import make_client
-from .errors import ConfigError, TransientError
+from .errors import TransientError
 from .settings import Setting
 
 TABLE_ENV = "IDEMPOTENCY_TABLE"
@@ -134,10 +134,7 @@ class Idempotency:
 
     @property
     def table(self) -> str:
-        table = self._table or IDEMPOTENCY_TABLE.read()
-        if not table:
-            raise ConfigError(f"{self.consumer}: {IDEMPOTENCY_TABLE.missing({})}")
-        return table
+        return self._table or IDEMPOTENCY_TABLE.require(owner=self.consumer)
 
     @property
     def lock_timeout_s(self) -> int:

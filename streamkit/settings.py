@@ -96,6 +96,14 @@ class Setting:
         value = self._cache[raw] = self.parse_text(raw)
         return value
 
+    def require(self, env: Mapping[str, str] | None = None, *, owner: str | None = None) -> Any:
+        """``read``, after checking that a required setting is there (``ConfigError`` if not)."""
+        env = os.environ if env is None else env
+        missing = self.missing(env)
+        if missing:
+            raise ConfigError(f"{owner}: {missing}" if owner else missing)
+        return self.read(env)
+
     def parse_text(self, raw: str | None) -> Any:
         """``raw`` -> value; ``ConfigError`` naming the variable and the fix when it is wrong."""
         if raw is None or raw == "":

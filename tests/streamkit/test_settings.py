@@ -126,6 +126,13 @@ def test_setting_read_is_parsed_once_per_value_and_empty_is_the_default():
         s.read({"X_S": "10"})
 
 
+def test_require_names_the_owner_and_the_fix():
+    url = Setting("U", "where things go", required=IN_LAMBDA, default="local")
+    assert url.require({}) == "local"
+    with pytest.raises(ConfigError, match="^me: U is not set in Lambda: where things go; set it"):
+        url.require({"AWS_LAMBDA_FUNCTION_NAME": "f"}, owner="me")
+
+
 def test_required_when_and_either():
     url = Setting("U", "where", required=IN_LAMBDA)
     assert load([url], {}) == {"U": None}
