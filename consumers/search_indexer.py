@@ -12,7 +12,7 @@ CLI (for the demo): ``python -m consumers.search_indexer search "ada" [--json] [
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from streamkit import ConfigError, StreamRecord
 from streamkit.settings import IN_LAMBDA, Setting
@@ -60,9 +60,10 @@ def warm_up() -> None:
         from .sinks import opensearch  # noqa: F401
 
 
-def build_document(item: dict) -> dict:
-    """The searchable document for a user item (raises KeyError on v2 items in legacy mode)."""
-    doc = {"user_id": str(item["user_id"]), "name": display_name(item)}
+def build_document(item: Mapping[str, Any], uid: str | None = None) -> dict:
+    """The searchable document for a user item (raises KeyError on v2 items in legacy mode).
+    Reads only the fields it copies: a record's ``LazyImage`` decodes nothing else."""
+    doc = {"user_id": str(item["user_id"] if uid is None else uid), "name": display_name(item)}
     for field in DOC_FIELDS:
         if item.get(field) is not None:
             doc[field] = plain(item[field])
@@ -81,7 +82,7 @@ def handle_record(record: StreamRecord) -> None:
         from streamkit import PermanentError
 
         raise PermanentError(f"{record.event_name} without NewImage: the stream view type must include new images")
-    get_sink().put(uid, build_document({**item, "user_id": uid}), order, record.sequence_number)
+    get_sink().put(uid, build_document(item, uid), order, record.sequence_number)
 
 
 def search(query: str, limit: int = 10) -> list[dict]:

@@ -79,7 +79,9 @@ def plain(value: Any) -> Any:
         import base64
 
         return base64.b64encode(bytes(value)).decode()
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, Mapping)):  # a record's LazyImage too
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [plain(v) for v in value]

@@ -36,6 +36,7 @@ _create_decimal = DYNAMODB_CONTEXT.create_decimal
 
 
 _SET_TAGS = frozenset({"SS", "NS", "BS"})
+_NONZERO_DIGITS = frozenset("123456789")
 
 
 class DeserializationError(ValueError):
@@ -45,8 +46,24 @@ class DeserializationError(ValueError):
 def _number(text: str) -> int | Decimal:
     if type(text) is not str:
         raise DeserializationError(f"N value must be a string, got {type(text).__name__}")
-    # Integers ("42", "-7") are by far the most common numbers; int() is the fast path.
-    # Longer texts take the Decimal path, which rejects more than 38 significant digits.
+    # Fast paths first (the loops in _map/_list inline the first two): integers, then plain
+    # decimals ("12.5", "-0.25"): DynamoDB returns numbers normalized, so a last digit of 1-9
+    # after a "." means a fraction; fewer than 39 characters cannot exceed 38 digits.
+    if len(text) < 39:
+        if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()):
+            try:
+                return int(text)
+            except ValueError:  # digits int() refuses (superscripts): strict path below
+                pass
+        elif "." in text and text[-1] in _NONZERO_DIGITS and "e" not in text and "E" not in text:
+            value = _create_decimal(text)
+            if value.is_finite():
+                return value
+    return _number_strict(text)
+
+
+def _number_strict(text: str) -> int | Decimal:
+    """Every other number text; raises ``DeserializationError`` for what boto3 rejects."""
     if len(text) < 39 and "." not in text and "e" not in text and "E" not in text:
         try:
             return int(text)
@@ -126,10 +143,14 @@ def _map(image: dict) -> dict:
             if tag == "S":
                 out[name] = value
             elif tag == "N":
-                # Non-negative integers inline (one C call decides); a non-str raises
-                # TypeError/AttributeError and takes the strict path.
-                if len(value) < 39 and value.isdigit():
+                # Non-negative integers and plain fractions inline (_number's fast paths);
+                # a non-str raises AttributeError and takes the strict path.
+                if value.isdigit() and len(value) < 39:
                     out[name] = int(value)
+                elif ("." in value and value[-1] in _NONZERO_DIGITS and len(value) < 39
+                      and "e" not in value and "E" not in value):
+                    number = _create_decimal(value)
+                    out[name] = number if number.is_finite() else _number(value)
                 else:
                     out[name] = _number(value)
             elif tag == "BOOL":
@@ -161,8 +182,12 @@ def _list(values: list) -> list:
             if tag == "S":
                 append(value)
             elif tag == "N":
-                if len(value) < 39 and value.isdigit():
+                if value.isdigit() and len(value) < 39:
                     append(int(value))
+                elif ("." in value and value[-1] in _NONZERO_DIGITS and len(value) < 39
+                      and "e" not in value and "E" not in value):
+                    number = _create_decimal(value)
+                    append(number if number.is_finite() else _number(value))
                 else:
                     append(_number(value))
             elif tag == "M":

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .image import LazyImage
+
 PII_KEYS = frozenset(
     {
         "email", "e_mail", "mail", "name", "fullname", "full_name", "firstname", "first_name",
@@ -30,7 +32,7 @@ def mask(value: Any, key: str | None = None) -> Any:
         return mask_text(text) if "@" in text else mask_name(text)
     if isinstance(value, str):
         return mask_text(value)
-    if isinstance(value, dict):
+    if isinstance(value, (dict, LazyImage)):
         return {k: mask(v, k if isinstance(k, str) else None) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [mask(v) for v in value]

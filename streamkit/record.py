@@ -12,6 +12,7 @@ from typing import Any
 
 from .ddbjson import DeserializationError, deserialize_image
 from .errors import MalformedRecordError
+from .image import LazyImage
 from .ordering import OrderError, dynamodb_order, kinesis_order, micros_from_creation
 from .sources import DYNAMODB, KINESIS, decode_data
 
@@ -23,8 +24,9 @@ class StreamRecord:
     """One stream record as Lambda delivers it (contract 2 of DESIGN.md).
 
     Construction validates only what identifies the record (``dynamodb``, ``eventName``,
-    ``SequenceNumber``); images are deserialized the first time they are read and cached,
-    so a handler that looks only at ``keys`` never pays for ``NewImage``. A Kinesis record
+    ``SequenceNumber``). ``keys`` is deserialized on first read; ``new_image``/``old_image``
+    are ``LazyImage`` mappings that decode each attribute on its first read, so a handler
+    that reads three attributes of a 20 KB item never pays for the rest. A Kinesis record
     (``kinesis`` instead of ``dynamodb``) turns into a ``KinesisStreamRecord``.
 
     ``change_order`` orders the changes of one item on both sources (``streamkit.ordering``):
@@ -100,12 +102,23 @@ class StreamRecord:
         """Everything a handler will read is readable (on Kinesis this decodes ``data``)."""
         return self
 
-    # --- images (lazy, once) ----------------------------------------------------------
-    def _image(self, field: str) -> dict | None:
-        try:
-            return deserialize_image(self._ddb.get(field))
-        except DeserializationError as exc:
-            raise MalformedRecordError(f"dynamodb.{field}: {exc}", self.sequence_number) from exc
+    # --- images (lazy, once; NewImage/OldImage per attribute) ---------------------------
+    def _image(self, field: str) -> Any:
+        """``Keys`` as a plain dict (small: decoded at once); ``NewImage``/``OldImage`` as a
+        ``LazyImage``. ``None`` when the record has no such image."""
+        image = self._ddb.get(field)
+        if image is None:
+            return None
+        if field == "Keys":
+            try:
+                return deserialize_image(image)
+            except DeserializationError as exc:
+                raise MalformedRecordError(f"dynamodb.{field}: {exc}", self.sequence_number) from exc
+        if not isinstance(image, dict):
+            raise MalformedRecordError(
+                f"dynamodb.{field}: image must be a dict, got {type(image).__name__}", self.sequence_number
+            )
+        return LazyImage(image, f"dynamodb.{field}", self.sequence_number)
 
     @property
     def keys(self) -> dict:
@@ -114,13 +127,15 @@ class StreamRecord:
         return self._keys
 
     @property
-    def new_image(self) -> dict | None:
+    def new_image(self) -> LazyImage | None:
+        """The item after the change; each attribute is decoded when first read (``LazyImage``)."""
         if self._new is _UNSET:
             self._new = self._image("NewImage")
         return self._new
 
     @property
-    def old_image(self) -> dict | None:
+    def old_image(self) -> LazyImage | None:
+        """The item before the change; each attribute is decoded when first read (``LazyImage``)."""
         if self._old is _UNSET:
             self._old = self._image("OldImage")
         return self._old

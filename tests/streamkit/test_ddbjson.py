@@ -150,13 +150,15 @@ def test_binary_from_lambda_is_bytes():
 
 def test_record_images_are_lazy_and_read_once():
     raw = make_record("MODIFY", keys={"user_id": "u1"}, new_image={"user_id": "u1", "n": 1}, old_image={"user_id": "u1"})
-    # A broken NewImage does not stop construction or the keys: images are read only on access.
+    # A broken attribute does not stop construction, the keys, or reading the other attributes:
+    # each attribute is decoded when it is read (streamkit.image.LazyImage).
     raw["dynamodb"]["NewImage"]["n"] = {"N": "not a number"}
     r = StreamRecord(raw)
     assert r.event_name == "MODIFY" and r.sequence_number == raw["dynamodb"]["SequenceNumber"]
     assert r.keys == {"user_id": "u1"}
-    with pytest.raises(MalformedRecordError, match="NewImage"):
-        r.new_image
+    assert r.new_image["user_id"] == "u1"
+    with pytest.raises(MalformedRecordError, match=r"dynamodb\.NewImage\.n: not a DynamoDB number"):
+        r.new_image["n"]
     # Read once: the same object every time, even if the raw record changes afterwards.
     raw["dynamodb"]["NewImage"]["n"] = {"N": "1"}
     r = StreamRecord(raw)
@@ -168,6 +170,14 @@ def test_record_images_are_lazy_and_read_once():
     assert old == {"user_id": "u1"} and r.old_image is old and r.keys is r.keys
     assert r.raw is raw and "NewImage" in raw["dynamodb"]  # raw kept as delivered
     assert r.approximate_creation_time.tzinfo is not None and r.size_bytes == raw["dynamodb"]["SizeBytes"]
+
+
+def test_an_image_that_is_not_an_object_fails_when_read():
+    raw = make_record("INSERT", keys={"user_id": "u1"}, new_image={"user_id": "u1"})
+    raw["dynamodb"]["NewImage"] = ["not", "a", "map"]
+    r = StreamRecord(raw)
+    with pytest.raises(MalformedRecordError, match="dynamodb.NewImage: image must be a dict"):
+        r.new_image
 
 
 def test_record_without_images():

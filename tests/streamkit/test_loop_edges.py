@@ -177,8 +177,15 @@ def test_unidentifiable_record_under_soft_fail_is_logged_not_silent(quiet_env, c
 def test_bad_image_value_is_a_record_failure_not_a_crash(quiet_env, source):
     records = user_records(2, source=source)
     edit_change(records[0], lambda change: change["dynamodb"]["NewImage"].update(logins={"N": "not-a-number"}))
-    h = stream_handler("c", Recorder(), policy="hard-fail")
+
+    def reads_logins(record):
+        record.new_image["logins"]
+
+    h = stream_handler("c", reads_logins, policy="hard-fail")
     assert reported(h(event_of(records), LambdaContext())) == seqs(records)
+    # A handler that never reads the bad attribute is not stopped by it (decoded on read only).
+    h = stream_handler("c", Recorder(), policy="hard-fail")
+    assert reported(h(event_of(records), LambdaContext())) == []
 
 
 # --- configuration ---------------------------------------------------------------------------
