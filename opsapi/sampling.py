@@ -25,7 +25,7 @@ REDRIVE_HEADROOM = 2  # stop sampling a queue when a message is this close to ma
 
 def summarize_message(message: dict) -> dict:
     """What an operator needs from one failure-queue message (envelope or Lambda on-failure record)."""
-    from streamkit import onfailure
+    from streamkit import onfailure, sources
     from streamkit.envelope import EnvelopeError, parse_envelope  # light, but only when sampling
 
     attrs = message.get("Attributes") or {}
@@ -48,17 +48,17 @@ def summarize_message(message: dict) -> dict:
             out.update(kind="malformed", errorType="MalformedEnvelope", errorMessage=exc.reason, keys=None,
                        sequenceNumber=None, capturedAt=None, attempts=None)
         return out
-    ddb = env.record.get("dynamodb") if isinstance(env.record.get("dynamodb"), dict) else {}
     error = env.error
     out.update(
         kind="envelope",
         consumer=env.consumer,
         errorType=error.get("type") or "Unknown",
         errorMessage=(error.get("message") or "")[:500],
-        eventName=env.record.get("eventName"),
-        eventID=env.record.get("eventID"),
-        keys=ddb.get("Keys"),
-        sequenceNumber=ddb.get("SequenceNumber"),
+        eventName=sources.event_name_of(env.record),
+        eventID=sources.event_id_of(env.record),
+        keys=sources.keys_of(env.record),
+        sequenceNumber=sources.sequence_number_of(env.record),
+        source=sources.source_of(env.record),
         capturedAt=env.captured_at,
         attempts=env.attempts,
         claimCheck=bool(env.payload_ref),

@@ -1,12 +1,15 @@
-"""The hard-fail backstop: Lambda's on-failure record for a DynamoDB stream -> the records.
+"""The hard-fail backstop: Lambda's on-failure record for a stream -> the records.
 
 When a stream function's retries run out (or records age out), the event source mapping's
 on-failure destination gets only metadata (``streamkit.onfailure`` owns that format), never
-the records. While the stream still holds the range (24 h), the records are read back with
-``GetShardIterator`` AT_SEQUENCE_NUMBER + ``GetRecords``. When the start has been trimmed,
-the records of the range still in the shard are found from TRIM_HORIZON and run in
-``latest`` mode (only the current item state is trustworthy by then); what cannot be found
-is reported so the message is parked with a clear reason.
+the records. While the stream still holds the range (DynamoDB Streams: 24 h; Kinesis: its
+retention, 7 days in our stack), the records are read back with ``GetShardIterator``
+AT_SEQUENCE_NUMBER + ``GetRecords`` from the stream the message names: ``DDBStreamBatchInfo``
+with ``stream_reader`` (the ``dynamodbstreams`` client), ``KinesisBatchInfo`` with
+``kinesis_reader`` (the ``kinesis`` client). When the start has been trimmed, the records of
+the range still in the shard are found from TRIM_HORIZON and run in ``latest`` mode (only
+the current item state is trustworthy by then); what cannot be found is reported so the
+message is parked with a clear reason.
 """
 from __future__ import annotations
 
@@ -14,7 +17,17 @@ from dataclasses import dataclass
 
 from streamkit.onfailure import BatchInfo, OnFailureMessage
 
-from .stream_reader import StreamRangeUnavailable, read_range
+from . import kinesis_reader, stream_reader
+from .stream_reader import StreamRangeUnavailable
+
+# The boto3 service that reads each source's stream.
+CLIENT_FOR_SOURCE = {"dynamodb": "dynamodbstreams", "kinesis": "kinesis"}
+_READERS = {"dynamodb": stream_reader.read_range, "kinesis": kinesis_reader.read_range}
+
+
+def client_service(message: OnFailureMessage) -> str:
+    """Which boto3 client ``resolve`` needs for ``message`` (``dynamodbstreams``/``kinesis``)."""
+    return CLIENT_FOR_SOURCE[message.batch.source]
 
 
 @dataclass
@@ -29,15 +42,20 @@ class Resolution:
 
 def resolve(message: OnFailureMessage, streams) -> Resolution:
     """The records named by ``message``: its own copy when the destination kept one (S3),
-    else read back from the stream. Never raises for an expired range; any other failure to
-    read (throttling, access denied, an outage) propagates."""
+    else read back from the stream (``streams``: the ``client_service(message)`` client).
+    Never raises for an expired range; any other failure to read (throttling, access
+    denied, an outage) propagates."""
     if message.records is not None:
         return Resolution(list(message.records))
     info = message.batch
+    read_range = _READERS[info.source]
     try:
         records = read_range(
             streams, info.stream_arn, info.shard_id, info.start_sequence_number, info.end_sequence_number
         )
+        if records and _first_sequence(records) != int(info.start_sequence_number):
+            # Kinesis hands out what it still has instead of refusing a trimmed start
+            raise StreamRangeUnavailable(f"the range's first record {info.start_sequence_number} is gone")
         found = _missing(info, records)
         return Resolution(records, missing=found, reason=_missing_reason(info, found) if found else None)
     except StreamRangeUnavailable as exc:
@@ -67,6 +85,12 @@ def resolve(message: OnFailureMessage, streams) -> Resolution:
             f"{missing if info.batch_size is not None else 'an unknown number of'} record(s) lost to the stream"
         )
     return Resolution(records, expired=True, missing=missing, reason=reason)
+
+
+def _first_sequence(records: list[dict]) -> int:
+    from streamkit.sources import sequence_number_of
+
+    return min(int(sequence_number_of(r) or 0) for r in records)
 
 
 def _missing(info: BatchInfo, records: list[dict]) -> int:

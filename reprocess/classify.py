@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Collection
 
 from consumers.registry import CONSUMERS
-from streamkit import onfailure
+from streamkit import onfailure, sources
 from streamkit.envelope import Envelope, EnvelopeError, parse_envelope
+from streamkit.ordering import change_order_of
 from streamkit.timefmt import iso_from_ms
 
 
@@ -34,7 +35,7 @@ class Classified:
     kind: Kind
     error_type: str | None = None  # counted under this (None: "malformed")
     group: str = ""  # messages of one group run one after the other, in ``order``
-    order: int = 0  # stream sequence number (0 when unknown)
+    order: str = ""  # the record's change_order (one item's changes, oldest first; "" when unknown)
     seen_at: str | None = None  # capture time, else SentTimestamp: for oldest/newest
     envelope: Envelope | None = None
     on_failure: onfailure.OnFailureMessage | None = None
@@ -42,17 +43,23 @@ class Classified:
 
 
 def key_of(record: Any) -> str:
-    """A stable grouping key for a record's item (records of one key keep stream order)."""
-    keys = (record.get("dynamodb") or {}).get("Keys") if isinstance(record, dict) else None
-    return json.dumps(keys, sort_keys=True, default=str)
+    """A stable grouping key for a record's item, on either source."""
+    return json.dumps(sources.keys_of(record), sort_keys=True, default=str)
 
 
 def sequence_of(record: Any) -> int:
-    """A record's sequence number as an integer (0 when it has none)."""
+    """A record's sequence number as an integer, for shard order (0 when it has none)."""
+    seq = sources.sequence_number_of(record)
+    return int(seq) if seq and seq.isdigit() else 0
+
+
+def order_of(record: Any) -> str:
+    """A record's ``change_order`` ("" when it cannot be ordered): captures of one item run
+    oldest change first, whatever order Kinesis delivered them in."""
     try:
-        return int(record["dynamodb"]["SequenceNumber"])
+        return change_order_of(record)
     except Exception:
-        return 0
+        return ""
 
 
 def classify(message: dict, consumer: str, known: Collection[str] = CONSUMERS) -> Classified:
@@ -86,7 +93,7 @@ def classify(message: dict, consumer: str, known: Collection[str] = CONSUMERS) -
     if env.consumer != consumer:
         return _park(f"envelope for consumer {env.consumer!r} found in {consumer}'s queue",
                      error_type=error_type, seen_at=seen, envelope=env)
-    return Classified(Kind.ENVELOPE, error_type=error_type, group=key_of(env.record), order=sequence_of(env.record),
+    return Classified(Kind.ENVELOPE, error_type=error_type, group=key_of(env.record), order=order_of(env.record),
                       seen_at=seen, envelope=env)
 
 

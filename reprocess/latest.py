@@ -12,20 +12,26 @@ of the item now:
 Kept from the captured record, unchanged: ``eventID`` (so the idempotency guard keyed on
 (consumer, eventID) still recognises a change already applied), ``dynamodb.SequenceNumber``
 (logs and ordering still point at the stream position that failed), ``Keys``,
-``ApproximateCreationDateTime``, ``StreamViewType``, ``eventSource``, ``eventSourceARN``,
-``awsRegion``, ``eventVersion``. ``SizeBytes`` is recomputed approximately.
+``ApproximateCreationDateTime`` (so the record keeps its ``change_order``: the current state
+is written under the failed change's order, and any newer change still beats it),
+``StreamViewType``, ``eventSource``, ``eventSourceARN``, ``awsRegion``, ``eventVersion``.
+``SizeBytes`` is recomputed approximately.
+
+A Kinesis record (``streamkit.sources``) is rebuilt the same way inside its ``kinesis.data``;
+its Kinesis sequence number, partition key and arrival time stay as captured.
 """
 from __future__ import annotations
 
 import copy
 import json
 
+from streamkit import sources
 from streamkit.ddbjson import client_image_to_lambda, lambda_image_to_client
 
 
 def record_keys(record: dict) -> dict:
-    keys = (record.get("dynamodb") or {}).get("Keys")
-    if not isinstance(keys, dict) or not keys:
+    keys = sources.keys_of(record)
+    if not keys:
         raise ValueError("record has no dynamodb.Keys; latest mode cannot find the item")
     return keys
 
@@ -41,7 +47,10 @@ def current_item(dynamodb, table: str, keys: dict) -> dict | None:
 
 def latest_record(record: dict, item: dict | None) -> dict:
     """The captured ``record`` rebuilt around ``item`` (the current state, or ``None`` if gone)."""
-    out = copy.deepcopy(record)
+    change = sources.change_of(record)
+    if change is None:
+        raise ValueError("not a DynamoDB Streams or Kinesis record; latest mode cannot rebuild it")
+    out = copy.deepcopy(change)
     ddb = out.setdefault("dynamodb", {})
     last_known = ddb.get("NewImage") or ddb.get("OldImage")
     ddb.pop("NewImage", None)
@@ -54,7 +63,7 @@ def latest_record(record: dict, item: dict | None) -> dict:
         if last_known:
             ddb["OldImage"] = last_known
     ddb["SizeBytes"] = len(json.dumps({k: ddb.get(k) for k in ("Keys", "NewImage", "OldImage") if k in ddb}))
-    return out
+    return sources.with_change(record, out)
 
 
 def build_latest(dynamodb, table: str, record: dict) -> dict:

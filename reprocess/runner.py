@@ -79,7 +79,7 @@ class RecordRunner:
     # ---- one record ------------------------------------------------------------------------
     def _call(self, record: dict) -> None:
         try:
-            view = StreamRecord(record)
+            view = StreamRecord(record).validate()  # on Kinesis: its data decodes
         except MalformedRecordError as exc:
             raise ParkError(f"not a valid stream record: {exc}") from None
         call_with_retries(
@@ -130,7 +130,7 @@ class RecordRunner:
         """Read the batch back and run each record; the ones that fail become envelopes."""
         msg = item.what.on_failure
         assert msg is not None
-        res = backstop.resolve(msg, self.clients.get("dynamodbstreams"))
+        res = backstop.resolve(msg, self.clients.get(backstop.client_service(msg)))
         item.stream_records = len(res.records)
         mode = "latest" if res.expired else self.mode
         for record in sorted(res.records, key=sequence_of):

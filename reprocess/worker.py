@@ -42,7 +42,7 @@ __all__ = ["drain", "Drainer", "DrainOptions", "DEFAULT_MAX_ATTEMPTS"]
 
 DRY_RUN_VISIBILITY_S = 30  # a dry run hides what it reads only briefly
 MAX_IDLE_ROUNDS = 2  # rounds in a row that bring nothing new before "everything was tried"
-CLIENT_NAMES = {"sqs": "sqs", "s3": "s3", "dynamodb": "dynamodb", "streams": "dynamodbstreams"}
+CLIENT_NAMES = {"sqs": "sqs", "s3": "s3", "dynamodb": "dynamodb", "streams": "dynamodbstreams", "kinesis": "kinesis"}
 
 
 class Drainer:
@@ -190,7 +190,8 @@ def drain(
     keywords (``max_messages``, ``mode``, ``dry_run``, ``concurrency``, ``time_budget_s``,
     ``queue_url``, ``parking_queue_url``, ``max_attempts``, ``wait_time_s``,
     ``visibility_timeout_s``, ``receives_per_round``, ``users_table``, ``max_retries``,
-    ``retry_base_delay_s``), plus boto3 clients ``sqs``, ``s3``, ``dynamodb``, ``streams``.
+    ``retry_base_delay_s``), plus boto3 clients ``sqs``, ``s3``, ``dynamodb``, ``streams``
+    (DynamoDB Streams), ``kinesis``.
     ``handle_record=None`` loads the consumer's own; ``deadline`` (a ``Deadline``) wins over
     ``time_budget_s``. Raises ``streamkit.errors.ConfigError`` for bad usage or
     configuration (exit code 2).

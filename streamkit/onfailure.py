@@ -11,9 +11,12 @@ an invocation record to the on-failure destination. For SQS and SNS it holds met
                             "approximateArrivalOfFirstRecord", "approximateArrivalOfLastRecord",
                             "batchSize", "streamArn"}}
 
+The same record for a Kinesis mapping (Kinesis Data Streams for DynamoDB) carries
+``KinesisBatchInfo`` with the same fields (the Kinesis shard, sequence numbers and stream
+ARN); callers read ``message.batch.source`` (``dynamodb`` or ``kinesis``).
+
 Variants slot in without touching callers:
-- another kind of batch info (``KinesisBatchInfo``, same fields) is one more entry in
-  ``BATCH_INFO_KEYS``; callers read ``message.batch.source``;
+- another kind of batch info is one more entry in ``BATCH_INFO_KEYS``;
 - an S3 destination writes the whole invocation too (``payload``: the event Lambda sent,
   a JSON string or object); ``message.records`` then holds the records, else ``None``.
 
@@ -31,7 +34,7 @@ from .timefmt import iso_from_epoch
 
 VERSION = "1.0"
 # source -> the key its batch metadata travels under
-BATCH_INFO_KEYS: dict[str, str] = {"dynamodb": "DDBStreamBatchInfo"}
+BATCH_INFO_KEYS: dict[str, str] = {"dynamodb": "DDBStreamBatchInfo", "kinesis": "KinesisBatchInfo"}
 _SOURCE_OF_KEY = {key: source for source, key in BATCH_INFO_KEYS.items()}
 _REQUIRED = ("shardId", "startSequenceNumber", "endSequenceNumber", "streamArn")
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from reprocess.classify import Kind, classify
-from streamkit import onfailure
+from streamkit import StreamRecord, onfailure
 from streamkit.envelope import build_envelope, dumps
 from streamkit.testing import make_record
 
@@ -20,8 +20,9 @@ def message(body: str) -> dict:
     return {"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": body, "Attributes": {"SentTimestamp": SENT_MS}}
 
 
-def record(user_id: str = "u1", seq: str = "4200") -> dict:
-    return make_record("INSERT", keys={"user_id": user_id}, new_image={"user_id": user_id}, sequence_number=seq)
+def record(user_id: str = "u1", seq: str = "4200", source: str = "dynamodb", at: float = 1_795_000_000) -> dict:
+    return make_record("INSERT", keys={"user_id": user_id}, new_image={"user_id": user_id}, sequence_number=seq,
+                       source=source, created=at)
 
 
 def envelope(consumer: str = CONSUMER, **kw) -> dict:
@@ -40,13 +41,14 @@ def on_failure_body(function_arn: str = FN_ARN, **batch) -> dict:
     return body
 
 
-def test_a_valid_envelope_runs_grouped_by_item_key_in_stream_order():
+def test_a_valid_envelope_runs_grouped_by_item_key_in_change_order():
     env = envelope(record=record("u7", seq="900"))
     c = classify(message(dumps(env)), CONSUMER)
     assert c.kind is Kind.ENVELOPE and c.park_reason is None
     assert c.envelope is not None and c.envelope.record == env["record"]
     assert c.error_type == "KeyError"
-    assert c.group == json.dumps({"user_id": {"S": "u7"}}, sort_keys=True) and c.order == 900
+    assert c.group == json.dumps({"user_id": {"S": "u7"}}, sort_keys=True)
+    assert c.order == StreamRecord(env["record"]).change_order
     assert c.seen_at == "2026-11-01T00:00:00.000Z"  # capture time, not the send time
     # two records of one item share a group; another item does not
     assert classify(message(dumps(envelope(record=record("u7", "901")))), CONSUMER).group == c.group
@@ -58,7 +60,8 @@ def test_a_claim_check_stub_is_an_envelope_whose_record_comes_from_s3():
     c = classify(message(dumps(envelope(record=record("u9", "77"), payload_ref=ref))), CONSUMER)
     assert c.kind is Kind.ENVELOPE and c.envelope.payload_ref == ref
     assert "NewImage" not in c.envelope.record["dynamodb"]  # only the stub travels in the message
-    assert c.group == json.dumps({"user_id": {"S": "u9"}}, sort_keys=True) and c.order == 77
+    assert c.group == json.dumps({"user_id": {"S": "u9"}}, sort_keys=True)
+    assert c.order == StreamRecord(record("u9", "77")).change_order  # the stub keeps what orders it
 
 
 def test_an_on_failure_record_of_this_consumers_function_is_grouped_by_shard():
@@ -97,3 +100,12 @@ def test_classify_is_pure():
     assert json.dumps(msg, sort_keys=True) == before  # the message is not changed
     # "known" decides what an unknown consumer is, without the registry
     assert classify(message(dumps(envelope("billing"))), "billing", known={"billing"}).kind is Kind.ENVELOPE
+
+
+def test_captures_of_one_item_from_kinesis_group_together_and_sort_by_change_not_arrival():
+    """Kinesis may deliver one item's changes out of order: the later change can carry the
+    lower Kinesis sequence number. The worker runs them oldest change first."""
+    newer = classify(message(dumps(envelope(record=record("u7", "100", source="kinesis", at=1_795_000_002)))), CONSUMER)
+    older = classify(message(dumps(envelope(record=record("u7", "200", source="kinesis", at=1_795_000_001)))), CONSUMER)
+    assert newer.kind is older.kind is Kind.ENVELOPE and newer.group == older.group
+    assert sorted([newer, older], key=lambda c: c.order) == [older, newer]

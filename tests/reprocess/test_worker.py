@@ -102,15 +102,17 @@ def test_claim_checked_record_is_fetched_from_s3(queues, index_table):
     assert "claim-checked record s3://claims/claim-checks/missing.json is missing" in p["attributes"]["parkReason"]
 
 
-def test_latest_mode_never_rolls_state_back(queues, index_table, users_table):
+def test_latest_mode_never_rolls_state_back(queues, index_table, users_table, source):
     failures, _ = queues
     table = boto3.resource("dynamodb").Table(users_table)
     old = user(1, fullname="Old Name")
     new = user(1, fullname="New Name")
     table.put_item(Item=new)  # the table moved on; the index already has the newer state
-    sample_consumers.index_v2(StreamRecord(make_record("MODIFY", keys={"user_id": "u0001"}, new_image=new, old_image=old)))
-    stale = make_record("MODIFY", keys={"user_id": "u0001"}, new_image=old, old_image=user(1, fullname="Older"))
-    removed = insert(user(2))  # captured INSERT of an item deleted since
+    sample_consumers.index_v2(StreamRecord(make_record("MODIFY", keys={"user_id": "u0001"}, new_image=new, old_image=old,
+                                                       source=source)))
+    stale = make_record("MODIFY", keys={"user_id": "u0001"}, new_image=old, old_image=user(1, fullname="Older"),
+                        source=source)
+    removed = insert(user(2), source=source)  # captured INSERT of an item deleted since
     sample_consumers.index_v2(StreamRecord(removed))
     capture(failures, [envelope(stale), envelope(removed)])
     seen = []
@@ -123,12 +125,16 @@ def test_latest_mode_never_rolls_state_back(queues, index_table, users_table):
     assert s.mode == "latest" and s.succeeded == 2 and s.exit_code == 0
     assert index_items()["u0001"]["name"] == "New Name"
     assert "u0002" not in index_items()
+    captured = StreamRecord(stale)
     by_id = {r.event_id: r for r in seen}
-    assert by_id[stale["eventID"]].event_name == "MODIFY"
-    assert by_id[stale["eventID"]].sequence_number == stale["dynamodb"]["SequenceNumber"]
-    assert by_id[stale["eventID"]].old_image is None
-    assert by_id[removed["eventID"]].event_name == "REMOVE"
-    assert by_id[removed["eventID"]].old_image["email"] == "user2@example.com"
+    rebuilt = by_id[captured.event_id]
+    assert rebuilt.event_name == "MODIFY" and rebuilt.source == source
+    assert rebuilt.sequence_number == captured.sequence_number  # what identifies it is kept,
+    assert rebuilt.change_order == captured.change_order  # and so is the captured change's order
+    assert rebuilt.old_image is None and rebuilt.new_image["fullname"] == "New Name"
+    gone = by_id[StreamRecord(removed).event_id]
+    assert gone.event_name == "REMOVE"
+    assert gone.old_image["email"] == "user2@example.com"
 
     # The same stale record in replay mode does roll the index back: why latest exists.
     capture(failures, [envelope(stale)])
