@@ -26,7 +26,6 @@ import threading
 import time
 from typing import Any
 
-from .errors import ConfigError
 from .idempotency import IDEMPOTENCY_TABLE
 from .ordering import is_newer
 
@@ -47,11 +46,7 @@ class AppliedOrders:
 
     @property
     def table(self) -> str:
-        table = self._table or IDEMPOTENCY_TABLE.read()
-        if not table:
-            raise ConfigError(f"{self.consumer} keeps the change_order it applied per item in DynamoDB: "
-                              f"{IDEMPOTENCY_TABLE.missing({})}")
-        return table
+        return self._table or IDEMPOTENCY_TABLE.require(owner=f"{self.consumer} (its applied change_order per item)")
 
     def _dynamodb(self) -> Any:
         """The injected client, else one per process and AWS_ENDPOINT_URL, made on first use."""
