@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable, Protocol, Sequence
 
 from . import sources
 from .errors import StreamkitError
+from .excinfo import describe_error, drop_tracebacks
+from .failurelog import FailureLog
 
 
 class ConservationError(StreamkitError):
@@ -33,6 +36,12 @@ class Failure:
     raw: Any
     sequence_number: str | None
     error: BaseException
+
+    @cached_property
+    def error_info(self) -> dict:
+        """``{"type", "message", "traceback"}`` (compact traceback), formatted once and
+        shared by the failure log and the envelope."""
+        return describe_error(self.error)
 
 
 class Action(enum.Enum):
@@ -88,24 +97,28 @@ class Batch:
     indexes reported for retry, ``held`` the failures a policy still holds.
     """
 
-    __slots__ = ("records", "log", "request_id", "stopped_by", "_attempted", "_failed", "_captured",
-                 "_dropped", "_retried", "_reported", "_held", "_closed")
+    __slots__ = ("records", "log", "request_id", "stopped_by", "failure_log", "_size", "_attempted", "_failed",
+                 "_captured", "_dropped", "_retried", "_reported", "_held", "_failures", "_closed")
 
-    def __init__(self, records: list, log: Any, request_id: str | None = None):
+    def __init__(self, records: list, log: Any, request_id: str | None = None,
+                 failure_log: FailureLog | None = None):
         self.records = records
         self.log = log
         self.request_id = request_id
+        self.failure_log = failure_log or FailureLog(getattr(log, "context", {}))
         self.stopped_by: str | None = None
+        self._size = len(records)
         self._attempted = 0
         self._failed = self._captured = self._dropped = self._retried = 0
         self._reported: set[int] = set()
         self._held: dict[int, Failure] = {}
+        self._failures: list[Failure] = []  # every failure, to let go of at the end (release)
         self._closed = False
 
     # --- counters (read-only) -------------------------------------------------------------
     @property
     def size(self) -> int:
-        return len(self.records)
+        return self._size
 
     @property
     def handled(self) -> int:
@@ -141,7 +154,9 @@ class Batch:
     def failure(self, index: int, error: BaseException) -> Failure:
         """Describe a failed record (its sequence number looked up only now: not on the hot path)."""
         raw = self.records[index]
-        return Failure(index, raw, self.sequence_number(index), error)
+        failure = Failure(index, raw, self.sequence_number(index), error)
+        self._failures.append(failure)
+        return failure
 
     def note_retry(self) -> None:
         self._retried += 1
@@ -188,7 +203,7 @@ class Batch:
     def stop(self, at: int, why: str) -> None:
         """Processing ends before record ``at``: it and the rest are reported for retry."""
         self.stopped_by = why
-        self._reported.update(range(at, len(self.records)))
+        self._reported.update(range(at, self._size))
 
     def close(self, attempted: int, policy_name: str) -> None:
         """End of the batch: ``attempted`` records went through ``handle_record``. Failures the
@@ -203,11 +218,35 @@ class Batch:
             self._held.clear()
         self._closed = True
         self.check()
+        self.failure_log.summary({**self.tally(), "retried": self._retried, "stopped_by": self.stopped_by})
+
+    def lowest_reported(self) -> int | None:
+        """The record Lambda resumes from: it checkpoints at the lowest reported one and
+        delivers everything after it again, so naming that one is enough."""
+        return min(self._reported) if self._reported else None
+
+    def result(self) -> "BatchResult":
+        """The outcome as counts (no records): what may outlive the invocation."""
+        return BatchResult(
+            size=self._size, handled=self.handled, failed=self._failed, captured=self._captured,
+            dropped=self._dropped, retried=self._retried, reported=frozenset(self._reported),
+            stopped_by=self.stopped_by, failed_by_type=dict(self.failure_log.by_type),
+        )
+
+    def release(self) -> None:
+        """Let go of the event: the records, the failures, and the tracebacks of their errors
+        (a traceback holds every frame it passed through, with the event in their locals).
+        Called at the end of every invocation, so nothing of it lives into the next one."""
+        for failure in self._failures:
+            drop_tracebacks(failure.error)
+        self._failures = []
+        self._held.clear()
+        self.records = []
 
     # --- the conservation check -------------------------------------------------------------
     def tally(self) -> dict[str, int]:
         return {
-            "in": len(self.records),
+            "in": self._size,
             "handled": self.handled,
             "captured": self._captured,
             "reported": len(self._reported),
@@ -239,26 +278,31 @@ class Batch:
         return sources.sequence_number_of(self.records[index])  # either source; no decoding
 
     def log_failure(self, message: str, failure: Failure) -> None:
-        raw, exc = failure.raw, failure.error
-        self.log.error(
-            message,
-            sequence_number=failure.sequence_number,
-            event_name=sources.event_name_of(raw),
-            event_id=sources.event_id_of(raw),
-            keys=_plain_keys(raw),
-            error_type=type(exc).__name__,
-            error=str(exc),
-            exc_info=exc,
-        )
+        self.failure_log.failure(message, failure)
 
 
-def _plain_keys(raw: Any) -> Any:
-    keys = sources.keys_of(raw)  # decodes a Kinesis record's data: failure path only
-    if keys is None:
-        return None
-    try:
-        from .ddbjson import deserialize_image
+@dataclass(frozen=True)
+class BatchResult:
+    """How a finished batch ended, in counts: what ``BatchLoop.last_batch`` keeps for tests and
+    the local runtime (never the records: the event must not outlive its invocation)."""
 
-        return deserialize_image(keys)
-    except Exception:
-        return keys
+    size: int
+    handled: int
+    failed: int
+    captured: int
+    dropped: int
+    retried: int
+    reported: frozenset[int]  # indexes of the records Lambda will deliver again
+    stopped_by: str | None = None
+    failed_by_type: dict[str, int] | None = None
+    held: tuple = ()
+
+    def tally(self) -> dict[str, int]:
+        return {"in": self.size, "handled": self.handled, "captured": self.captured,
+                "reported": len(self.reported), "dropped": self.dropped, "held": 0}
+
+    def check(self) -> None:
+        """Raise ``ConservationError`` unless in = handled + captured + reported + dropped."""
+        t = self.tally()
+        if t["handled"] + t["captured"] + t["reported"] + t["dropped"] != t["in"]:
+            raise ConservationError(f"records in {t['in']} != out: {t}")

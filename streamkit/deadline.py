@@ -19,33 +19,41 @@ class Deadline:
     """Lambda's deadline (``context.get_remaining_time_in_millis``) or a plain time budget.
 
     ``expired()`` turns true ``margin_ms`` before the real end, leaving time to flush
-    captures and return batch item failures instead of being killed mid-batch.
+    captures and return batch item failures instead of being killed mid-batch. The context
+    is asked once, when the ``Deadline`` is made (the loop makes one per batch): after that
+    it is ``time.monotonic()`` against a fixed end (0.08 µs a check instead of 0.77 µs).
     """
 
-    __slots__ = ("_context", "_end", "margin_s")
+    __slots__ = ("_end", "margin_s")
 
     def __init__(self, context: Any = None, margin_ms: int = DEFAULT_MARGIN_MS):
-        self._context = context if hasattr(context, "get_remaining_time_in_millis") else None
-        self._end: float | None = None
         self.margin_s = margin_ms / 1000.0
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        # the end minus the margin, on the monotonic clock; None: no deadline
+        self._end: float | None = (
+            None if remaining is None else time.monotonic() + remaining() / 1000.0 - self.margin_s
+        )
 
     @classmethod
     def from_seconds(cls, budget_s: float | None, margin_ms: int = 0) -> "Deadline":
         d = cls(None, margin_ms)
         if budget_s is not None:
-            d._end = time.monotonic() + budget_s
+            d._end = time.monotonic() + budget_s - d.margin_s
         return d
+
+    @property
+    def end(self) -> float:
+        """``time.monotonic()`` value at which ``expired()`` turns true (``inf``: never)."""
+        return float("inf") if self._end is None else self._end
 
     def remaining_s(self) -> float:
         """Seconds left before the margin; ``inf`` when there is no deadline."""
-        if self._context is not None:
-            return self._context.get_remaining_time_in_millis() / 1000.0 - self.margin_s
-        if self._end is not None:
-            return self._end - time.monotonic() - self.margin_s
-        return float("inf")
+        if self._end is None:
+            return float("inf")
+        return self._end - time.monotonic()
 
     def expired(self) -> bool:
-        return self.remaining_s() <= 0
+        return self._end is not None and time.monotonic() >= self._end
 
     def allows(self, seconds: float) -> bool:
         """True when waiting ``seconds`` still ends before the margin."""

@@ -6,14 +6,13 @@ stub, message attributes.
 from __future__ import annotations
 
 import json
-import traceback as tb
 from dataclasses import dataclass
 from typing import Any
 
+from .excinfo import MAX_TRACEBACK_CHARS, describe_error  # noqa: F401  (the envelope's "error")
 from .timefmt import now_iso
 
 ENVELOPE_VERSION = 1
-MAX_TRACEBACK_CHARS = 8_000
 
 
 class EnvelopeError(ValueError):
@@ -22,14 +21,6 @@ class EnvelopeError(ValueError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def describe_error(exc: BaseException) -> dict:
-    """``{"type", "message", "traceback"}`` for the envelope; the traceback is capped."""
-    text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-    if len(text) > MAX_TRACEBACK_CHARS:
-        text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": text}
 
 
 def record_stub(record: Any) -> dict:

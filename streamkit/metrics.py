@@ -1,5 +1,16 @@
-"""Per-consumer EMF metrics through Powertools, one flush per invocation."""
+"""Per-consumer EMF metrics: one CloudWatch Embedded Metric Format document per invocation.
+
+The document is the one Powertools' EMF provider writes (namespace, dimensions ``consumer``
+and ``service``, unit ``Count``, values as one-element lists), rendered here from a template
+made once per consumer: Powertools' provider took ~55 µs per flush (validation, its metric
+set, ``json.dumps``), 8-12% of a 25-record batch; this takes a few µs (bench/).
+"""
 from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Mapping
 
 from .settings import Setting
 
@@ -12,41 +23,50 @@ METRICS_NAMESPACE = Setting(
 SETTINGS = (METRICS_NAMESPACE,)
 
 
+class EmfTemplate:
+    """One EMF document shape (namespace, consumer, metric names), rendered with new values."""
+
+    __slots__ = ("names", "_head", "_middle", "_fields")
+
+    def __init__(self, consumer: str, names: tuple[str, ...], namespace: str | None = None):
+        self.names = names
+        directive = {
+            "Namespace": namespace or METRICS_NAMESPACE.read(),
+            "Dimensions": [["consumer", "service"]],
+            "Metrics": [{"Name": name, "Unit": "Count"} for name in names],
+        }
+        dims = json.dumps({"consumer": consumer, "service": consumer}, separators=(",", ":"))
+        self._head = '{"_aws":{"Timestamp":'
+        self._middle = ',"CloudWatchMetrics":[' + json.dumps(directive, separators=(",", ":")) + "]}," + dims[1:-1]
+        self._fields = tuple((name, f",{json.dumps(name)}:[") for name in names)
+
+    def render(self, values: Mapping[str, float], timestamp_ms: int | None = None) -> str:
+        """The document for ``values`` (missing names count 0)."""
+        ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        get = values.get
+        body = "".join(f"{key}{float(get(name, 0) or 0)!r}]" for name, key in self._fields)
+        return f"{self._head}{ts}{self._middle}{body}}}"
+
+
+def _write(document: str) -> None:
+    out = sys.stdout  # looked up per call: Lambda's stdout, or a test's capture
+    out.write(document + "\n")
+    out.flush()
+
+
 class ConsumerMetrics:
-    """Counts for one consumer, written as one EMF document at the end of each batch.
+    """Counts for one consumer, written as one EMF document at the end of each batch
+    (one instance per consumer: the local runtime runs several in one process)."""
 
-    Uses Powertools' EMF provider directly, one instance per consumer: the ``Metrics``
-    facade shares its metric set across instances, which would mix consumers that run
-    in one process (the local runtime does that).
-    """
+    def __init__(self, consumer: str, namespace: str | None = None, counters: tuple[str, ...] = COUNTERS):
+        self._template = EmfTemplate(consumer, counters, namespace)
 
-    def __init__(self, consumer: str, namespace: str | None = None):
-        from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
-            AmazonCloudWatchEMFProvider,
-        )
-
-        self._provider = AmazonCloudWatchEMFProvider(
-            namespace=namespace or METRICS_NAMESPACE.read(),
-            service=consumer,
-            default_dimensions={"consumer": consumer},
-        )
-
-    def publish(self, counts: dict[str, int]) -> None:
+    def publish(self, counts: Mapping[str, int]) -> None:
         """Every counter every time (zeros too), so alarms never see missing data."""
-        for name in COUNTERS:
-            self._provider.add_metric(name=name, unit="Count", value=counts.get(name, 0))
-        self._provider.flush_metrics()
+        _write(self._template.render(counts))
 
 
 def count_now(consumer: str, name: str, value: int = 1, namespace: str | None = None) -> None:
     """Write one EMF document at once for a rare event the per-batch counters do not cover
     (a doubtful send, a circuit transition), from the stream path and the reprocess worker alike."""
-    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
-
-    provider = AmazonCloudWatchEMFProvider(
-        namespace=namespace or METRICS_NAMESPACE.read(),
-        service=consumer,
-        default_dimensions={"consumer": consumer},
-    )
-    provider.add_metric(name=name, unit="Count", value=value)
-    provider.flush_metrics()
+    _write(EmfTemplate(consumer, (name,), namespace).render({name: value}))

@@ -14,6 +14,18 @@ def bucket(aws):
 
 
 @pytest.fixture
+def clock(monkeypatch):
+    """A fake monotonic clock for streamkit.deadline (nothing else's time moves)."""
+    import types
+
+    from .helpers import FakeClock
+
+    fake = FakeClock()
+    monkeypatch.setattr("streamkit.deadline.time", types.SimpleNamespace(monotonic=fake.monotonic))
+    return fake
+
+
+@pytest.fixture
 def quiet_env(monkeypatch):
     """No retry waits in tests; the policy comes from each test."""
     monkeypatch.setenv("RETRY_BASE_DELAY_MS", "0")

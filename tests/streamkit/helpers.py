@@ -91,16 +91,43 @@ class Recorder:
         self.applied.append(f"{record.keys['user_id']}={name}")
 
 
-class StepContext:
-    """A Lambda context whose remaining time drops by ``step_ms`` at each look."""
+class FakeClock:
+    """``time.monotonic`` for ``streamkit.deadline`` (the ``clock`` fixture installs it): time
+    moves only when a test says so, e.g. a handler that "takes" one second per record."""
 
-    def __init__(self, start_ms: int, step_ms: int):
-        self.remaining = start_ms
-        self.step = step_ms
-        self.aws_request_id = "req-step"
+    def __init__(self, now: float = 1_000.0):
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def context(self, remaining_ms: int) -> "ClockContext":
+        return ClockContext(self, remaining_ms)
+
+
+class ClockContext:
+    """A Lambda context whose deadline is ``remaining_ms`` from now on a ``FakeClock``."""
+
+    def __init__(self, clock: FakeClock, remaining_ms: int):
+        self.clock = clock
+        self.deadline = clock.now + remaining_ms / 1000
+        self.aws_request_id = "req-clock"
         self.function_name = "fn"
 
     def get_remaining_time_in_millis(self) -> int:
-        value = self.remaining
-        self.remaining -= self.step
-        return max(0, value)
+        return max(0, int((self.deadline - self.clock.now) * 1000))
+
+
+def taking(seconds: float, clock: FakeClock, handle):
+    """``handle`` as a handler that takes ``seconds`` on ``clock`` per record, failing or not."""
+
+    def timed(record):
+        try:
+            return handle(record)
+        finally:
+            clock.advance(seconds)
+
+    return timed

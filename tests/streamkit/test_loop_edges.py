@@ -12,13 +12,13 @@ from streamkit.testing import LambdaContext, make_record
 
 from .helpers import (
     Recorder,
-    StepContext,
     drain_queue,
     drop_sequence_number,
     edit_change,
     event_of,
     reported,
     seqs,
+    taking,
     user_records,
 )
 
@@ -27,29 +27,39 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 # --- deadline ------------------------------------------------------------------------
 @pytest.mark.parametrize("policy", ["soft-fail", "hard-fail", "dlq-capture"])
-def test_deadline_stops_and_reports_the_rest(quiet_env, queue_url, monkeypatch, policy, source):
+def test_deadline_stops_and_reports_the_rest(quiet_env, queue_url, monkeypatch, clock, policy, source):
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
     monkeypatch.setenv("DEADLINE_MARGIN_MS", "2000")
     records = user_records(10, source=source)
     rec = Recorder()
-    handler = stream_handler("c", rec, policy=policy)
+    handler = stream_handler("c", taking(1.0, clock, rec), policy=policy)
     # 10 s left, one second gone per record: after 8 records fewer than 2 s remain.
-    resp = handler(event_of(records), StepContext(start_ms=10_000, step_ms=1_000))
+    resp = handler(event_of(records), clock.context(10_000))
     b = handler.loop.last_batch
     assert b.stopped_by == "deadline"
     assert len(rec.applied) == b.handled == 8
-    assert reported(resp) == seqs(records)[8:]
+    assert reported(resp) == seqs(records)[8:9] and b.reported == {8, 9}
     assert b.handled + len(b.reported) == 10
 
 
-def test_deadline_still_flushes_pending_captures(quiet_env, queue_url, monkeypatch, source):
+def test_the_context_is_asked_for_the_deadline_once_per_batch(quiet_env, clock):
+    asked = []
+    ctx = clock.context(60_000)
+    remaining = ctx.get_remaining_time_in_millis
+    ctx.get_remaining_time_in_millis = lambda: asked.append(1) or remaining()
+    handler = stream_handler("c", Recorder(), policy="soft-fail")
+    assert handler(event_of(user_records(50)), ctx) == {"batchItemFailures": []}
+    assert len(asked) == 1 and handler.loop.last_batch.handled == 50
+
+
+def test_deadline_still_flushes_pending_captures(quiet_env, queue_url, monkeypatch, clock, source):
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
     records = user_records(10, bad={1, 2}, source=source)
-    handler = stream_handler("c", Recorder(), policy="dlq-capture")
-    resp = handler(event_of(records), StepContext(start_ms=7_000, step_ms=1_000))
+    handler = stream_handler("c", taking(1.0, clock, Recorder()), policy="dlq-capture")
+    resp = handler(event_of(records), clock.context(7_000))  # 2 s margin: 5 records fit
     b = handler.loop.last_batch
     assert b.captured == 2 and len(drain_queue(queue_url)) == 2
-    assert reported(resp) == seqs(records)[5:]
+    assert reported(resp) == seqs(records)[5:6] and b.reported == {5, 6, 7, 8, 9}
     assert b.handled + b.captured + len(b.reported) == 10
 
 
@@ -61,9 +71,10 @@ def test_no_retry_wait_past_the_deadline(quiet_env):
         raise TransientError("slow down", retry_after=30)
 
     handler = stream_handler("c", always_throttled, policy="hard-fail")
-    resp = handler(event_of(user_records(2)), LambdaContext(timeout_s=10))
+    records = user_records(2)
+    resp = handler(event_of(records), LambdaContext(timeout_s=10))
     assert len(calls) == 1  # a 30 s Retry-After does not fit in 10 s: policy applies at once
-    assert len(reported(resp)) == 2
+    assert reported(resp) == seqs(records)[:1] and handler.loop.last_batch.reported == {0, 1}
 
 
 # --- transient retries -----------------------------------------------------------------
@@ -162,7 +173,8 @@ def test_unidentifiable_record_after_a_reported_one_is_covered(quiet_env, source
     records = user_records(4, bad={1}, source=source)
     drop_sequence_number(records[3])
     h = stream_handler("c", Recorder(), policy="hard-fail")
-    assert reported(h(event_of(records), LambdaContext())) == seqs(records[:3])[1:]
+    assert reported(h(event_of(records), LambdaContext())) == seqs(records[:3])[1:2]
+    assert h.loop.last_batch.reported == {1, 2, 3}
 
 
 def test_unidentifiable_record_under_soft_fail_is_logged_not_silent(quiet_env, capsys):
@@ -182,7 +194,7 @@ def test_bad_image_value_is_a_record_failure_not_a_crash(quiet_env, source):
         record.new_image["logins"]
 
     h = stream_handler("c", reads_logins, policy="hard-fail")
-    assert reported(h(event_of(records), LambdaContext())) == seqs(records)
+    assert reported(h(event_of(records), LambdaContext())) == seqs(records)[:1]
     # A handler that never reads the bad attribute is not stopped by it (decoded on read only).
     h = stream_handler("c", Recorder(), policy="hard-fail")
     assert reported(h(event_of(records), LambdaContext())) == []
@@ -297,7 +309,7 @@ def test_undecodable_kinesis_data_is_a_record_failure_reported_by_its_sequence_n
     records = user_records(3, source="kinesis")
     records[1]["kinesis"]["data"] = "not base64 json!"
     h = stream_handler("c", Recorder(), policy="hard-fail")
-    assert reported(h(event_of(records), LambdaContext())) == seqs(records)[1:]
+    assert reported(h(event_of(records), LambdaContext())) == seqs(records)[1:2]  # where Lambda resumes
     d = stream_handler("c", Recorder(), policy="dlq-capture")
     assert d(event_of(records), LambdaContext()) == {"batchItemFailures": []}
     (msg,) = drain_queue(queue_url)

@@ -32,7 +32,8 @@ def test_hard_fail_reports_failing_record_and_rest_never_reruns_earlier(quiet_en
     rec = Recorder()
     handler = stream_handler("crm-sync", rec, policy="hard-fail")
     resp = handler(event_of(records), LambdaContext())
-    assert reported(resp) == seqs(records)[4:]
+    assert reported(resp) == seqs(records)[4:5]  # Lambda resumes at the failed record
+    assert handler.loop.last_batch.reported == set(range(4, 10))
     # Records 0-3 handled once; nothing after the failure was run.
     assert rec.calls == seqs(records)[:5]
     assert len(rec.applied) == 4
@@ -110,13 +111,13 @@ def test_conservation_of_records(quiet_env, queue_url, monkeypatch, source, n, b
     b.check()  # Batch's own conservation check agrees
     assert b.handled == len(rec.applied)
     assert len(captured) == b.captured
-    assert len(reported(resp)) == len(b.reported)
+    assert reported(resp) == ([seqs(records)[min(b.reported)]] if b.reported else [])  # the lowest
     failing = sorted(i for i in bad if i < n)
     if policy == "soft-fail":
         assert reported(resp) == [] and b.dropped == len(failing)
     elif policy == "hard-fail":
         first = failing[0] if failing else n
-        assert reported(resp) == seqs(records)[first:]
+        assert b.reported == set(range(first, n)) and reported(resp) == seqs(records)[first:first + 1]
         assert b.handled == first
     else:
         assert reported(resp) == [] and b.captured == len(failing)
