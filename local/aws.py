@@ -47,7 +47,9 @@ class EmbeddedAws:
         self._server: Any = None
         self._saved_env: dict[str, str | None] = {}
 
-    def start(self) -> "EmbeddedAws":
+    def start(self, *, export_endpoint: bool = True) -> "EmbeddedAws":
+        """Start the server. ``export_endpoint=False`` leaves ``AWS_ENDPOINT_URL`` alone, for a
+        caller that points only some work at it (the test suite's ``aws`` fixture)."""
         from moto.server import ThreadedMotoServer
 
         keys = [*AWS_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"]
@@ -66,8 +68,15 @@ class EmbeddedAws:
         logging.getLogger("moto").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message="Tried to parse", category=UserWarning)
         self._server.start()
-        os.environ["AWS_ENDPOINT_URL"] = self.url
+        if export_endpoint:
+            os.environ["AWS_ENDPOINT_URL"] = self.url
         return self
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset API): a fresh account at the same endpoint."""
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=30).read()
 
     def stop(self) -> None:
         if self._server is not None:

@@ -1,8 +1,8 @@
-"""Shared fixtures: one moto server for the session, reset before each test that uses it."""
+"""Shared fixtures: one embedded AWS for the session, reset before each test that uses it
+(helpers for it in ``tests/support``)."""
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -23,33 +23,24 @@ os.environ["AWS_ACCOUNT_ID_ENDPOINT_MODE"] = "disabled"
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "StreamKitTests")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def moto_server():
-    """A ThreadedMotoServer on a free loopback port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+def embedded_aws():
+    """The local runtime's embedded AWS (moto, server mode) for the whole session. Only tests
+    that ask for ``aws`` are pointed at it (``AWS_ENDPOINT_URL``), each with a fresh state."""
+    from local.aws import EmbeddedAws
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    yield url
+    server = EmbeddedAws().start(export_endpoint=False)
+    yield server
     server.stop()
 
 
 @pytest.fixture
-def aws(moto_server, monkeypatch):
-    """Fresh moto state, AWS_ENDPOINT_URL pointed at it. Yields the endpoint URL."""
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")).read()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    yield moto_server
+def aws(embedded_aws, monkeypatch):
+    """Fresh moto state, AWS_ENDPOINT_URL pointed at it. Yields the endpoint URL. Tables,
+    queues and users for it: ``tests.support``."""
+    embedded_aws.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", embedded_aws.url)
+    yield embedded_aws.url
 
 
 @pytest.fixture(params=["dynamodb", "kinesis"])

@@ -1,12 +1,12 @@
 """Fixtures for the consumer tests: the local vendor fakes, a search sink, the idempotency table."""
 from __future__ import annotations
 
-import boto3
 import pytest
 
 from local.fakes import FakeCRM, FakeOpenSearch, FakeSlack
 from streamkit import StreamRecord
-from streamkit.testing import make_record
+from tests.support.aws import create_idempotency_table
+from tests.support.users import user_item, user_record
 
 
 @pytest.fixture(autouse=True)
@@ -79,26 +79,17 @@ def search_sink(request, monkeypatch, tmp_path):
 @pytest.fixture
 def idempotency_table(aws, monkeypatch):
     """The idempotency table as serverless.yml declares it: key ``id`` (S), TTL ``expires_at``."""
-    ddb = boto3.client("dynamodb")
-    ddb.create_table(
-        TableName="idempotency",
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    ddb.update_time_to_live(TableName="idempotency",
-                            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
-    monkeypatch.setenv("IDEMPOTENCY_TABLE", "idempotency")
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", create_idempotency_table("idempotency"))
     return "idempotency"
 
 
+# This suite's users: ``u1``, Ada Lovelace1 on the pro plan (v1), Grace Hopper1 on free (v2).
 def v1_user(n: int, **extra) -> dict:
-    return {"user_id": f"u{n}", "email": f"user{n}@example.com", "fullname": f"Ada Lovelace{n}", "plan": "pro", **extra}
+    return user_item(n, **{"width": 0, "last": "Lovelace", "plan": "pro", **extra})
 
 
 def v2_user(n: int, **extra) -> dict:
-    return {"user_id": f"u{n}", "email": f"user{n}@example.com", "firstname": "Grace", "lastname": f"Hopper{n}",
-            "plan": "free", **extra}
+    return user_item(n, **{"v2": True, "width": 0, "first": "Grace", "last": "Hopper", **extra})
 
 
 T0 = 1_764_000_000  # a fixed creation time (epoch seconds): tests order changes explicitly
@@ -109,9 +100,8 @@ def rec(event: str, item: dict | None = None, *, old: dict | None = None, seq: s
         source: str = "dynamodb") -> dict:
     """A Lambda-format record for a users-table item, from ``source`` (``dynamodb`` or
     ``kinesis``), made ``at`` seconds after ``T0`` (default: now)."""
-    uid = user or (item or old)["user_id"]
-    return make_record(event, keys={"user_id": uid}, new_image=item, old_image=old, sequence_number=seq,
-                       event_id=event_id, created=None if at is None else T0 + at, source=source)
+    return user_record(event, item, old=old, user_id=user, sequence_number=seq, event_id=event_id,
+                       created=None if at is None else T0 + at, source=source)
 
 
 def sr(*args, **kwargs) -> StreamRecord:

@@ -82,7 +82,7 @@ def test_timeout_and_unreachable_are_transient(crm, monkeypatch):
     crm.fail(200, {"results": []}, delay_s=1.0)
     with pytest.raises(TransientError, match="timed out"):
         cs.handle_record(sr("INSERT", v1_user(1)))
-    from tests.conftest import free_port
+    from local.aws import free_port
 
     monkeypatch.setenv("CRM_BASE_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TransientError, match="unreachable"):

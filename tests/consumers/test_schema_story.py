@@ -17,6 +17,8 @@ from consumers.registry import get_consumer
 from streamkit import StreamRecord, stream_handler
 from streamkit.envelope import parse_envelope
 from streamkit.testing import LambdaContext, make_event
+from tests.support.aws import create_consumer_queues, create_users_table
+from tests.support.users import put_users
 
 from .conftest import rec, v1_user, v2_user
 
@@ -32,7 +34,7 @@ def handler_for(name: str, handle_record):
 
 def test_search_indexer_captures_the_keyerror_then_the_fix_indexes_it(aws, tmp_path, monkeypatch):
     sqs = boto3.client("sqs")
-    queue_url = sqs.create_queue(QueueName=get_consumer("search-indexer").queue_name("failures"))["QueueUrl"]
+    queue_url, _ = create_consumer_queues("search-indexer")
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
     monkeypatch.setenv("SEARCH_URL", f"sqlite:///{tmp_path}/search.sqlite3")
     monkeypatch.setenv("USER_SCHEMA_MODE", "legacy")
@@ -102,18 +104,10 @@ def test_search_indexer_story_closes_through_the_reprocess_worker(aws, tmp_path,
     in the consumer's default (latest) mode: the real handle_record indexes the v2 user."""
     from reprocess.worker import drain
 
-    consumer = get_consumer("search-indexer")
-    sqs = boto3.client("sqs")
-    failures = sqs.create_queue(QueueName=consumer.queue_name("failures"))["QueueUrl"]
-    sqs.create_queue(QueueName=consumer.queue_name("parking"))
-    ddb = boto3.client("dynamodb")
-    ddb.create_table(TableName="users", KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-                     BillingMode="PAY_PER_REQUEST")
+    failures, _ = create_consumer_queues("search-indexer")
+    create_users_table("users", stream=False)
     items = [v1_user(1), v2_user(2), v1_user(3)]
-    table = boto3.resource("dynamodb").Table("users")
-    for item in items:
-        table.put_item(Item=item)
+    put_users(items, "users")
     monkeypatch.setenv("USERS_TABLE", "users")
     monkeypatch.setenv("FAILURE_QUEUE_URL", failures)
     monkeypatch.setenv("SEARCH_URL", f"sqlite:///{tmp_path}/search.sqlite3")

@@ -246,7 +246,7 @@ def test_opensearch_errors_map_to_transient_or_permanent(os_sink, opensearch, st
 
 
 def test_opensearch_unreachable_is_transient(monkeypatch):
-    from tests.conftest import free_port
+    from local.aws import free_port
 
     monkeypatch.setenv("SEARCH_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TransientError, match="unreachable"):

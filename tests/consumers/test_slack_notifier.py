@@ -80,7 +80,7 @@ def test_invalid_payload_is_permanent(slack, idempotency_table, monkeypatch):
 
 
 def test_unreachable_webhook_is_transient(idempotency_table, monkeypatch):
-    from tests.conftest import free_port
+    from local.aws import free_port
 
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/services/x")
     with pytest.raises(TransientError, match="unreachable"):
@@ -219,7 +219,7 @@ def test_a_500_before_posting_is_doubtful_too(slack, idempotency_table):
 
 @pytest.mark.parametrize("where", ["connection-refused", "dns-failure"])
 def test_failures_before_the_post_release_the_claim_and_a_retry_posts_once(where, slack, idempotency_table, monkeypatch):
-    from tests.conftest import free_port
+    from local.aws import free_port
 
     bad = (f"http://127.0.0.1:{free_port()}/services/x" if where == "connection-refused"
            else "http://hooks.slack.invalid/services/x")

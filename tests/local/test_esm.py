@@ -12,43 +12,29 @@ from local.esm import Emulator, MappingConfig
 from local.functions import FunctionConfig, FunctionRuntime
 from streamkit import StreamRecord, onfailure
 from tests.local import recorder
+from tests.support.aws import create_queue, create_users_table, take_all
+from tests.support.users import put_users as put_user_items
+from tests.support.users import user_item
 
 
 @pytest.fixture
 def stream(aws):
-    ddb = boto3.client("dynamodb")
-    ddb.create_table(
-        TableName="users",
-        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
     recorder.calls.clear()
     recorder.environ_seen.clear()
     recorder.remaining_ms.clear()
     recorder.hooks.clear()
-    return ddb.describe_table(TableName="users")["Table"]["LatestStreamArn"]
+    return create_users_table("users")
 
 
 @pytest.fixture
 def dlq(aws):
-    sqs = boto3.client("sqs")
-    url = sqs.create_queue(QueueName="esm-on-failure")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return url, arn
+    return create_queue("esm-on-failure")
 
 
-def put_users(n: int, start: int = 0, **extra) -> list[str]:
-    ddb = boto3.client("dynamodb")
-    ids = []
-    for i in range(start, start + n):  # one writer thread: moto keeps sequence numbers unique
-        uid = f"u{i:03d}"
-        item = {"user_id": {"S": uid}, "fullname": {"S": f"User {i}"}, "plan": {"S": "pro" if i % 2 else "free"}}
-        item.update(extra)
-        ddb.put_item(TableName="users", Item=item)
-        ids.append(uid)
-    return ids
+def put_users(n: int, start: int = 0) -> list[str]:
+    """Users ``u000``.. into the users table; odd ones on the pro plan (for the filter tests)."""
+    return put_user_items((user_item(i, width=3, plan="pro" if i % 2 else "free") for i in range(start, start + n)),
+                       "users")
 
 
 def function(name: str, **env) -> FunctionRuntime:
@@ -67,16 +53,8 @@ def calls_of(name: str) -> list[tuple[list[str], list[str]]]:
 
 
 def drain(url: str) -> list[dict]:
-    sqs = boto3.client("sqs")
-    out = []
-    for _ in range(20):
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not msgs:
-            break
-        for m in msgs:
-            out.append(json.loads(m["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    return out
+    """The on-failure records now in ``url`` (received and deleted)."""
+    return [m["body"] for m in take_all(url)]
 
 
 def test_records_arrive_in_lambda_format_in_batches(stream, tmp_path):

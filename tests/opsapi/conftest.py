@@ -6,9 +6,8 @@ import os
 import boto3
 import pytest
 
-from consumers.registry import get_consumer
-from streamkit.envelope import build_envelope, dumps, message_attributes
-from streamkit.testing import make_record
+from tests.support.failures import capture, envelope
+from tests.support.users import insert, user_item
 
 SLACK_SECRET = "https://hooks.slack.example/services/T000/B000/s3cr3tWebhookValue"
 CRM_SECRET = "crm-token-0123456789abcdef"
@@ -33,46 +32,13 @@ def env(aws, monkeypatch, tmp_path):
     return aws
 
 
-def make_queues(consumer: str, *, redrive_max: int | None = None) -> tuple[str, str]:
-    c = get_consumer(consumer)
-    sqs = boto3.client("sqs")
-    parking = sqs.create_queue(QueueName=c.queue_name("parking"))["QueueUrl"]
-    attrs = {}
-    if redrive_max is not None:
-        arn = sqs.get_queue_attributes(QueueUrl=parking, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        import json
-
-        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": redrive_max})
-    failures = sqs.create_queue(QueueName=c.queue_name("failures"), Attributes=attrs)["QueueUrl"]
-    return failures, parking
-
-
-def user(i: int) -> dict:
-    return {"user_id": f"u{i:04d}", "email": f"user{i}@example.com", "plan": "free", "fullname": f"Ada Number{i}"}
-
-
 def put_failures(queue_url: str, consumer: str, n: int, *, error_type: str = "KeyError",
                  message: str = "'fullname'", start: int = 0, captured_at: str | None = None) -> list[dict]:
     """Send ``n`` real failure envelopes (INSERT records of v1 users) to ``queue_url``."""
-    sqs = boto3.client("sqs")
-    records = []
-    for i in range(start, start + n):
-        item = user(i)
-        record = make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item)
-        envelope = build_envelope(consumer=consumer, record=record,
-                                  error={"type": error_type, "message": message, "traceback": ""},
-                                  captured_at=captured_at)
-        sqs.send_message(QueueUrl=queue_url, MessageBody=dumps(envelope),
-                         MessageAttributes=message_attributes(consumer, error_type))
-        records.append(record)
+    records = [insert(user_item(i)) for i in range(start, start + n)]
+    capture(queue_url, [envelope(r, consumer, error_type=error_type, message=message, captured_at=captured_at)
+                        for r in records])
     return records
-
-
-def depth(queue_url: str) -> tuple[int, int]:
-    attrs = boto3.client("sqs").get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
 @pytest.fixture

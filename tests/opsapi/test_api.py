@@ -13,7 +13,9 @@ import pytest
 
 from opsapi.services import get_services
 
-from .conftest import CRM_SECRET, SLACK_SECRET, depth, make_queues, put_failures
+from tests.support.aws import create_consumer_queues, create_users_table, queue_depth
+
+from .conftest import CRM_SECRET, SLACK_SECRET, put_failures
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD = "2026-01-01T00:00:00.000Z"
@@ -46,7 +48,7 @@ def by_name(body: dict) -> dict:
 # ---- GET /consumers ---------------------------------------------------------------------------
 
 def test_consumers_show_depths_in_flight_parking_oldest_and_defaults(client):
-    failures, parking = make_queues("search-indexer")
+    failures, parking = create_consumer_queues("search-indexer")
     put_failures(failures, "search-indexer", 1)
     # Someone else (a worker) holds one message: it counts as in flight, not visible.
     held = boto3.client("sqs").receive_message(QueueUrl=failures, MaxNumberOfMessages=1, VisibilityTimeout=120)
@@ -71,11 +73,11 @@ def test_consumers_show_depths_in_flight_parking_oldest_and_defaults(client):
     assert sn["failures"]["exists"] is False and sn["policy"] == "soft-fail" and sn["reprocessMode"] == "replay"
     assert consumers["crm-sync"]["policy"] == "hard-fail"
     # Looking changed nothing: still 3 visible + 1 held.
-    assert depth(failures) == (3, 1)
+    assert queue_depth(failures) == (3, 1)
 
 
 def test_oldest_failure_is_the_oldest_captured_at_in_the_sample(client):
-    failures, _ = make_queues("slack-notifier")
+    failures, _ = create_consumer_queues("slack-notifier")
     put_failures(failures, "slack-notifier", 2)
     put_failures(failures, "slack-notifier", 1, start=2, captured_at=OLD)
     sn = client.get("/consumers/slack-notifier").get_json()
@@ -113,7 +115,7 @@ def test_mapping_state_and_lag_come_from_the_local_emulator_state_file(client, t
 # ---- GET /consumers/<name>/failures ------------------------------------------------------------
 
 def test_failure_sample_shows_envelope_fields_and_does_not_consume(client):
-    failures, _ = make_queues("search-indexer")
+    failures, _ = create_consumer_queues("search-indexer")
     records = put_failures(failures, "search-indexer", 2, error_type="KeyError", message="'fullname'")
     put_failures(failures, "search-indexer", 1, start=2, error_type="TransientError", message="search 503")
 
@@ -128,17 +130,17 @@ def test_failure_sample_shows_envelope_fields_and_does_not_consume(client):
     assert m["eventName"] == "INSERT" and m["attempts"] == 1 and m["capturedAt"]
     assert m["receiveCount"] == 1
     # Not consumed, and visible again at once (not hidden for the sample's visibility timeout).
-    assert depth(failures) == (3, 0)
+    assert queue_depth(failures) == (3, 0)
     again = client.get("/consumers/search-indexer/failures?limit=2").get_json()
     assert len(again["messages"]) == 2 and all(m["receiveCount"] == 2 for m in again["messages"])
-    assert depth(failures) == (3, 0)
+    assert queue_depth(failures) == (3, 0)
 
 
 def test_failure_sample_is_cached_so_a_refreshing_page_does_not_peek_each_time(env):
     from opsapi import create_app
 
     client = create_app({"SAMPLE_TTL_S": 3600}).test_client()
-    failures, _ = make_queues("search-indexer")
+    failures, _ = create_consumer_queues("search-indexer")
     put_failures(failures, "search-indexer", 2)
     first = client.get("/consumers/search-indexer/failures").get_json()
     second = client.get("/consumers/search-indexer/failures").get_json()
@@ -150,7 +152,7 @@ def test_failure_sample_is_cached_so_a_refreshing_page_does_not_peek_each_time(e
 
 
 def test_sampling_stops_before_the_redrive_threshold(client):
-    failures, parking = make_queues("crm-sync", redrive_max=4)
+    failures, parking = create_consumer_queues("crm-sync", redrive_max=4)
     put_failures(failures, "crm-sync", 1)
     first = client.get("/consumers/crm-sync/failures").get_json()
     assert len(first["messages"]) == 1 and first["maxReceiveCount"] == 4  # receive count now 1
@@ -162,12 +164,12 @@ def test_sampling_stops_before_the_redrive_threshold(client):
     client.get("/consumers")
     msgs = boto3.client("sqs").receive_message(QueueUrl=failures, AttributeNames=["All"])["Messages"]
     assert [m["Attributes"]["ApproximateReceiveCount"] for m in msgs] == ["3"]  # still below 4, not redriven
-    assert depth(parking) == (0, 0)
+    assert queue_depth(parking) == (0, 0)
 
 
 def test_failure_sample_shows_lambda_on_failure_records_and_malformed_bodies(client):
     """A hard-fail mapping's on-failure destination holds metadata only; a stray body is 'malformed'."""
-    failures, _ = make_queues("crm-sync")
+    failures, _ = create_consumer_queues("crm-sync")
     on_failure = {  # Lambda's on-failure invocation record for a DynamoDB stream (AWS's format)
         "requestContext": {"requestId": "r-1", "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:x",
                            "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 4},
@@ -189,7 +191,7 @@ def test_failure_sample_shows_lambda_on_failure_records_and_malformed_bodies(cli
     assert "shardId-0001" in of["errorMessage"] and "100..103" in of["errorMessage"]
     assert kinds["malformed"]["errorType"] == "MalformedEnvelope"
     assert body["countsByErrorType"] == {"RetryAttemptsExhausted": 1, "MalformedEnvelope": 1}
-    assert depth(failures) == (2, 0)
+    assert queue_depth(failures) == (2, 0)
 
 
 def test_failure_sample_of_a_missing_queue_says_so(client):
@@ -200,7 +202,7 @@ def test_failure_sample_of_a_missing_queue_says_so(client):
 # ---- POST /consumers/<name>/reprocess and GET /jobs/<id> ---------------------------------------
 
 def test_reprocess_job_drains_the_queue_with_the_real_search_indexer(client):
-    failures, parking = make_queues("search-indexer")
+    failures, parking = create_consumer_queues("search-indexer")
     put_failures(failures, "search-indexer", 4)
     resp = client.post("/consumers/search-indexer/reprocess", json={"mode": "replay", "max": 100})
     assert resp.status_code == 202
@@ -211,7 +213,7 @@ def test_reprocess_job_drains_the_queue_with_the_real_search_indexer(client):
     s = job["summary"]
     assert (s["taken"], s["succeeded"], s["still_failing"], s["parked"], s["exit_code"]) == (4, 4, 0, 0, 0)
     assert s["taken"] == s["succeeded"] + s["still_failing"] + s["parked"]
-    assert depth(failures) == (0, 0) and depth(parking) == (0, 0)
+    assert queue_depth(failures) == (0, 0) and queue_depth(parking) == (0, 0)
     from consumers.search_indexer import get_sink
 
     assert {d["user_id"] for d in get_sink().search("ada", limit=20)} == {"u0000", "u0001", "u0002", "u0003"}
@@ -220,7 +222,7 @@ def test_reprocess_job_drains_the_queue_with_the_real_search_indexer(client):
 
 
 def test_dry_run_preview_counts_by_error_type_and_leaves_the_queue(client):
-    failures, _ = make_queues("slack-notifier")
+    failures, _ = create_consumer_queues("slack-notifier")
     put_failures(failures, "slack-notifier", 2, error_type="TransientError")
     put_failures(failures, "slack-notifier", 1, start=2)
     resp = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True})
@@ -229,7 +231,7 @@ def test_dry_run_preview_counts_by_error_type_and_leaves_the_queue(client):
     assert job["status"] == "succeeded"
     assert job["summary"]["dry_run"] is True and job["summary"]["by_error_type"] == {"TransientError": 2, "KeyError": 1}
     assert job["summary"]["taken"] == 3
-    visible, in_flight = depth(failures)
+    visible, in_flight = queue_depth(failures)
     assert visible + in_flight == 3  # nothing deleted
 
 
@@ -323,7 +325,7 @@ def test_method_not_allowed_is_json(client):
 
 
 def test_no_endpoint_echoes_secrets(client):
-    failures, _ = make_queues("slack-notifier")
+    failures, _ = create_consumer_queues("slack-notifier")
     put_failures(failures, "slack-notifier", 2, error_type="SlackApiError",
                  message=f"POST {SLACK_SECRET} failed; header Bearer {CRM_SECRET}")
     bodies = [client.get(p).get_data(as_text=True) for p in
@@ -400,7 +402,7 @@ def test_in_aws_lag_and_queue_age_come_from_cloudwatch(env, monkeypatch):
 
     from opsapi import create_app
 
-    make_queues("crm-sync")
+    create_consumer_queues("crm-sync")
     cw = boto3.client("cloudwatch")
     now = datetime.now(timezone.utc) - timedelta(minutes=2)  # a finished 1-minute period
     cw.put_metric_data(Namespace="AWS/Lambda", MetricData=[{
@@ -434,7 +436,7 @@ def test_one_job_per_consumer_and_no_peeking_while_it_drains(env):
 
     app = create_app({"SAMPLE_TTL_S": 0, "DRAIN_OPTIONS": {"wait_time_s": 0, "handle_record": slow_but_fine}})
     client = app.test_client()
-    failures, parking = make_queues("slack-notifier")
+    failures, parking = create_consumer_queues("slack-notifier")
     put_failures(failures, "slack-notifier", 3)
     try:
         first = client.post("/consumers/slack-notifier/reprocess", json={})
@@ -450,32 +452,28 @@ def test_one_job_per_consumer_and_no_peeking_while_it_drains(env):
         release.set()
     job = wait_job(client, first.get_json()["jobId"])
     assert job["status"] == "succeeded" and job["summary"]["taken"] == 3 and job["summary"]["succeeded"] == 3
-    assert depth(failures) == (0, 0) and depth(parking) == (0, 0)
+    assert queue_depth(failures) == (0, 0) and queue_depth(parking) == (0, 0)
 
 
 def test_mapping_state_and_settings_come_from_lambda_when_it_has_one(client):
     """In AWS the mapping is Lambda's (ListEventSourceMappings). Nothing is written to the table
     after the mapping exists, so moto never tries to invoke the function (LOCAL-AWS-NOTES)."""
-    ddb = boto3.client("dynamodb")
-    table = ddb.create_table(TableName="opsapi-users", BillingMode="PAY_PER_REQUEST",
-                             AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-                             KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-                             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    stream_arn = create_users_table("opsapi-users")
     create_function("userstream-dev-search-indexer", {"FAILURE_POLICY": "dlq-capture"})
     boto3.client("lambda").create_event_source_mapping(
-        FunctionName="userstream-dev-search-indexer", EventSourceArn=table["TableDescription"]["LatestStreamArn"],
+        FunctionName="userstream-dev-search-indexer", EventSourceArn=stream_arn,
         StartingPosition="TRIM_HORIZON", BatchSize=25, FunctionResponseTypes=["ReportBatchItemFailures"])
     si = client.get("/consumers/search-indexer").get_json()
     m = si["mapping"]
     assert m["source"] == "lambda" and m["uuid"] and m["state"]
-    assert m["eventSourceArn"] == table["TableDescription"]["LatestStreamArn"]
+    assert m["eventSourceArn"] == stream_arn
     assert m["settings"]["BatchSize"] == 25 and m["settings"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert si["lagSeconds"] is None  # no CloudWatch outside AWS
 
 
 def test_health_and_job_list(client):
     assert client.get("/healthz").get_json() == {"ok": True}
-    failures, _ = make_queues("slack-notifier")
+    failures, _ = create_consumer_queues("slack-notifier")
     put_failures(failures, "slack-notifier", 1)
     job_id = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True, "max": 1}).get_json()["jobId"]
     wait_job(client, job_id)
@@ -512,7 +510,7 @@ def test_a_lambda_job_reports_the_summary_the_real_reprocess_handler_stored(env,
     boto3.client("s3").create_bucket(Bucket="failures")
     monkeypatch.setenv("JOBS_BUCKET", "failures")
     monkeypatch.setenv("FAILURE_BUCKET", "failures")
-    failures, parking = make_queues("slack-notifier")
+    failures, parking = create_consumer_queues("slack-notifier")
     put_failures(failures, "slack-notifier", 3)
     app = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess", "JOBS_BUCKET": "failures"})
     sent = _capture_invokes(app)
@@ -526,7 +524,7 @@ def test_a_lambda_job_reports_the_summary_the_real_reprocess_handler_stored(env,
     job = client.get(f"/jobs/{job_id}").get_json()
     assert job["status"] == "succeeded" and job["summary"]["taken"] == result["taken"] == 3
     assert job["summary"]["by_error_type"] == {"KeyError": 3}
-    visible, in_flight = depth(failures)
+    visible, in_flight = queue_depth(failures)
     assert visible + in_flight == 3  # a dry run deletes nothing
 
 
@@ -549,7 +547,7 @@ def test_a_deployed_functions_secret_value_is_redacted_inside_failure_messages(c
     function_secret = "https://hooks.slack.example/services/TFN/BFN/onlyInTheFunctionEnv"
     create_function("userstream-dev-slack-notifier", {"FAILURE_POLICY": "soft-fail",
                                                       "SLACK_WEBHOOK_URL": function_secret})
-    failures, _ = make_queues("slack-notifier")
+    failures, _ = create_consumer_queues("slack-notifier")
     put_failures(failures, "slack-notifier", 1, error_type="SlackApiError", message=f"POST {function_secret} 500")
     listing = client.get("/consumers").get_data(as_text=True)  # reads the function's environment
     sample = client.get("/consumers/slack-notifier/failures")

@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from .conftest import depth, make_queues, put_failures
+from tests.support.aws import create_consumer_queues, queue_depth
+
+from .conftest import put_failures
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -37,7 +39,7 @@ def test_page_shows_failures_and_reprocess_drains_the_queue(served):
     from playwright.sync_api import expect, sync_playwright
 
     url, app = served
-    failures, parking = make_queues("search-indexer")
+    failures, parking = create_consumer_queues("search-indexer")
     put_failures(failures, "search-indexer", 5)
 
     with sync_playwright() as p:
@@ -68,4 +70,4 @@ def test_page_shows_failures_and_reprocess_drains_the_queue(served):
                 page.screenshot(path=shot.removesuffix(".png") + "-drained.png", full_page=True)
         finally:
             browser.close()
-    assert depth(failures) == (0, 0) and depth(parking) == (0, 0)
+    assert queue_depth(failures) == (0, 0) and queue_depth(parking) == (0, 0)

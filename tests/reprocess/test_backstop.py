@@ -15,7 +15,11 @@ from reprocess.worker import drain
 from streamkit import onfailure
 
 from . import sample_consumers
-from .conftest import capture, depth, index_items, make_queues, send_bodies, take_all, user
+from tests.support.aws import create_consumer_queues, create_users_table, queue_count, stream_records, take_all
+from tests.support.failures import capture, send_bodies
+from tests.support.users import put_users, user_item
+
+from .conftest import index_items
 
 FN_ARN = "arn:aws:lambda:us-east-1:123456789012:function:userstream-dev-search-indexer"
 
@@ -23,24 +27,12 @@ FN_ARN = "arn:aws:lambda:us-east-1:123456789012:function:userstream-dev-search-i
 @pytest.fixture
 def stream(env, monkeypatch):
     """A users table with a NEW_AND_OLD_IMAGES stream, 6 items written from one thread."""
-    ddb = boto3.client("dynamodb")
-    desc = ddb.create_table(
-        TableName="users",
-        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )["TableDescription"]
+    arn = create_users_table("users")
     monkeypatch.setenv("USERS_TABLE", "users")
-    table = boto3.resource("dynamodb").Table("users")
-    for i in range(6):
-        table.put_item(Item=user(i, v2=(i == 3), avatar=bytes([i, 255])))
-    arn = desc["LatestStreamArn"]
-    streams = boto3.client("dynamodbstreams")
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-    records = streams.get_records(ShardIterator=it)["Records"]
+    put_users(user_item(i, v2=(i == 3), avatar=bytes([i, 255])) for i in range(6))
+    records = stream_records(arn)
     assert len(records) == 6
+    shard = boto3.client("dynamodbstreams").describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
     return {"arn": arn, "shard": shard, "records": records}
 
 
@@ -112,7 +104,7 @@ def test_parse_on_failure_message(stream):
 
 
 def test_on_failure_message_is_resolved_from_the_stream(stream, index_table):
-    failures, parking = make_queues("search-indexer")
+    failures, parking = create_consumer_queues("search-indexer")
     send_bodies(failures, [json.dumps(on_failure_message(stream, 1, 4))])
     seen = []
 
@@ -133,7 +125,7 @@ def test_on_failure_message_is_resolved_from_the_stream(stream, index_table):
     assert env["record"]["dynamodb"]["SequenceNumber"] == seqs[3]
     assert env["record"]["dynamodb"]["NewImage"]["firstname"] == {"S": "Ada"}
     assert env["error"]["type"] == "KeyError"
-    assert depth(parking) == 0
+    assert queue_count(parking) == 0
 
     # After the fix the envelope drains like any other.
     capture(failures, [env])
@@ -164,10 +156,8 @@ def _inject(streams, code: str, only_type: str | None = None):
 
 
 def test_trimmed_start_falls_back_to_latest_for_surviving_records(stream, index_table):
-    sqs = boto3.client("sqs")
-    failures = sqs.create_queue(QueueName="userstream-dev-search-indexer-failures")["QueueUrl"]
-    sqs.create_queue(QueueName="userstream-dev-search-indexer-parking")
-    boto3.resource("dynamodb").Table("users").put_item(Item=user(2, fullname="Renamed Since"))
+    failures, _ = create_consumer_queues("search-indexer")
+    boto3.resource("dynamodb").Table("users").put_item(Item=user_item(2, fullname="Renamed Since"))
     send_bodies(failures, [json.dumps(on_failure_message(stream, 1, 2))])
     streams = _inject(boto3.client("dynamodbstreams"), "TrimmedDataAccessException", only_type="AT_SEQUENCE_NUMBER")
     seen = []
@@ -180,13 +170,11 @@ def test_trimmed_start_falls_back_to_latest_for_surviving_records(stream, index_
     assert (s.succeeded, s.parked) == (1, 0)
     assert [r.event_name for r in seen] == ["MODIFY", "MODIFY"]  # rebuilt from the table (latest)
     assert index_items()["u0002"]["name"] == "Renamed Since"
-    assert depth(failures) == 0
+    assert queue_count(failures) == 0
 
 
 def test_expired_range_is_parked_with_a_clear_reason(stream, index_table):
-    sqs = boto3.client("sqs")
-    failures = sqs.create_queue(QueueName="userstream-dev-search-indexer-failures")["QueueUrl"]
-    parking = sqs.create_queue(QueueName="userstream-dev-search-indexer-parking")["QueueUrl"]
+    failures, parking = create_consumer_queues("search-indexer")
     body = json.dumps(on_failure_message(stream, 0, 5))
     send_bodies(failures, [body])
     streams = _inject(boto3.client("dynamodbstreams"), "TrimmedDataAccessException")
@@ -196,13 +184,11 @@ def test_expired_range_is_parked_with_a_clear_reason(stream, index_table):
     (p,) = take_all(parking)
     assert p["raw"] == body  # the metadata, byte for byte
     assert "no longer readable" in p["attributes"]["parkReason"]
-    assert depth(failures) == 0 and index_items() == {}
+    assert queue_count(failures) == 0 and index_items() == {}
 
 
 def test_on_failure_message_of_another_function_is_parked(stream):
-    sqs = boto3.client("sqs")
-    failures = sqs.create_queue(QueueName="userstream-dev-search-indexer-failures")["QueueUrl"]
-    parking = sqs.create_queue(QueueName="userstream-dev-search-indexer-parking")["QueueUrl"]
+    failures, parking = create_consumer_queues("search-indexer")
     msg = on_failure_message(stream, 0, 1)
     msg["requestContext"]["functionArn"] = "arn:aws:lambda:us-east-1:123456789012:function:userstream-dev-crm-sync"
     send_bodies(failures, [json.dumps(msg)])

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
-from .conftest import capture, depth, envelope, index_items, insert, run_cli, send_bodies, take_all, user
+from tests.support.aws import queue_count, take_all
+from tests.support.failures import capture, envelope, send_bodies
+from tests.support.users import insert, user_item
+
+from .conftest import index_items, run_cli
 
 V1 = "tests.reprocess.sample_consumers:index_v1"
 V2 = "tests.reprocess.sample_consumers:index_v2"
@@ -13,7 +17,7 @@ FAILS = "tests.reprocess.sample_consumers:always_fails"
 
 def test_drain_after_fix(queues, index_table):
     failures, parking = queues
-    records = [insert(user(i, v2=True)) for i in range(20)]
+    records = [insert(user_item(i, v2=True)) for i in range(20)]
     capture(failures, [envelope(r) for r in records])
 
     before = run_cli("--consumer", "search-indexer", "--mode", "replay", "--handler", V1, "--json", "--wait-seconds", "0")
@@ -30,14 +34,14 @@ def test_drain_after_fix(queues, index_table):
     assert after.returncode == 0, after.stderr
     s = json.loads(after.stdout)
     assert (s["taken"], s["succeeded"], s["still_failing"], s["parked"]) == (20, 20, 0, 0)
-    assert depth(failures) == 0 and depth(parking) == 0
+    assert queue_count(failures) == 0 and queue_count(parking) == 0
     items = index_items()
     assert {items[f"u{i:04d}"]["name"] for i in range(20)} == {f"Ada Number{i}" for i in range(20)}
 
 
 def test_everything_failing_terminates_with_exit_1_and_loses_nothing(queues, index_table):
     failures, parking = queues
-    records = [insert(user(i)) for i in range(25)]
+    records = [insert(user_item(i)) for i in range(25)]
     capture(failures, [envelope(r) for r in records])
 
     out = run_cli("--consumer", "search-indexer", "--mode", "replay", "--handler", FAILS, "--json", "--wait-seconds", "1")
@@ -48,7 +52,7 @@ def test_everything_failing_terminates_with_exit_1_and_loses_nothing(queues, ind
     # the re-sent copies were received again in this run and left alone, then the run ended
     assert "already tried" in s["stopped_by"] or s["stopped_by"] == "queue empty"
     left = take_all(failures)
-    assert len(left) == 25 and depth(parking) == 0
+    assert len(left) == 25 and queue_count(parking) == 0
     assert sorted(m["body"]["record"]["eventID"] for m in left) == sorted(r["eventID"] for r in records)
     for m in left:
         assert m["body"]["attempts"] == 2
@@ -58,8 +62,8 @@ def test_everything_failing_terminates_with_exit_1_and_loses_nothing(queues, ind
 
 def test_dry_run_counts_without_changing_anything(queues):
     failures, parking = queues
-    envs = [envelope(insert(user(i)), error_type="KeyError", captured_at=f"2026-11-0{1 + i % 5}T00:00:00.000Z") for i in range(7)]
-    envs += [envelope(insert(user(i)), error_type="TimeoutError", captured_at="2026-11-09T12:00:00.000Z") for i in range(7, 10)]
+    envs = [envelope(insert(user_item(i)), error_type="KeyError", captured_at=f"2026-11-0{1 + i % 5}T00:00:00.000Z") for i in range(7)]
+    envs += [envelope(insert(user_item(i)), error_type="TimeoutError", captured_at="2026-11-09T12:00:00.000Z") for i in range(7, 10)]
     capture(failures, envs)
     send_bodies(failures, ["not json at all"])
 
@@ -75,12 +79,12 @@ def test_dry_run_counts_without_changing_anything(queues):
     # nothing changed, and everything is visible again right away
     left = take_all(failures)
     assert sorted(m["raw"] for m in left) == sorted([json.dumps(e, separators=(",", ":")) for e in envs] + ["not json at all"])
-    assert depth(parking) == 0
+    assert queue_count(parking) == 0
 
 
 def test_text_summary(queues, index_table):
     failures, _ = queues
-    capture(failures, [envelope(insert(user(1)))])
+    capture(failures, [envelope(insert(user_item(1)))])
     out = run_cli("--consumer", "search-indexer", "--mode", "replay", "--handler", V2, "--wait-seconds", "0")
     assert out.returncode == 0, out.stderr
     assert "succeeded       1" in out.stdout and "stopped" in out.stdout

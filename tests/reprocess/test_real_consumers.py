@@ -10,7 +10,11 @@ import pytest
 from local.fakes import FakeSlack
 from streamkit import StreamRecord
 
-from .conftest import capture, depth, envelope, insert, make_queues, run_cli, user
+from tests.support.aws import create_consumer_queues, create_idempotency_table, queue_count
+from tests.support.failures import capture, envelope
+from tests.support.users import insert, user_item
+
+from .conftest import run_cli
 
 
 @pytest.fixture
@@ -18,13 +22,7 @@ def slack(env, monkeypatch):
     import consumers.slack_notifier as sn
     import streamkit.idempotency as idem
 
-    boto3.client("dynamodb").create_table(
-        TableName="idempotency",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    monkeypatch.setenv("IDEMPOTENCY_TABLE", "idempotency")
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", create_idempotency_table("idempotency"))
     for var in ("SLACK_WEBHOOK_URL_PARAM", "USER_SCHEMA_MODE"):
         monkeypatch.delenv(var, raising=False)
     sn._clients.clear()
@@ -38,9 +36,9 @@ def slack(env, monkeypatch):
 def test_slack_notifier_posts_each_signup_once_across_stream_and_reprocess(slack):
     import consumers.slack_notifier as sn
 
-    failures, parking = make_queues("slack-notifier")
-    posted = insert(user(1))
-    fresh = insert(user(2))
+    failures, parking = create_consumer_queues("slack-notifier")
+    posted = insert(user_item(1))
+    fresh = insert(user_item(2))
     sn.handle_record(StreamRecord(posted))  # the stream path posted it, then it was captured anyway
     assert len(slack.messages) == 1
     capture(failures, [envelope(posted, "slack-notifier"), envelope(fresh, "slack-notifier"), envelope(fresh, "slack-notifier")])
@@ -51,4 +49,4 @@ def test_slack_notifier_posts_each_signup_once_across_stream_and_reprocess(slack
     assert s["mode"] == "replay" and (s["taken"], s["succeeded"]) == (3, 3)
     assert len(slack.messages) == 2  # user 1 once (stream), user 2 once (reprocess)
     assert "Ada Number2" in slack.messages[1]["text"]
-    assert depth(failures) == 0 and depth(parking) == 0
+    assert queue_count(failures) == 0 and queue_count(parking) == 0

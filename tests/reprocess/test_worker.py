@@ -13,7 +13,11 @@ from streamkit.record import StreamRecord
 from streamkit.testing import make_record
 
 from . import sample_consumers
-from .conftest import capture, depth, envelope, index_items, insert, make_queues, make_table, send_bodies, take_all, user
+from tests.support.aws import create_consumer_queues, create_idempotency_table, create_table, queue_count, take_all
+from tests.support.failures import capture, envelope, send_bodies
+from tests.support.users import insert, user_item
+
+from .conftest import index_items
 
 FAST = dict(wait_time_s=0)
 
@@ -24,7 +28,7 @@ def conserved(s) -> bool:
 
 def test_parks_after_max_attempts(queues, index_table):
     failures, parking = queues
-    records = [insert(user(i)) for i in range(4)]
+    records = [insert(user_item(i)) for i in range(4)]
     capture(failures, [envelope(r) for r in records])
 
     first = drain("search-indexer", mode="replay", handle_record=sample_consumers.always_fails, max_attempts=3, **FAST)
@@ -32,7 +36,7 @@ def test_parks_after_max_attempts(queues, index_table):
     second = drain("search-indexer", mode="replay", handle_record=sample_consumers.always_fails, max_attempts=3, **FAST)
     assert (second.taken, second.still_failing, second.parked, second.exit_code) == (4, 0, 4, 1) and conserved(second)
 
-    assert depth(failures) == 0
+    assert queue_count(failures) == 0
     parked = take_all(parking)
     assert sorted(m["body"]["record"]["eventID"] for m in parked) == sorted(r["eventID"] for r in records)
     for m in parked:
@@ -45,14 +49,14 @@ def test_parks_after_max_attempts(queues, index_table):
 
 def test_malformed_envelopes_are_parked_with_reasons(queues, index_table):
     failures, parking = queues
-    good = insert(user(1))
+    good = insert(user_item(1))
     no_ddb = envelope(good)
     no_ddb["record"] = {"eventID": "x", "eventName": "INSERT"}
     bodies = [
         "not json",
-        json.dumps({**envelope(insert(user(2))), "version": 99}),
-        json.dumps(envelope(insert(user(3)), consumer="billing")),
-        json.dumps(envelope(insert(user(4)), consumer="crm-sync")),
+        json.dumps({**envelope(insert(user_item(2))), "version": 99}),
+        json.dumps(envelope(insert(user_item(3)), consumer="billing")),
+        json.dumps(envelope(insert(user_item(4)), consumer="crm-sync")),
         json.dumps(no_ddb),
         json.dumps(envelope(good)),
     ]
@@ -61,7 +65,7 @@ def test_malformed_envelopes_are_parked_with_reasons(queues, index_table):
     s = drain("search-indexer", mode="replay", handle_record=sample_consumers.index_v1, **FAST)
     assert (s.taken, s.succeeded, s.parked, s.still_failing) == (6, 1, 5, 0) and conserved(s)
     assert s.exit_code == 1
-    assert depth(failures) == 0
+    assert queue_count(failures) == 0
     parked = take_all(parking)
     reasons = sorted(m["attributes"]["parkReason"] for m in parked)
     assert any(r.startswith("malformed envelope: body is not JSON") for r in reasons)
@@ -77,9 +81,9 @@ def test_claim_checked_record_is_fetched_from_s3(queues, index_table):
     failures, parking = queues
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="claims")
-    big = insert(user(7, bio="x" * 5000))
+    big = insert(user_item(7, bio="x" * 5000))
     s3.put_object(Bucket="claims", Key="claim-checks/a.json", Body=json.dumps(big).encode())
-    gone = insert(user(8))
+    gone = insert(user_item(8))
     capture(
         failures,
         [
@@ -105,14 +109,14 @@ def test_claim_checked_record_is_fetched_from_s3(queues, index_table):
 def test_latest_mode_never_rolls_state_back(queues, index_table, users_table, source):
     failures, _ = queues
     table = boto3.resource("dynamodb").Table(users_table)
-    old = user(1, fullname="Old Name")
-    new = user(1, fullname="New Name")
+    old = user_item(1, fullname="Old Name")
+    new = user_item(1, fullname="New Name")
     table.put_item(Item=new)  # the table moved on; the index already has the newer state
     sample_consumers.index_v2(StreamRecord(make_record("MODIFY", keys={"user_id": "u0001"}, new_image=new, old_image=old,
                                                        source=source)))
-    stale = make_record("MODIFY", keys={"user_id": "u0001"}, new_image=old, old_image=user(1, fullname="Older"),
+    stale = make_record("MODIFY", keys={"user_id": "u0001"}, new_image=old, old_image=user_item(1, fullname="Older"),
                         source=source)
-    removed = insert(user(2), source=source)  # captured INSERT of an item deleted since
+    removed = insert(user_item(2), source=source)  # captured INSERT of an item deleted since
     sample_consumers.index_v2(StreamRecord(removed))
     capture(failures, [envelope(stale), envelope(removed)])
     seen = []
@@ -143,18 +147,11 @@ def test_latest_mode_never_rolls_state_back(queues, index_table, users_table, so
 
 
 def test_a_record_already_applied_is_not_applied_twice(env, monkeypatch):
-    failures, parking = make_queues("slack-notifier")
-    monkeypatch.setenv("TEST_NOTIFY_TABLE", make_table("notify"))
-    ddb = boto3.client("dynamodb")
-    ddb.create_table(
-        TableName="idem",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    monkeypatch.setenv("IDEMPOTENCY_TABLE", "idem")
-    applied = insert(user(1))
-    fresh = insert(user(2))
+    failures, parking = create_consumer_queues("slack-notifier")
+    monkeypatch.setenv("TEST_NOTIFY_TABLE", create_table("notify"))
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", create_idempotency_table("idem"))
+    applied = insert(user_item(1))
+    fresh = insert(user_item(2))
     # The stream path applied this record, yet it was captured too (e.g. the invocation timed out).
     sample_consumers.notify_once(StreamRecord(applied))
     capture(failures, [envelope(applied, "slack-notifier"), envelope(fresh, "slack-notifier"), envelope(fresh, "slack-notifier")])
@@ -163,7 +160,7 @@ def test_a_record_already_applied_is_not_applied_twice(env, monkeypatch):
     assert s.mode == "replay" and (s.taken, s.succeeded) == (3, 3)
     posts = {i["user_id"]: int(i["posts"]) for i in boto3.resource("dynamodb").Table("notify").scan()["Items"]}
     assert posts == {"u0001": 1, "u0002": 1}
-    assert depth(failures) == 0 and depth(parking) == 0
+    assert queue_count(failures) == 0 and queue_count(parking) == 0
 
 
 def _keyed_backlog(failures, keys: int, per_key: int) -> None:
@@ -231,7 +228,7 @@ def test_concurrency_never_runs_one_key_twice_at_once(queues):
 
 def test_transient_errors_get_bounded_retries(queues):
     failures, _ = queues
-    capture(failures, [envelope(insert(user(1))), envelope(insert(user(2)))])
+    capture(failures, [envelope(insert(user_item(1))), envelope(insert(user_item(2)))])
     attempts = {}
 
     def flaky(record):
@@ -249,12 +246,12 @@ def test_transient_errors_get_bounded_retries(queues):
 
 def test_max_and_time_budget_stop_the_run_and_lose_nothing(queues):
     failures, _ = queues
-    capture(failures, [envelope(insert(user(i))) for i in range(30)])
+    capture(failures, [envelope(insert(user_item(i))) for i in range(30)])
     ok = lambda record: None  # noqa: E731
 
     s = drain("search-indexer", mode="replay", handle_record=ok, max_messages=12, **FAST)
     assert s.taken == 12 == s.succeeded and s.stopped_by.startswith("max 12")
-    assert depth(failures) == 18  # the rest, visible again
+    assert queue_count(failures) == 18  # the rest, visible again
 
     class Checks:  # a deadline that expires after a number of looks (no wall clock)
         def __init__(self, n):
@@ -272,12 +269,12 @@ def test_max_and_time_budget_stop_the_run_and_lose_nothing(queues):
 
     s = drain("search-indexer", mode="replay", handle_record=ok, deadline=Checks(4), **FAST)
     assert s.stopped_by == "time budget used" and conserved(s)
-    assert s.taken + depth(failures) == 18
+    assert s.taken + queue_count(failures) == 18
 
 
 def test_resend_failure_leaves_the_original(queues):
     failures, _ = queues
-    records = [insert(user(i)) for i in range(3)]
+    records = [insert(user_item(i)) for i in range(3)]
     capture(failures, [envelope(r) for r in records])
     sqs = boto3.client("sqs")
 
@@ -314,7 +311,7 @@ def test_config_missing_queue(env):
 
 def test_delete_batch_failed_entries_are_counted(queues):
     failures, _ = queues
-    capture(failures, [envelope(insert(user(i))) for i in range(3)])
+    capture(failures, [envelope(insert(user_item(i))) for i in range(3)])
     sqs = boto3.client("sqs")
 
     def fail_first(parsed, **_):  # moto never reports Failed entries: fake one after the call

@@ -1,10 +1,12 @@
 import boto3
 import pytest
 
+from tests.support.aws import create_queue
+
 
 @pytest.fixture
 def queue_url(aws):
-    return boto3.client("sqs").create_queue(QueueName="search-indexer-failures")["QueueUrl"]
+    return create_queue("search-indexer-failures")[0]
 
 
 @pytest.fixture

@@ -1,29 +1,19 @@
 """Builders shared by the streamkit tests."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import boto3
-
 from streamkit import sources
-from streamkit.testing import make_event, make_record
+from streamkit.testing import make_event
+from tests.support.users import insert, user_item
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def user_records(n: int, start: int = 0, *, bad: set[int] = frozenset(), source: str = "dynamodb") -> list[dict]:
     """``n`` INSERT records from ``source`` (``dynamodb`` or ``kinesis``); those whose index is
-    in ``bad`` lack ``fullname`` (the schema change)."""
-    out = []
-    for i in range(start, start + n):
-        item = {"user_id": f"u{i:05d}", "email": f"user{i}@example.com", "plan": "free", "logins": i}
-        if i in bad:
-            item.update(firstname="Ada", lastname=f"Number{i}")
-        else:
-            item["fullname"] = f"Ada Number{i}"
-        out.append(make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item, source=source))
-    return out
+    in ``bad`` are v2 users (no ``fullname``: the schema change)."""
+    return [insert(user_item(i, v2=i in bad, width=5, logins=i), source=source) for i in range(start, start + n)]
 
 
 def event_of(records: list[dict]) -> dict:
@@ -58,24 +48,6 @@ def drop_sequence_number(record: dict) -> dict:
 
 def reported(response: dict) -> list[str]:
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
-
-
-def drain_queue(queue_url: str) -> list[dict]:
-    """Every message in the queue (received and deleted), bodies parsed."""
-    sqs = boto3.client("sqs")
-    out = []
-    while True:
-        resp = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
-        )
-        msgs = resp.get("Messages", [])
-        if not msgs:
-            return out
-        for m in msgs:
-            out.append({"body": json.loads(m["Body"]), "attributes": m.get("MessageAttributes", {})})
-        sqs.delete_message_batch(
-            QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)]
-        )
 
 
 class Recorder:

@@ -10,7 +10,9 @@ from botocore.awsrequest import AWSResponse
 from streamkit import StreamRecord, sources, stream_handler
 from streamkit.testing import LambdaContext, make_record
 
-from .helpers import Recorder, drain_queue, event_of, reported, seqs, user_records
+from tests.support.aws import take_all
+
+from .helpers import Recorder, event_of, reported, seqs, user_records
 
 
 class _Raw:
@@ -65,7 +67,7 @@ def test_sqs_throttling_or_5xx_reports_exactly_the_failed_records(quiet_env, que
     assert b.captured == 0 and b.handled == 9
     if code != "AWS.SimpleQueueService.RequestThrottled":  # a code botocore's retry table knows
         assert len(seen) >= 2  # botocore retried the call before giving up
-    assert drain_queue(queue_url) == []
+    assert take_all(queue_url) == []
 
 
 def test_partial_send_message_batch_failure_reports_only_failed_entries(quiet_env, queue_url, monkeypatch):
@@ -93,7 +95,7 @@ def test_partial_send_message_batch_failure_reports_only_failed_entries(quiet_en
     assert b.captured == 2 and b.handled == 3  # records 1 and 4 are in the queue
     assert b.handled + b.captured + len(b.reported) + b.dropped == 6
     # Record 3's message reached moto before we "failed" it: at-least-once, never lost.
-    in_queue = set(seqs([m["body"]["record"] for m in drain_queue(queue_url)]))
+    in_queue = set(seqs([m["body"]["record"] for m in take_all(queue_url)]))
     assert {seqs(records)[1], seqs(records)[4]} <= in_queue
 
 
@@ -121,7 +123,7 @@ def test_oversized_envelope_goes_to_s3_claim_check(quiet_env, queue_url, bucket,
     handler = dlq_handler(monkeypatch, queue_url, FAILURE_BUCKET=bucket)
     resp = handler(event_of(records), LambdaContext())
     assert resp == {"batchItemFailures": []}
-    (msg,) = drain_queue(queue_url)
+    (msg,) = take_all(queue_url)
     env = msg["body"]
     ref = env["payloadRef"]
     assert ref["bucket"] == bucket and ref["key"].startswith("claim-checks/search-indexer/")
@@ -143,7 +145,7 @@ def test_oversized_without_bucket_is_reported_not_dropped(quiet_env, queue_url, 
     assert reported(resp) == [seqs(records)[2]]
     b = handler.loop.last_batch
     assert (b.handled, b.captured, len(b.reported)) == (4, 0, 1)
-    assert drain_queue(queue_url) == []
+    assert take_all(queue_url) == []
 
 
 def test_s3_outage_during_claim_check_reports_the_record(quiet_env, queue_url, bucket, monkeypatch):
@@ -152,7 +154,7 @@ def test_s3_outage_during_claim_check_reports_the_record(quiet_env, queue_url, b
     inject(handler, "s3", "PutObject", lambda **kw: error_response(503, "SlowDown"))
     resp = handler(event_of(records), LambdaContext())
     assert reported(resp) == seqs(records)
-    assert drain_queue(queue_url) == []
+    assert take_all(queue_url) == []
 
 
 def test_mixed_sizes_respect_the_batch_payload_limit(quiet_env, queue_url, bucket, monkeypatch):
@@ -166,4 +168,4 @@ def test_mixed_sizes_respect_the_batch_payload_limit(quiet_env, queue_url, bucke
     )
     assert handler(event_of(records), LambdaContext()) == {"batchItemFailures": []}
     assert len(sizes) >= 4 and max(sizes) <= 262_144
-    assert len(drain_queue(queue_url)) == 10
+    assert len(take_all(queue_url)) == 10

@@ -10,9 +10,10 @@ import pytest
 from streamkit import ConfigError, MalformedEventError, StreamRecord, TransientError, stream_handler
 from streamkit.testing import LambdaContext, make_record
 
+from tests.support.aws import take_all
+
 from .helpers import (
     Recorder,
-    drain_queue,
     drop_sequence_number,
     edit_change,
     event_of,
@@ -58,7 +59,7 @@ def test_deadline_still_flushes_pending_captures(quiet_env, queue_url, monkeypat
     handler = stream_handler("c", taking(1.0, clock, Recorder()), policy="dlq-capture")
     resp = handler(event_of(records), clock.context(7_000))  # 2 s margin: 5 records fit
     b = handler.loop.last_batch
-    assert b.captured == 2 and len(drain_queue(queue_url)) == 2
+    assert b.captured == 2 and len(take_all(queue_url)) == 2
     assert reported(resp) == seqs(records)[5:6] and b.reported == {5, 6, 7, 8, 9}
     assert b.handled + b.captured + len(b.reported) == 10
 
@@ -144,7 +145,7 @@ def test_unknown_event_name_goes_through_the_policy(quiet_env, queue_url, monkey
     # dlq-capture: captured with a clear error type
     d = stream_handler("c", Recorder(), policy="dlq-capture")
     assert d(event_of(good + [bad]), LambdaContext()) == {"batchItemFailures": []}
-    (msg,) = drain_queue(queue_url)
+    (msg,) = take_all(queue_url)
     assert msg["body"]["error"]["type"] == "MalformedRecordError"
     assert "UPSERT" in msg["body"]["error"]["message"] and msg["body"]["record"] == bad
 
@@ -155,7 +156,7 @@ def test_record_without_sequence_number_is_captured_by_dlq(quiet_env, queue_url,
     drop_sequence_number(records[1])
     h = stream_handler("c", Recorder(), policy="dlq-capture")
     assert h(event_of(records), LambdaContext()) == {"batchItemFailures": []}
-    (msg,) = drain_queue(queue_url)
+    (msg,) = take_all(queue_url)
     assert msg["body"]["error"]["type"] == "MalformedRecordError"
     assert msg["body"]["record"] == records[1]
 
@@ -312,7 +313,7 @@ def test_undecodable_kinesis_data_is_a_record_failure_reported_by_its_sequence_n
     assert reported(h(event_of(records), LambdaContext())) == seqs(records)[1:2]  # where Lambda resumes
     d = stream_handler("c", Recorder(), policy="dlq-capture")
     assert d(event_of(records), LambdaContext()) == {"batchItemFailures": []}
-    (msg,) = drain_queue(queue_url)
+    (msg,) = take_all(queue_url)
     assert msg["body"]["error"]["type"] == "MalformedRecordError" and "base64" in msg["body"]["error"]["message"]
     assert msg["body"]["record"] == records[1]  # the record as Lambda delivered it
 

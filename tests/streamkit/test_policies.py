@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from streamkit import stream_handler
 from streamkit.testing import LambdaContext
 
-from .helpers import Recorder, drain_queue, event_of, reported, seqs, user_records
+from tests.support.aws import take_all
+
+from .helpers import Recorder, event_of, reported, seqs, user_records
 
 
 def test_soft_fail_logs_and_continues(quiet_env, capsys, source):
@@ -56,7 +58,7 @@ def test_dlq_capture_writes_envelopes_and_continues(quiet_env, queue_url, monkey
     resp = handler(event_of(records), ctx)
     assert resp == {"batchItemFailures": []}
     assert len(rec.applied) == 22
-    msgs = drain_queue(queue_url)
+    msgs = take_all(queue_url)
     assert sorted(seqs([m["body"]["record"] for m in msgs])) == sorted(
         seqs(records)[i] for i in (0, 9, 24)
     )
@@ -67,8 +69,8 @@ def test_dlq_capture_writes_envelopes_and_continues(quiet_env, queue_url, monkey
     assert env["attempts"] == 1 and env["payloadRef"] is None and env["capturedAt"].endswith("Z")
     assert env["source"] == {"functionName": "userstream-dev-search-indexer", "awsRequestId": ctx.aws_request_id}
     assert env["record"] in records  # the original record, unchanged
-    assert msgs[0]["attributes"]["consumer"]["StringValue"] == "search-indexer"
-    assert msgs[0]["attributes"]["errorType"]["StringValue"] == "KeyError"
+    assert msgs[0]["attributes"]["consumer"] == "search-indexer"
+    assert msgs[0]["attributes"]["errorType"] == "KeyError"
 
 
 def test_dlq_capture_many_failures_use_batches_of_ten(quiet_env, queue_url, monkeypatch):
@@ -82,10 +84,10 @@ def test_dlq_capture_many_failures_use_batches_of_ten(quiet_env, queue_url, monk
     sqs.meta.events.register(
         "provide-client-params.sqs.SendMessageBatch", lambda params, **kw: calls.append(len(params["Entries"]))
     )
-    drain_queue(queue_url)
+    take_all(queue_url)
     assert handler(event_of(records), LambdaContext()) == {"batchItemFailures": []}
     assert calls == [10, 10]
-    assert len(drain_queue(queue_url)) == 20
+    assert len(take_all(queue_url)) == 20
 
 
 POLICY_NAMES = ["soft-fail", "hard-fail", "dlq-capture"]
@@ -100,13 +102,13 @@ POLICY_NAMES = ["soft-fail", "hard-fail", "dlq-capture"]
 def test_conservation_of_records(quiet_env, queue_url, monkeypatch, source, n, bad, policy):
     """in = handled + captured + reported + dropped, and each bucket matches what is observable."""
     monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
-    drain_queue(queue_url)
+    take_all(queue_url)
     records = user_records(n, bad=bad, source=source)
     rec = Recorder()
     handler = stream_handler("c", rec, policy=policy)
     resp = handler(event_of(records), LambdaContext())
     b = handler.loop.last_batch
-    captured = drain_queue(queue_url)
+    captured = take_all(queue_url)
     assert b.handled + b.captured + len(b.reported) + b.dropped == n
     b.check()  # Batch's own conservation check agrees
     assert b.handled == len(rec.applied)
