@@ -201,7 +201,7 @@ def test_on_failure_message_of_another_function_is_parked(stream):
 def test_a_stream_read_failure_leaves_the_message_in_the_queue(stream, index_table):
     """Reading the range fails for a reason other than "gone" (here AccessDenied): no record
     is known to be handled or captured, so the on-failure message is not deleted."""
-    failures, parking = make_queues("search-indexer")
+    failures, parking = create_consumer_queues("search-indexer")
     body = json.dumps(on_failure_message(stream, 1, 3))
     send_bodies(failures, [body])
     streams = _inject(boto3.client("dynamodbstreams"), "AccessDeniedException")
@@ -214,4 +214,4 @@ def test_a_stream_read_failure_leaves_the_message_in_the_queue(stream, index_tab
     assert any("AccessDenied" in n for n in s.notes)
     (left,) = take_all(failures)
     assert left["raw"] == body  # the metadata, untouched, visible again for the next run
-    assert depth(parking) == 0 and index_items() == {}
+    assert queue_count(parking) == 0 and index_items() == {}

@@ -15,7 +15,9 @@ from streamkit.errors import ConfigError
 from streamkit.settings import load
 from streamkit.testing import LambdaContext
 
-from .conftest import ROOT, depth, make_queues
+from tests.support.aws import create_consumer_queues, queue_count
+
+from .conftest import ROOT
 
 # (wire field, bad value, CLI arguments, the error every entry point gives)
 BAD = [
@@ -53,9 +55,9 @@ def via_api(field, value, argv, capsys) -> str:
 @pytest.mark.parametrize("entry", [via_cli, via_lambda, via_api], ids=["cli", "lambda", "api"])
 @pytest.mark.parametrize("field, value, argv, error", BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
 def test_every_entry_point_rejects_the_same_values_with_the_same_message(env, capsys, entry, field, value, argv, error):
-    failures, _ = make_queues("slack-notifier")
+    failures, _ = create_consumer_queues("slack-notifier")
     assert entry(field, value, argv, capsys) == error
-    assert depth(failures) == 0
+    assert queue_count(failures) == 0
 
 
 def test_the_lambda_validates_types_it_used_to_coerce(env):

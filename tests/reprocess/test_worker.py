@@ -330,7 +330,7 @@ def test_delete_batch_failed_entries_are_counted(queues):
 def test_the_worker_honours_the_stream_paths_retry_settings(queues, monkeypatch):
     """MAX_TRANSIENT_RETRIES / RETRY_BASE_DELAY_MS apply to the worker as to the stream path."""
     failures, _ = queues
-    capture(failures, [envelope(insert(user(1)))])
+    capture(failures, [envelope(insert(user_item(1)))])
     calls = []
 
     def down(record):
@@ -353,9 +353,9 @@ def test_options_object_and_unknown_keywords(queues):
     from reprocess.options import DrainOptions
 
     failures, _ = queues
-    capture(failures, [envelope(insert(user(i))) for i in range(3)])
+    capture(failures, [envelope(insert(user_item(i))) for i in range(3)])
     opts = DrainOptions(consumer="search-indexer", mode="replay", max_messages=2, wait_time_s=0)
     s = drain(options=opts, handle_record=lambda r: None)
-    assert (s.taken, s.succeeded) == (2, 2) and depth(failures) == 1
+    assert (s.taken, s.succeeded) == (2, 2) and queue_count(failures) == 1
     with pytest.raises(TypeError, match="max_mesages"):
         drain("search-indexer", max_mesages=2)
