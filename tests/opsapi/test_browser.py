@@ -38,6 +38,8 @@ def test_page_shows_failures_and_reprocess_drains_the_queue(served):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does it)")
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=30_000)  # as long as the page's own waits: a loaded machine answers slowly
+
     url, app = served
     failures, parking = create_consumer_queues("search-indexer")
     put_failures(failures, "search-indexer", 5)
