@@ -100,7 +100,7 @@ def test_partial_send_message_batch_failure_reports_only_failed_entries(quiet_en
 
 
 def test_sqs_outage_connection_refused_reports_failures(quiet_env, queue_url, monkeypatch):
-    from tests.conftest import free_port
+    from local.aws import free_port
 
     records = user_records(5, bad={0, 4})
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
