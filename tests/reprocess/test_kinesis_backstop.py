@@ -16,7 +16,11 @@ from reprocess.worker import drain
 from streamkit import StreamRecord, onfailure, sources
 
 from . import sample_consumers
-from .conftest import capture, depth, index_items, make_queues, send_bodies, take_all, user
+from tests.support.aws import create_users_table, create_consumer_queues, queue_count, take_all
+from tests.support.failures import capture, send_bodies
+from tests.support.users import put_users, user_item
+
+from .conftest import index_items
 
 FN_ARN = "arn:aws:lambda:us-east-1:123456789012:function:userstream-dev-search-indexer"
 
@@ -24,20 +28,12 @@ FN_ARN = "arn:aws:lambda:us-east-1:123456789012:function:userstream-dev-search-i
 @pytest.fixture
 def kinesis_stream(env, monkeypatch):
     """A users table whose 6 changes (u0003 in the v2 schema) reached a Kinesis stream."""
-    boto3.client("dynamodb").create_table(
-        TableName="users",
-        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
+    create_users_table("users")
     monkeypatch.setenv("USERS_TABLE", "users")
     kinesis = boto3.client("kinesis")
     kinesis.create_stream(StreamName="users-changes", ShardCount=1)
     arn = kinesis.describe_stream_summary(StreamName="users-changes")["StreamDescriptionSummary"]["StreamARN"]
-    table = boto3.resource("dynamodb").Table("users")
-    for i in range(6):
-        table.put_item(Item=user(i, v2=(i == 3), avatar=bytes([i, 255])))
+    put_users(user_item(i, v2=(i == 3), avatar=bytes([i, 255])) for i in range(6))
     assert KinesisBridge.for_table("users", arn).pump() == 6
     shard = kinesis.list_shards(StreamARN=arn)["Shards"][0]["ShardId"]
     it = kinesis.get_shard_iterator(StreamARN=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
@@ -84,7 +80,7 @@ def test_kinesis_records_read_back_are_what_lambda_delivers(kinesis_stream):
 
 
 def test_a_kinesis_batch_info_range_is_resolved_and_drained_by_the_worker(kinesis_stream, index_table):
-    failures, parking = make_queues("search-indexer")
+    failures, parking = create_consumer_queues("search-indexer")
     send_bodies(failures, [json.dumps(kinesis_on_failure(kinesis_stream, 1, 4))])
     seen = []
 
@@ -105,7 +101,7 @@ def test_a_kinesis_batch_info_range_is_resolved_and_drained_by_the_worker(kinesi
     assert env["version"] == 1 and env["attempts"] == 2 and env["error"]["type"] == "KeyError"
     assert sources.source_of(env["record"]) == "kinesis" and sources.sequence_number_of(env["record"]) == seqs[3]
     assert sources.change_of(env["record"])["dynamodb"]["NewImage"]["firstname"] == {"S": "Ada"}
-    assert depth(parking) == 0
+    assert queue_count(parking) == 0
 
     # After the fix the envelope drains like any other (latest mode: rebuilt inside kinesis.data).
     capture(failures, [env])
@@ -117,8 +113,8 @@ def test_a_kinesis_batch_info_range_is_resolved_and_drained_by_the_worker(kinesi
 def test_a_range_whose_start_aged_out_runs_the_survivors_in_latest_mode(kinesis_stream, index_table):
     """Kinesis hands out what it still has when the start is past retention: the records of
     the range that survive run in latest mode, and the lost ones are reported by count."""
-    failures, parking = make_queues("search-indexer")
-    boto3.resource("dynamodb").Table("users").put_item(Item=user(1, fullname="Renamed Since"))
+    failures, parking = create_consumer_queues("search-indexer")
+    boto3.resource("dynamodb").Table("users").put_item(Item=user_item(1, fullname="Renamed Since"))
     first_seq = int(kinesis_stream["records"][0]["SequenceNumber"])
     body = kinesis_on_failure(kinesis_stream, 0, 1, start=str(first_seq - 1))  # one record before what is kept
     body["KinesisBatchInfo"]["batchSize"] = 3
@@ -135,11 +131,11 @@ def test_a_range_whose_start_aged_out_runs_the_survivors_in_latest_mode(kinesis_
     assert s.parked == 1  # the message, with the count of what the stream lost
     (p,) = take_all(parking)
     assert "1 record(s) lost to the stream" in p["attributes"]["parkReason"]
-    assert depth(failures) == 0
+    assert queue_count(failures) == 0
 
 
 def test_a_deleted_kinesis_stream_parks_the_message_with_a_clear_reason(kinesis_stream, index_table):
-    failures, parking = make_queues("search-indexer")
+    failures, parking = create_consumer_queues("search-indexer")
     body = json.dumps(kinesis_on_failure(kinesis_stream, 0, 5))
     send_bodies(failures, [body])
     boto3.client("kinesis").delete_stream(StreamARN=kinesis_stream["arn"])
@@ -147,4 +143,4 @@ def test_a_deleted_kinesis_stream_parks_the_message_with_a_clear_reason(kinesis_
     assert (s.taken, s.parked, s.exit_code) == (1, 1, 1)
     (p,) = take_all(parking)
     assert p["raw"] == body and "no longer readable" in p["attributes"]["parkReason"]
-    assert depth(failures) == 0 and index_items() == {}
+    assert queue_count(failures) == 0 and index_items() == {}
