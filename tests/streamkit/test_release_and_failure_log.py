@@ -12,7 +12,9 @@ import pytest
 from streamkit import stream_handler
 from streamkit.testing import LambdaContext
 
-from .helpers import Recorder, drain_queue, event_of, seqs, user_records
+from tests.support.aws import take_all
+
+from .helpers import Recorder, event_of, seqs, user_records
 
 
 class Event(dict):
@@ -113,7 +115,7 @@ def test_the_envelope_and_the_log_share_one_traceback(quiet_env, queue_url, monk
     assert handler(event_of(records), LambdaContext()) == {"batchItemFailures": []}
     lines = _lines(capsys.readouterr().out)
     first = next(line for line in lines if "exception" in line)
-    envelopes = {m["body"]["record"]["dynamodb"]["SequenceNumber"]: m["body"] for m in drain_queue(queue_url)}
+    envelopes = {m["body"]["record"]["dynamodb"]["SequenceNumber"]: m["body"] for m in take_all(queue_url)}
     assert set(envelopes) == {seqs(records)[1], seqs(records)[7]}
     error = envelopes[first["sequence_number"]]["error"]
     assert error["traceback"] == first["exception"] and error["type"] == "KeyError"
