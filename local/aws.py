@@ -20,7 +20,9 @@ from consumers.registry import stack_prefix
 
 from .esm import MappingConfig
 from .functions import FunctionConfig
-from .template import TemplateError, function_logical_id, load_template, strip_event_source_mappings
+from deploy.template import mapping_function, prepare_for_moto
+
+from .template import TemplateError, load_template
 
 LOCAL_OVERRIDE_KEYS = ("SEARCH_URL", "SLACK_WEBHOOK_URL", "CRM_BASE_URL", "CRM_TOKEN")
 AWS_ENV = {
@@ -105,12 +107,6 @@ class Deployment:
     mappings: list[MappingConfig]
     outputs: dict[str, str] = field(default_factory=dict)
 
-    def physical_id(self, logical_id: str) -> str:
-        try:
-            return self.resources[logical_id][1]
-        except KeyError:
-            raise TemplateError(f"the stack has no resource {logical_id!r}") from None
-
     def function_for(self, suffix: str) -> FunctionConfig:
         """The function whose deployed name ends with ``suffix`` (``crm-sync`` -> userstream-dev-crm-sync)."""
         hits = [f for name, f in self.functions.items() if name == suffix or name.endswith("-" + suffix)]
@@ -184,7 +180,7 @@ def deploy(
     import boto3
 
     template = template if template is not None else load_template()
-    moto_template, _ = strip_event_source_mappings(template)
+    moto_template, _ = prepare_for_moto(template)
     stack_name = stack_name or stack_prefix()
     cfn = boto3.client("cloudformation")
     cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(moto_template),
@@ -202,7 +198,7 @@ def describe(
     import boto3
 
     template = template if template is not None else load_template()
-    _, esm_props = strip_event_source_mappings(template)
+    _, esm_props = prepare_for_moto(template)
     stack_name = stack_name or stack_prefix()
     cfn = boto3.client("cloudformation")
     try:
@@ -244,7 +240,7 @@ def describe(
             import sys
 
             print(f"local: mapping {logical_id}: not emulated: {', '.join(ignored)}", file=sys.stderr)
-        fn_logical = function_logical_id(props.get("FunctionName"))
+        fn_logical = mapping_function(props)
         on_failure = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
         mappings.append(MappingConfig.from_properties(
             logical_id,

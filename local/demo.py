@@ -343,8 +343,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def run_demo(settings: DemoSettings | None = None, out: TextIO | None = None,
-             log_to: Callable[[], TextIO] | None = None) -> int:
+def run_demo(settings: DemoSettings | None = None, out: TextIO | None = None) -> int:
     """Run the demo; narrative to ``out`` (stdout), function logs to .local-state/functions.log."""
     settings = settings or DemoSettings()
     out = out or sys.stdout

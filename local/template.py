@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploy.template import TemplateError, load_packaged_template, mapping_function, prepare_for_moto
+from deploy.template import TemplateError, load_packaged_template
 
 DEFAULT_TEMPLATE = "artifacts/cloudformation-template-update-stack.json"
 NODE_HINT = ("Node.js 20+ and npm are needed for `serverless package`: install them with your package manager "
              "(e.g. `sudo apt-get install nodejs npm`) or from https://nodejs.org")
 
-__all__ = ["TemplateError", "ensure_packaged", "load_template", "strip_event_source_mappings",
-           "function_logical_id", "template_path"]
+__all__ = ["TemplateError", "ensure_packaged", "load_template", "template_path"]
 
 
 def template_path() -> Path:
@@ -60,13 +59,3 @@ def load_template(path: str | os.PathLike | None = None) -> dict:
             how = f"{NODE_HINT}, then {how}"
         raise TemplateError(f"no packaged CloudFormation template at {p}: {how}")
     return load_packaged_template(p)
-
-
-def strip_event_source_mappings(template: dict) -> tuple[dict, dict[str, dict]]:
-    """(template for moto, {logical id: EventSourceMapping properties}); see deploy.template."""
-    return prepare_for_moto(template)
-
-
-def function_logical_id(function_name: object) -> str:
-    """``{"Ref": X}`` / ``{"Fn::GetAtt": [X, "Arn"]}`` -> X."""
-    return mapping_function({"FunctionName": function_name})

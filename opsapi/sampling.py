@@ -85,11 +85,6 @@ class FailureSampler:
         with self._lock:
             self._cache.pop(consumer_name, None)
 
-    def cached(self, consumer_name: str) -> dict | None:
-        with self._lock:
-            hit = self._cache.get(consumer_name)
-        return hit[1] if hit else None
-
     def sample(self, consumer: Consumer, limit: int, *, hold: bool = False) -> dict:
         """Up to ``limit`` (<= 10) messages; ``hold=True`` serves the cache without peeking."""
         limit = max(1, min(MAX_SAMPLE, limit))

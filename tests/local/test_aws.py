@@ -13,7 +13,8 @@ import pytest
 from local.aws import apply_local_overrides, deploy
 from local.esm import Emulator
 from local.functions import FunctionRuntime
-from local.template import TemplateError, load_template, strip_event_source_mappings
+from deploy.template import prepare_for_moto
+from local.template import TemplateError, load_template
 from tests.local import recorder
 from tests.local.stack_template import template
 
@@ -23,7 +24,7 @@ TEST_HANDLERS = {c: "tests/local/fn_handlers.handler" for c in ("search-indexer"
 
 def test_strip_keeps_everything_but_the_mappings_and_inlines_code():
     t = template()
-    moto_t, mappings = strip_event_source_mappings(t)
+    moto_t, mappings = prepare_for_moto(t)
     assert len(mappings) == 3 and all(k.endswith("EventSourceMappingDynamodbUsersTable") for k in mappings)
     assert not [r for r in moto_t["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
     assert len(moto_t["Resources"]) == len(t["Resources"]) - 3
