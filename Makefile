@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv test demo bench package node_modules clean api
+.PHONY: all venv lint test demo bench package node_modules clean api
 
 all: test
 
@@ -38,7 +38,13 @@ $(TEMPLATE): $(STAMP) node_modules/.installed $(PKG_SOURCES) scripts/package.sh 
 
 package: $(TEMPLATE)
 
-test: venv package
+# ruff (pyflakes, pycodestyle, isort, bugbear, pyupgrade) and mypy on the shipped packages;
+# settings in pyproject.toml. `make test` (and so CI) runs it first.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv lint package
 	$(BIN)/python -m pytest
 
 demo: venv package
@@ -48,7 +54,7 @@ bench: venv
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis artifacts .serverless node_modules .requirements-cache
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache artifacts .serverless node_modules .requirements-cache
 
 # The operator API and page on http://127.0.0.1:5000 (docs/operator-api.md); point it at
 # `python -m local run` with the AWS_ENDPOINT_URL that command prints.

@@ -117,9 +117,9 @@ def run(backlog: int = BACKLOG, sink_latencies_ms: tuple[float, ...] = SINK_LATE
     for ms in sink_latencies_ms:
         handle = make_handle_record(ms / 1000)
         contenders = [
-            ("article loop", lambda url: article_loop(sqs, url, handle)),
-            ("worker, concurrency 1", lambda url: worker(sqs, url, handle, 1)),
-            ("worker, concurrency 8", lambda url: worker(sqs, url, handle, 8)),
+            ("article loop", lambda url, handle=handle: article_loop(sqs, url, handle)),
+            ("worker, concurrency 1", lambda url, handle=handle: worker(sqs, url, handle, 1)),
+            ("worker, concurrency 8", lambda url, handle=handle: worker(sqs, url, handle, 8)),
         ]
         baseline = None
         for name, fn in contenders:

@@ -85,7 +85,7 @@ def run(queue_url_factory=None) -> list[dict]:
                 queue_url = queue_url_factory() if (policy == "dlq-capture" and queue_url_factory) else None
                 handler = factory(policy, queue_url)
 
-                def once(handler=handler):
+                def once(handler=handler, event=event):
                     with contextlib.redirect_stdout(io.StringIO()):
                         handler(event, LambdaContext(timeout_s=900))
 

@@ -4,7 +4,7 @@ hits every contender alike instead of one block of repetitions."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def interleaved_min(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:

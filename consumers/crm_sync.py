@@ -27,8 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from streamkit import PermanentError, StreamRecord, TransientError
-from streamkit import orderguard
+from streamkit import PermanentError, StreamRecord, TransientError, orderguard
 from streamkit.orderguard import AppliedOrders
 from streamkit.settings import Setting
 

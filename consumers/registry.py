@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 DEFAULT_SERVICE_NAME = "userstream"
 DEFAULT_STAGE = "dev"

@@ -4,7 +4,8 @@ Sink from ``SEARCH_URL``: ``http(s)://`` -> OpenSearch (SigV4 on AWS hosts),
 ``sqlite:///path`` -> embedded SQLite FTS5. Index/table name ``SEARCH_INDEX`` (default
 ``users``). Without ``SEARCH_URL``, local runs use ``sqlite:///.local-state/search.sqlite3``; in
 Lambda that is a configuration error. Out-of-order records never overwrite newer state
-(see ``consumers.sinks``: the guard compares ``StreamRecord.change_order``). The user's name goes through ``consumers.users`` (the schema
+(see ``consumers.sinks``: the guard compares ``StreamRecord.change_order``). The user's name goes
+through ``consumers.users`` (the schema
 story: ``USER_SCHEMA_MODE=legacy`` reproduces the v1 KeyError).
 
 CLI (for the demo): ``python -m consumers.search_indexer search "ada" [--json] [--limit N]``.
@@ -12,7 +13,8 @@ CLI (for the demo): ``python -m consumers.search_indexer search "ada" [--json] [
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from streamkit import ConfigError, StreamRecord
 from streamkit.settings import IN_LAMBDA, Setting

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamkit import PermanentError, StreamRecord, TransientError
-from streamkit import idempotency
+from streamkit import PermanentError, StreamRecord, TransientError, idempotency
 from streamkit.idempotency import Idempotency, mark_not_sent, record_key
 from streamkit.settings import Setting
 

@@ -13,7 +13,8 @@ Which code runs is chosen by ``USER_SCHEMA_MODE``, read on every call so a demo 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from streamkit.settings import Setting, lower
 

@@ -11,7 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoSettings, run_demo
-
     from .template import ensure_packaged
 
     settings = DemoSettings(template=args.template or str(ensure_packaged(ROOT)))
@@ -28,9 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .aws import EmbeddedAws, deploy, describe
     from .esm import Emulator
     from .functions import FunctionRuntime
-    from .template import load_template
-
-    from .template import ensure_packaged
+    from .template import ensure_packaged, load_template
 
     template = load_template(args.template or ensure_packaged(ROOT))
     aws = slack = crm = None

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from consumers.registry import stack_prefix
+from deploy.template import mapping_function, prepare_for_moto
 
 from .esm import MappingConfig
 from .functions import FunctionConfig
-from deploy.template import mapping_function, prepare_for_moto
-
 from .template import TemplateError, load_template
 
 LOCAL_OVERRIDE_KEYS = ("SEARCH_URL", "SLACK_WEBHOOK_URL", "CRM_BASE_URL", "CRM_TOKEN")
@@ -49,7 +49,7 @@ class EmbeddedAws:
         self._server: Any = None
         self._saved_env: dict[str, str | None] = {}
 
-    def start(self, *, export_endpoint: bool = True) -> "EmbeddedAws":
+    def start(self, *, export_endpoint: bool = True) -> EmbeddedAws:
         """Start the server. ``export_endpoint=False`` leaves ``AWS_ENDPOINT_URL`` alone, for a
         caller that points only some work at it (the test suite's ``aws`` fixture)."""
         from moto.server import ThreadedMotoServer
@@ -61,7 +61,6 @@ class EmbeddedAws:
         os.environ.update(AWS_ENV)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         import logging
-
         import warnings
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per request
@@ -90,7 +89,7 @@ class EmbeddedAws:
                 else:
                     os.environ[k] = v
 
-    def __enter__(self) -> "EmbeddedAws":
+    def __enter__(self) -> EmbeddedAws:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -207,7 +206,8 @@ def describe(
         raise TemplateError(f"no stack {stack_name!r} at {os.environ.get('AWS_ENDPOINT_URL')}: {exc}") from None
     if stack["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
         events = cfn.describe_stack_events(StackName=stack_name)["StackEvents"]
-        reasons = [f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason')}" for e in events if "FAILED" in e["ResourceStatus"]]
+        reasons = [f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason')}"
+                   for e in events if "FAILED" in e["ResourceStatus"]]
         raise TemplateError(f"stack {stack_name} is {stack['StackStatus']}: {'; '.join(reasons) or 'no reason given'}")
     resources = {
         r["LogicalResourceId"]: (r["ResourceType"], r["PhysicalResourceId"])

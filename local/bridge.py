@@ -69,7 +69,7 @@ class KinesisBridge:
         self.kinesis = self.kinesis or boto3.client("kinesis")
 
     @classmethod
-    def for_table(cls, table_name: str, kinesis_stream_arn: str, **clients: Any) -> "KinesisBridge":
+    def for_table(cls, table_name: str, kinesis_stream_arn: str, **clients: Any) -> KinesisBridge:
         """The bridge from ``table_name``'s DynamoDB stream (it must have one) to ``kinesis_stream_arn``."""
         import boto3
 

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST = ["Ada", "Grace", "Alan", "Katherine", "Edsger", "Barbara", "Donald", "Margaret", "Linus", "Radia",
@@ -248,8 +248,10 @@ class Demo:
 
         self.step(4, "verify")
         checks: list[Check] = []
-        sink = SqliteSink.from_url(self.overrides["SEARCH_URL"], self.fn("search-indexer").environment.get("SEARCH_INDEX") or "users")
-        wrong = [u.uid for u in self.users if ((sink.get(u.uid) or {}).get("name") != u.name or (sink.get(u.uid) or {}).get("deleted"))]
+        index = self.fn("search-indexer").environment.get("SEARCH_INDEX") or "users"
+        sink = SqliteSink.from_url(self.overrides["SEARCH_URL"], index)
+        wrong = [u.uid for u in self.users
+                 if (sink.get(u.uid) or {}).get("name") != u.name or (sink.get(u.uid) or {}).get("deleted")]
         checks.append(Check("search index: every user, right name", not wrong,
                             f"{len(self.users) - len(wrong)}/{len(self.users)}" + (f"; wrong: {wrong[:5]}" if wrong else "")))
         hits = sink.search("ada", limit=500)
@@ -268,7 +270,8 @@ class Demo:
             if not c or c["properties"].get("firstname") != u.first or c["properties"].get("lastname") != u.last:
                 missing.append(u.uid)
         checks.append(Check("CRM: every contact, right name", not missing,
-                            f"{len(self.users) - len(missing)}/{len(self.users)}" + (f"; missing: {missing[:5]}" if missing else "")))
+                            f"{len(self.users) - len(missing)}/{len(self.users)}"
+                            + (f"; missing: {missing[:5]}" if missing else "")))
 
         posted = [self._slack_uid(m) for m in self.slack.messages]
         dupes = sorted({p for p in posted if posted.count(p) > 1})
@@ -294,7 +297,8 @@ class Demo:
         for m in self.em.mappings:
             if m.config.on_failure_arn and ":sqs:" in m.config.on_failure_arn:
                 name = m.config.on_failure_arn.rsplit(":", 1)[1]
-                sqs_urls[f"{self.short(m.config.function)} on-failure destination"] = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                sqs_urls[f"{self.short(m.config.function)} on-failure destination"] = url
         depths = {k: self.queue_depth(v) for k, v in sqs_urls.items()}
         checks.append(Check("failure, parking and on-failure queues empty", not any(depths.values()),
                             ", ".join(f"{k}: {v}" for k, v in depths.items() if v) or f"{len(depths)} queues, all empty"))
@@ -314,7 +318,8 @@ class Demo:
 
     def table_out(self, checks: list[Check]) -> None:
         self.say("")
-        hdr = f"{'consumer':15} {'policy':12} {'read':>5} {'filtered':>8} {'handled':>7} {'discarded':>9} {'invokes':>7} {'failed':>6} {'age':>5}"
+        hdr = (f"{'consumer':15} {'policy':12} {'read':>5} {'filtered':>8} {'handled':>7} {'discarded':>9} "
+               f"{'invokes':>7} {'failed':>6} {'age':>5}")
         self.say(hdr)
         self.say("-" * len(hdr))
         for m in self.em.mappings:

@@ -25,10 +25,11 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from reprocess.stream_reader import to_lambda_record  # one converter, shared with the reprocess backstop
 from streamkit import onfailure  # the on-failure record's one owner
@@ -60,7 +61,7 @@ class MappingConfig:
 
     @classmethod
     def from_properties(cls, name: str, props: dict, *, function: str, stream_arn: str,
-                        on_failure_arn: str | None) -> "MappingConfig":
+                        on_failure_arn: str | None) -> MappingConfig:
         """From CloudFormation properties (intrinsics already resolved by the caller)."""
         return cls(
             name=name,
@@ -173,7 +174,7 @@ def failed_index(response: Any, batch: list[Pending]) -> int | None:
 class Mapping:
     """One event-source mapping: its settings, function, per-shard positions and counters."""
 
-    def __init__(self, config: MappingConfig, function: FunctionRuntime, emulator: "Emulator"):
+    def __init__(self, config: MappingConfig, function: FunctionRuntime, emulator: Emulator):
         self.config = config
         self.function = function
         self.em = emulator

@@ -13,9 +13,10 @@ import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 
 class HandlerLoadError(RuntimeError):
@@ -94,7 +95,8 @@ class FunctionRuntime:
         try:
             handler = getattr(module, attr)
         except AttributeError:
-            raise HandlerLoadError(f"module {module_name!r} has no attribute {attr!r} (Handler={self.config.handler!r})") from None
+            raise HandlerLoadError(
+                f"module {module_name!r} has no attribute {attr!r} (Handler={self.config.handler!r})") from None
         self.generation += 1
         return handler
 

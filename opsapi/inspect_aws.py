@@ -11,9 +11,10 @@ import json
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from consumers.registry import Consumer, stack_prefix
 from streamkit.awsclient import ClientCache, describe_aws_error
@@ -213,7 +214,7 @@ class Inspector:
 
     def _fetch_metric_max(self, namespace: str, metric: str, dimension: tuple[str, str]) -> float | None:
         try:
-            end = datetime.now(timezone.utc)
+            end = datetime.now(UTC)
             results = self.clients.get("cloudwatch").get_metric_data(
                 MetricDataQueries=[{"Id": "m", "ReturnData": True, "MetricStat": {
                     "Metric": {"Namespace": namespace, "MetricName": metric,

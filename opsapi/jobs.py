@@ -14,7 +14,8 @@ import re
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from streamkit.awsclient import ClientCache, describe_aws_error
 from streamkit.timefmt import now_iso
@@ -164,8 +165,10 @@ class JobRunner:
         self._update(job_id, status="running", startedAt=now_iso())
         started = time.monotonic()
         try:
-            drain = self._drain
-            if drain is None:
+            drain: Callable[..., Any]
+            if self._drain is not None:
+                drain = self._drain
+            else:
                 from reprocess.worker import drain  # heavy: only in the job thread
 
             def progress(summary: Any) -> None:

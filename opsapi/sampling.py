@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from consumers.registry import Consumer
 from streamkit.awsclient import describe_aws_error
@@ -160,4 +161,4 @@ class FailureSampler:
 def age_seconds(text: str | None) -> float | None:
     """Seconds from an ISO time to now (one decimal), ``None`` when there is no time."""
     dt = parse_iso(text)
-    return None if dt is None else round((datetime.now(timezone.utc) - dt).total_seconds(), 1)
+    return None if dt is None else round((datetime.now(UTC) - dt).total_seconds(), 1)

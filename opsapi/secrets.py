@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|WEBHOOK|PASSWORD|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 REDACTED = "[redacted]"

@@ -6,8 +6,9 @@ public attributes, never by digging into an app or a closure.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Flask, current_app
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Collection
+from typing import Any
 
 from consumers.registry import CONSUMERS
 from streamkit import onfailure, sources

@@ -16,8 +16,9 @@ sequence numbers are decimal text of up to 128 bits: compared as integers.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from streamkit import sources
 from streamkit.awsclient import error_code

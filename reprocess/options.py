@@ -16,8 +16,9 @@ reprocess Lambda's.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from consumers.registry import REPROCESS_MODES, Consumer, UnknownConsumerError, get_consumer
 from streamkit import retry

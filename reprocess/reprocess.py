@@ -102,7 +102,7 @@ def _queue_depth(summary_queue_url: str) -> int | None:
         return None
 
 
-def options_from_args(args: argparse.Namespace) -> "DrainOptions":
+def options_from_args(args: argparse.Namespace) -> DrainOptions:
     """The parsed command line as validated ``DrainOptions`` (the same limits as the Lambda
     event and the operator API); raises ``OptionsError``."""
     from reprocess.options import DrainOptions

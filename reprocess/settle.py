@@ -17,8 +17,9 @@ Counted as: HANDLED -> succeeded; RESENT and LEFT -> still_failing; PARKED -> pa
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from streamkit.envelope import dumps, message_attributes
 from streamkit.log import LazyLogger

@@ -18,8 +18,9 @@ What differs between ``dynamodbstreams.get_records`` (boto3) and a Lambda event 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from streamkit.awsclient import error_code
 from streamkit.ddbjson import client_image_to_lambda

@@ -21,8 +21,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from streamkit.awsclient import ClientCache
 from streamkit.deadline import Deadline

@@ -13,9 +13,10 @@ never import each other.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from . import sources
 from .errors import StreamkitError
@@ -58,15 +59,15 @@ class Decision:
     message: str
 
     @classmethod
-    def drop(cls, message: str = "record failed; dropped by the policy") -> "Decision":
+    def drop(cls, message: str = "record failed; dropped by the policy") -> Decision:
         return cls(Action.DROP, message)
 
     @classmethod
-    def report(cls, message: str = "record failed; reported for retry") -> "Decision":
+    def report(cls, message: str = "record failed; reported for retry") -> Decision:
         return cls(Action.REPORT, message)
 
     @classmethod
-    def hold(cls, message: str = "record failed; held by the policy") -> "Decision":
+    def hold(cls, message: str = "record failed; held by the policy") -> Decision:
         return cls(Action.HOLD, message)
 
 
@@ -86,7 +87,7 @@ class Policy(Protocol):
 
     def on_failure(self, failure: Failure) -> Decision: ...
 
-    def settle(self, *, final: bool, request_id: str | None) -> Sequence[Settlement]: ...
+    def settle(self, held: Sequence[Failure], *, final: bool, request_id: str | None) -> Sequence[Settlement]: ...
 
 
 class Batch:
@@ -225,7 +226,7 @@ class Batch:
         delivers everything after it again, so naming that one is enough."""
         return min(self._reported) if self._reported else None
 
-    def result(self) -> "BatchResult":
+    def result(self) -> BatchResult:
         """The outcome as counts (no records): what may outlive the invocation."""
         return BatchResult(
             size=self._size, handled=self.handled, failed=self._failed, captured=self._captured,

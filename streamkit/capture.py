@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from .awsclient import make_client
 from .batch import Failure
@@ -53,7 +54,7 @@ class FailureCapture:
 
     def _claim_check(self, failure: Failure) -> dict:
         """Put the whole record in S3; returns the ``payloadRef``."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         raw = failure.raw
         ident = failure.sequence_number or (raw.get("eventID") if isinstance(raw, dict) else None)
         key = f"claim-checks/{self.consumer}/{now:%Y/%m/%d}/{ident or 'unidentified'}-{uuid.uuid4().hex[:12]}.json"
@@ -69,7 +70,8 @@ class FailureCapture:
         """The SQS entry for ``failure``; raises ``_NotCaptured`` when none can be built."""
         error = describe_error(failure.error)
         attrs = message_attributes(self.consumer, error["type"])
-        common = dict(consumer=self.consumer, error=error, function_name=self.function_name, request_id=request_id)
+        common: dict[str, Any] = dict(consumer=self.consumer, error=error, function_name=self.function_name,
+                                      request_id=request_id)
         entry = {
             "Id": str(failure.index),
             "MessageBody": dumps(build_envelope(record=failure.raw, **common)),

@@ -24,8 +24,9 @@ Conversions:
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Mapping
 from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
-from typing import Any, Callable, Mapping
+from typing import Any
 
 # Same context boto3 uses for DynamoDB numbers: 38 digits, exponent range of the service,
 # and every lossy operation trapped, so a value is never silently rounded.
@@ -173,7 +174,7 @@ def _map(image: dict) -> dict:
 
 
 def _list(values: list) -> list:
-    out = []
+    out: list = []
     append = out.append
     try:
         for av in values:

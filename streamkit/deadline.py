@@ -35,7 +35,7 @@ class Deadline:
         )
 
     @classmethod
-    def from_seconds(cls, budget_s: float | None, margin_ms: int = 0) -> "Deadline":
+    def from_seconds(cls, budget_s: float | None, margin_ms: int = 0) -> Deadline:
         d = cls(None, margin_ms)
         if budget_s is not None:
             d._end = time.monotonic() + budget_s - d.margin_s

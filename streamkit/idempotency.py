@@ -38,7 +38,8 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from .awsclient import make_client
 from .errors import TransientError
@@ -64,9 +65,8 @@ IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 DOUBTFUL_METRIC = "doubtful_sends"
 
-E = TypeVar("E", bound=BaseException)
 
-_client = None
+_client: Any = None  # a boto3 DynamoDB client (untyped)
 _client_endpoint: str | None = None
 _client_lock = threading.Lock()
 
@@ -95,7 +95,7 @@ def reset_client() -> None:
     _client = None
 
 
-def mark_not_sent(exc: E) -> E:
+def mark_not_sent[E: BaseException](exc: E) -> E:
     """Say that ``exc`` proves the request never reached the receiver (so a retry may send)."""
     exc.not_sent = True  # type: ignore[attr-defined]
     return exc

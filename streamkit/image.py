@@ -14,8 +14,8 @@ naming it when it is read, so a handler that never reads it is never stopped by 
 """
 from __future__ import annotations
 
-from collections.abc import ItemsView, KeysView, Mapping, ValuesView
-from typing import Any, Iterator
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from typing import Any
 
 from .ddbjson import DeserializationError, deserialize_image, deserialize_value
 from .errors import MalformedRecordError
@@ -66,7 +66,7 @@ class LazyImage(Mapping):
         values = self._values
         if len(values) != len(self._raw):
             try:
-                decoded = deserialize_image(self._raw)
+                decoded = deserialize_image(self._raw) or {}
             except DeserializationError:  # say which attribute, as a single read would
                 for name in self._raw:
                     if name not in values:

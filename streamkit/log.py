@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import ConfigError
@@ -27,7 +28,7 @@ LOG_LEVEL = Setting(
 SETTINGS = (LOG_LEVEL,)
 
 
-def compact_exc_info(_logger: Any, _method: str, event_dict: dict) -> dict:
+def compact_exc_info(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: ``exc_info`` -> ``exception`` as plain "File, line, in" frames.
 
     Python 3.12's default formatting re-reads every frame's source to draw ``^^^`` markers
@@ -67,7 +68,7 @@ def write_line(context: dict[str, Any], level: str, event: str, fields: dict[str
     if not enabled(level):
         return
     line = {**context, "event": event, **fields, "level": level,
-            "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")}
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
     out = sys.stdout  # looked up per call, like structlog's PrintLogger: Lambda's stdout or a capture
     out.write(json.dumps(line, default=str) + "\n")
     out.flush()
@@ -120,7 +121,7 @@ class LazyLogger:
         """What every line of this logger carries (consumer, policy, request id...)."""
         return self._context
 
-    def bind(self, **more: Any) -> "LazyLogger":
+    def bind(self, **more: Any) -> LazyLogger:
         return LazyLogger(**{**self._context, **more})
 
     def __getattr__(self, method: str) -> Any:

@@ -7,8 +7,9 @@ is accounted for, and the response names the reported records.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from . import deadline as _deadline
 from . import retry as _retry
@@ -32,7 +33,7 @@ class LoopSettings:
     deadline_margin_ms: int = _deadline.DEFAULT_MARGIN_MS
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> "LoopSettings":
+    def from_values(cls, values: Mapping[str, Any]) -> LoopSettings:
         """From ``settings.load(LoopSettings.SETTINGS, ...)``'s result."""
         retry = _retry.RetryConfig.from_values(values)
         return cls(retry.max_retries, retry.base_delay_s, retry.max_delay_s, values["DEADLINE_MARGIN_MS"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from .settings import Setting
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .timefmt import iso_from_epoch
@@ -127,7 +127,7 @@ class OnFailureMessage:
 
 def arrival_iso(epoch_s: float) -> str:
     """A record's approximate arrival as Lambda writes it in batch info: whole seconds, ``Z``."""
-    return datetime.fromtimestamp(int(epoch_s), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(epoch_s), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def build(

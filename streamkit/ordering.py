@@ -33,7 +33,7 @@ Imports nothing heavy: ``streamkit.record`` imports it on the hot path.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 MICROS_DIGITS = 17  # enough until the year 5138
@@ -104,8 +104,8 @@ def change_order_of(record: Any) -> str:
 
 def _micros(dt: datetime) -> int:
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from typing import Any
 
 from .image import LazyImage
@@ -39,6 +40,6 @@ def mask(value: Any, key: str | None = None) -> Any:
     return value
 
 
-def mask_processor(_logger: Any, _method: str, event_dict: dict) -> dict:
+def mask_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict:
     """structlog processor: mask every field of the event."""
     return {k: mask(v, k) if k != "event" else mask(v) for k, v in event_dict.items()}

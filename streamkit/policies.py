@@ -18,7 +18,7 @@ end of the batch, with an error log.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .batch import Decision, Failure, Settlement
 from .capture import FailureCapture

@@ -7,7 +7,7 @@ first read of anything inside it (``sequence_number`` never needs it).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .ddbjson import DeserializationError, deserialize_image
@@ -87,7 +87,7 @@ class StreamRecord:
         value = self._ddb.get("ApproximateCreationDateTime")
         if value is None:
             return None
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return datetime.fromtimestamp(float(value), tz=UTC)
 
     @property
     def change_order(self) -> str:
@@ -98,7 +98,7 @@ class StreamRecord:
         except OrderError as exc:
             raise MalformedRecordError(str(exc), self.sequence_number) from None
 
-    def validate(self) -> "StreamRecord":
+    def validate(self) -> StreamRecord:
         """Everything a handler will read is readable (on Kinesis this decodes ``data``)."""
         return self
 
@@ -182,7 +182,7 @@ class KinesisStreamRecord(StreamRecord):
             self._change = change
         return change
 
-    def validate(self) -> "StreamRecord":
+    def validate(self) -> StreamRecord:
         self._decoded()
         return self
 
@@ -218,7 +218,7 @@ class KinesisStreamRecord(StreamRecord):
             micros = micros_from_creation(value)
         except OrderError as exc:
             raise MalformedRecordError(str(exc), self.sequence_number) from None
-        return datetime.fromtimestamp(micros // 1_000_000, tz=timezone.utc).replace(microsecond=micros % 1_000_000)
+        return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(microsecond=micros % 1_000_000)
 
     @property
     def change_order(self) -> str:

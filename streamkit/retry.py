@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .deadline import Deadline
 from .errors import is_transient
@@ -40,7 +41,7 @@ class RetryConfig:
     max_delay_s: float = DEFAULT_MAX_DELAY_S
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> "RetryConfig":
+    def from_values(cls, values: Mapping[str, Any]) -> RetryConfig:
         """From ``settings.load(SETTINGS, ...)``'s result."""
         return cls(
             max_retries=values["MAX_TRANSIENT_RETRIES"],
@@ -49,7 +50,7 @@ class RetryConfig:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, owner: str | None = None) -> "RetryConfig":
+    def from_env(cls, env: Mapping[str, str] | None = None, *, owner: str | None = None) -> RetryConfig:
         """Validated from the environment; ``ConfigError`` names a bad variable."""
         from .settings import load
 

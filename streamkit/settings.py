@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import ConfigError
 
@@ -131,7 +132,8 @@ class Setting:
             return self.expect
         if self.choices:
             return "one of " + ", ".join(self.choices)
-        kind = {int: "an integer", float: "a number"}.get(self.parse, "")
+        kinds: dict[Callable[[str], Any], str] = {int: "an integer", float: "a number"}
+        kind = kinds.get(self.parse, "")
         if kind and self.low is not None and self.high is not None:
             return f"{kind} from {_num(self.low)} to {_num(self.high)}"
         if kind and self.low is not None:

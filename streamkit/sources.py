@@ -148,9 +148,9 @@ def stub(raw: Any) -> dict:
     out["kinesis"] = {k: v for k, v in kin.items() if k != "data"}
     change = change_of(raw)
     if change is not None:
-        ddb = change.get("dynamodb") if isinstance(change.get("dynamodb"), dict) else {}
+        inner: dict = change["dynamodb"] if isinstance(change.get("dynamodb"), dict) else {}
         slim = {k: v for k, v in change.items() if k != "dynamodb"}
-        slim["dynamodb"] = {k: ddb[k] for k in _STUB_DDB if k in ddb}
+        slim["dynamodb"] = {k: inner[k] for k in _STUB_DDB if k in inner}
         out["kinesis"]["data"] = encode_data(slim)
     return out
 

@@ -3,7 +3,7 @@ retried, and every message that still did not make it handed back to the caller.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .envelope import attributes_size
 
@@ -74,14 +74,14 @@ def send_batch(
                 break
             retry = []
             for f in resp.get("Failed") or []:
-                m = by_id.get(f.get("Id"))
-                if m is None:
+                entry = by_id.get(f.get("Id"))
+                if entry is None:
                     continue
                 reason = f"{f.get('Code')}: {f.get('Message', '')}"
                 if f.get("SenderFault") or attempt == partial_retries:
-                    fail(m, reason)
+                    fail(entry, reason)
                 else:
-                    retry.append(m)
+                    retry.append(entry)
             # Entries neither successful nor failed (a malformed response) count as failed.
             answered = {s.get("Id") for s in resp.get("Successful") or []} | {
                 f.get("Id") for f in resp.get("Failed") or []

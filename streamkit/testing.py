@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from . import sources
 from .ddbjson import serialize_image

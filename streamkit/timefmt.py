@@ -2,32 +2,32 @@
 UTC, milliseconds, a ``Z`` suffix (``2026-11-29T17:24:28.123Z``)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
 def iso(dt: datetime) -> str:
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def now_iso() -> str:
-    return iso(datetime.now(timezone.utc))
+    return iso(datetime.now(UTC))
 
 
 def iso_from_epoch(seconds: float | int | str | None) -> str | None:
     """Epoch seconds (as Lambda and DynamoDB Streams send them) -> ISO, ``None`` if absent."""
     if seconds is None or seconds == "":
         return None
-    return iso(datetime.fromtimestamp(float(seconds), tz=timezone.utc))
+    return iso(datetime.fromtimestamp(float(seconds), tz=UTC))
 
 
 def iso_from_ms(ms: int | str | None) -> str | None:
     """Epoch milliseconds (SQS's ``SentTimestamp``) -> ISO, ``None`` if absent."""
     if ms is None or ms == "":
         return None
-    return iso(datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc))
+    return iso(datetime.fromtimestamp(int(ms) / 1000, tz=UTC))
 
 
 def parse_iso(value: Any) -> datetime | None:
@@ -38,4 +38,4 @@ def parse_iso(value: Any) -> datetime | None:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

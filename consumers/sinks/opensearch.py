@@ -23,20 +23,19 @@ from opensearchpy.exceptions import (
     AuthenticationException,
     AuthorizationException,
     ConflictError,
-    ConnectionError as OSConnectionError,
     ConnectionTimeout,
     NotFoundError,
     RequestError,
     TransportError,
 )
-
-from . import SEARCH_TIMEOUT_S
+from opensearchpy.exceptions import (
+    ConnectionError as OSConnectionError,
+)
 
 from streamkit import PermanentError, TransientError
-
 from streamkit.ordering import is_newer
 
-from . import check_order
+from . import SEARCH_TIMEOUT_S, check_order
 
 MAPPINGS = {
     "properties": {
@@ -100,7 +99,8 @@ def _translate(exc: Exception, what: str) -> Exception:
     if isinstance(exc, (ConnectionTimeout, OSConnectionError)):
         return TransientError(f"{what}: OpenSearch unreachable or timed out: {exc}")
     if isinstance(exc, (AuthenticationException, AuthorizationException)):
-        return PermanentError(f"{what}: OpenSearch refused our credentials ({exc.status_code}); check the role/domain access policy")
+        return PermanentError(f"{what}: OpenSearch refused our credentials ({exc.status_code}); "
+                              "check the role/domain access policy")
     if isinstance(exc, TransportError):
         status = exc.status_code if isinstance(exc.status_code, int) else 0
         if status == 429 or status >= 500:
@@ -115,7 +115,7 @@ class OpenSearchSink:
         self._index_ready = False
 
     @classmethod
-    def from_url(cls, url: str, index: str) -> "OpenSearchSink":
+    def from_url(cls, url: str, index: str) -> OpenSearchSink:
         return cls(build_client(url), index)
 
     def ensure_index(self) -> None:

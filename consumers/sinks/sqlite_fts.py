@@ -58,7 +58,7 @@ class SqliteSink:
                 self._conn.execute(f"ALTER TABLE {self.t}_docs ADD COLUMN change_order TEXT")
 
     @classmethod
-    def from_url(cls, url: str, index: str) -> "SqliteSink":
+    def from_url(cls, url: str, index: str) -> SqliteSink:
         return cls(path_from_url(url), index.replace("-", "_"))
 
     def close(self) -> None:

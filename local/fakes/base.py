@@ -8,7 +8,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-
 ANSWER, HANG, RESET = "answer", "hang", "reset"
 
 
@@ -73,7 +72,7 @@ class FakeServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -92,7 +91,8 @@ class FakeServer:
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"{self.name}-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name=f"{self.name}-{self.port}", daemon=True)
         self._thread.start()
         return self
 
@@ -116,7 +116,7 @@ class FakeServer:
         except KeyboardInterrupt:
             self.stop()
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:
         return self.start() if self._server is None else self
 
     def __exit__(self, *exc: Any) -> None:

@@ -64,7 +64,9 @@ class FakeCRM(FakeServer):
         if rest and "/" not in rest:
             if req.method == "GET":
                 found = self._find(rest, req.query.get("idProperty"))
-                return (200, found) if found else _error(404, "OBJECT_NOT_FOUND", "Object not found.  objectId are usually numeric.")
+                if found:
+                    return 200, found
+                return _error(404, "OBJECT_NOT_FOUND", "Object not found.  objectId are usually numeric.")
             if req.method == "DELETE":
                 with self.lock:
                     c = self.contacts.get(rest)

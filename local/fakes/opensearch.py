@@ -72,13 +72,14 @@ class FakeOpenSearch(FakeServer):
             if req.method in ("PUT", "POST"):
                 if kind == "_create" or req.query.get("op_type") == "create":
                     if current is not None:
-                        return _conflict(index, doc_id, "document already exists (current version [%d])" % current["_version"])
+                        return _conflict(index, doc_id, f"document already exists (current version [{current['_version']}])")
                 if "if_seq_no" in req.query:
                     if current is None or (int(req.query["if_seq_no"]), int(req.query.get("if_primary_term", -1))) != (
                         current["_seq_no"], self.primary_term
                     ):
-                        return _conflict(index, doc_id, "required seqNo [%s], primary term [%s]" % (
-                            req.query["if_seq_no"], req.query.get("if_primary_term")))
+                        return _conflict(index, doc_id, (
+                            f"required seqNo [{req.query['if_seq_no']}], "
+                            f"primary term [{req.query.get('if_primary_term')}]"))
                 new = {"_source": req.json(), "_seq_no": next(self._seq),
                        "_version": (current["_version"] + 1) if current else 1}
                 docs[doc_id] = new

@@ -5,7 +5,6 @@ raises KeyError; what happens next is each policy's story. Then the fix is deplo
 switch flips, same process) and the failed record is processed again. Every record is
 accounted for: in = handled + captured + reported for retry (+ dropped by soft-fail).
 """
-import json
 
 import boto3
 import pytest

@@ -5,7 +5,6 @@ import pytest
 
 import consumers.search_indexer as si
 from streamkit import ConfigError, MalformedRecordError, PermanentError, TransientError, is_transient
-
 from streamkit.testing import redeliver
 
 from .conftest import T0, rec, sr, v1_user, v2_user
@@ -219,10 +218,12 @@ def test_opensearch_concurrent_write_conflict_is_rechecked(os_sink, opensearch):
     # Simulate the race for real: after our read, another writer stores a newer version.
     original_read = os_sink._read
 
-    def racing_read(doc_id, _done=[]):
+    raced = []
+
+    def racing_read(doc_id):
         current = original_read(doc_id)
-        if not _done:
-            _done.append(1)
+        if not raced:
+            raced.append(1)
             os_sink.client.index(index=os_sink.index, id=doc_id,
                                  body={**current["_source"], "name": "Racer", "change_order": newer.change_order})
         return current

@@ -144,7 +144,7 @@ def test_every_alarm_exists_and_notifies_one_topic(template):
         logical, _ = fns[consumer]
         (age,) = [p for p in by_metric["IteratorAge"] if p["Dimensions"][0]["Value"] == {"Ref": logical}]
         assert age["Statistic"] == "Maximum"
-        queue_dims = lambda metric, kind: [  # noqa: E731
+        queue_dims = lambda metric, kind, consumer=consumer: [  # noqa: E731
             p for p in by_metric[metric]
             if p["Dimensions"][0]["Value"] == {"Fn::GetAtt": [queue_logical(consumer, kind), "QueueName"]}
         ]
@@ -224,7 +224,8 @@ def test_zip_ships_handlers_and_no_tests_caches_or_venvs(zip_names):
     for handler in ("handlers/search_indexer.py", "handlers/slack_notifier.py", "handlers/crm_sync.py",
                     "handlers/reprocess.py", "streamkit/loop.py", "consumers/registry.py", "wsgi_handler.py"):
         assert handler in zip_names
-    for top in ("tests/", "bench/", "local/", ".venv/", "node_modules/", "artifacts/", "scripts/", "plugins/", "deploy/", "docs/", "streamkit/testing.py"):
+    for top in ("tests/", "bench/", "local/", ".venv/", "node_modules/", "artifacts/", "scripts/", "plugins/",
+                "deploy/", "docs/", "streamkit/testing.py"):
         assert not [n for n in zip_names if n.startswith(top)], top
     for anywhere in ("__pycache__", ".pyc"):
         assert not [n for n in zip_names if anywhere in n], anywhere

@@ -94,8 +94,9 @@ def template(handlers: dict[str, str] | None = None, *, batch_size: int = 100) -
             },
         }
     # what `serverless package` adds around each function: log group, version, exports
-    outputs: dict = {"ServerlessDeploymentBucketName": {"Value": {"Ref": "ServerlessDeploymentBucket"},
-                                                        "Export": {"Name": f"sls-{SERVICE}-{STAGE}-ServerlessDeploymentBucketName"}}}
+    outputs: dict = {"ServerlessDeploymentBucketName": {
+        "Value": {"Ref": "ServerlessDeploymentBucket"},
+        "Export": {"Name": f"sls-{SERVICE}-{STAGE}-ServerlessDeploymentBucketName"}}}
     r["ServerlessDeploymentBucketPolicy"] = {"Type": "AWS::S3::BucketPolicy", "Properties": {
         "Bucket": {"Ref": "ServerlessDeploymentBucket"},
         "PolicyDocument": {"Statement": [{"Action": "s3:*", "Effect": "Deny", "Principal": "*",
@@ -106,7 +107,8 @@ def template(handlers: dict[str, str] | None = None, *, batch_size: int = 100) -
         "PolicyName": {"Fn::Join": ["-", [SERVICE, STAGE, "lambda"]]},
         "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [{"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/%s-%s*:*" % (SERVICE, STAGE)}]}]}}]
+            "Resource": [{"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/"
+                                     + f"{SERVICE}-{STAGE}*:*"}]}]}}]
     for consumer, (prefix, _, _) in CONSUMERS.items():
         r[f"{prefix}LogGroup"] = {"Type": "AWS::Logs::LogGroup", "Properties": {
             "LogGroupName": f"/aws/lambda/{SERVICE}-{STAGE}-{consumer}"}}

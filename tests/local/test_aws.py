@@ -10,10 +10,10 @@ from pathlib import Path
 import boto3
 import pytest
 
+from deploy.template import prepare_for_moto
 from local.aws import apply_local_overrides, deploy
 from local.esm import Emulator
 from local.functions import FunctionRuntime
-from deploy.template import prepare_for_moto
 from local.template import TemplateError, load_template
 from tests.local import recorder
 from tests.local.stack_template import template
@@ -29,7 +29,8 @@ def test_strip_keeps_everything_but_the_mappings_and_inlines_code():
     assert not [r for r in moto_t["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
     assert len(moto_t["Resources"]) == len(t["Resources"]) - 3
     fn = moto_t["Resources"]["CrmDashsyncLambdaFunction"]["Properties"]
-    assert "ZipFile" in fn["Code"] and fn["Environment"] == t["Resources"]["CrmDashsyncLambdaFunction"]["Properties"]["Environment"]
+    assert "ZipFile" in fn["Code"]
+    assert fn["Environment"] == t["Resources"]["CrmDashsyncLambdaFunction"]["Properties"]["Environment"]
     assert "S3Bucket" in t["Resources"]["CrmDashsyncLambdaFunction"]["Properties"]["Code"]  # input untouched
 
 
@@ -44,7 +45,8 @@ def test_deploy_reads_the_functions_back_from_the_stack(aws):
     assert env["FAILURE_POLICY"] == "hard-fail" and env["USERS_TABLE"] == "userstream-dev-users"
     # moto names CloudFormation queues by their AWS-style URL; either form reaches the queue
     assert env["FAILURE_QUEUE_URL"].endswith("/123456789012/userstream-dev-crm-sync-failures")
-    assert sqs.get_queue_attributes(QueueUrl=env["FAILURE_QUEUE_URL"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"].endswith(":userstream-dev-crm-sync-failures")
+    arn = sqs.get_queue_attributes(QueueUrl=env["FAILURE_QUEUE_URL"], AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert arn.endswith(":userstream-dev-crm-sync-failures")
     assert env["SEARCH_URL"] == "sqlite:///x.db" and env["CRM_TOKEN"] == "t" and "CRM_TOKEN_PARAM" not in env
     assert env["SLACK_WEBHOOK_URL_PARAM"]  # not overridden: left as deployed
     assert set(dep.functions) == {f"userstream-dev-{n}" for n in ("search-indexer", "slack-notifier", "crm-sync", "reprocess")}
@@ -94,7 +96,8 @@ def test_cli_run_until_idle_on_a_fresh_stack(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "userstream-dev-crm-sync: iterator age 0.0s" in proc.stdout
     state = json.loads((tmp_path / "esm.json").read_text())
-    assert {m["functionName"] for m in state["mappings"]} == {f"userstream-dev-{n}" for n in ("search-indexer", "slack-notifier", "crm-sync")}
+    assert {m["functionName"] for m in state["mappings"]} == {
+        f"userstream-dev-{n}" for n in ("search-indexer", "slack-notifier", "crm-sync")}
 
 
 def test_cli_without_a_template_fails_clearly(tmp_path):

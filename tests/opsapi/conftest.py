@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-import boto3
 import pytest
 
 from tests.support.failures import capture, envelope

@@ -6,13 +6,13 @@ import json
 import subprocess
 import sys
 import zipfile
+from datetime import UTC
 from pathlib import Path
 
 import boto3
 import pytest
 
 from opsapi.services import get_services
-
 from tests.support.aws import create_consumer_queues, create_users_table, queue_depth
 
 from .conftest import CRM_SECRET, SLACK_SECRET, put_failures
@@ -398,13 +398,13 @@ def test_in_aws_the_job_summary_is_read_from_the_jobs_bucket_by_any_container(en
 
 
 def test_in_aws_lag_and_queue_age_come_from_cloudwatch(env, monkeypatch):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from opsapi import create_app
 
     create_consumer_queues("crm-sync")
     cw = boto3.client("cloudwatch")
-    now = datetime.now(timezone.utc) - timedelta(minutes=2)  # a finished 1-minute period
+    now = datetime.now(UTC) - timedelta(minutes=2)  # a finished 1-minute period
     cw.put_metric_data(Namespace="AWS/Lambda", MetricData=[{
         "MetricName": "IteratorAge", "Dimensions": [{"Name": "FunctionName", "Value": "userstream-dev-crm-sync"}],
         "Timestamp": now, "Value": 93_000, "Unit": "Milliseconds"}])

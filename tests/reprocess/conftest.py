@@ -2,7 +2,6 @@
 (tables, queues and users themselves: ``tests.support``)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -13,12 +13,11 @@ import pytest
 from reprocess.stream_reader import to_lambda_record
 from reprocess.worker import drain
 from streamkit import onfailure
-
-from . import sample_consumers
 from tests.support.aws import create_consumer_queues, create_users_table, queue_count, stream_records, take_all
 from tests.support.failures import capture, send_bodies
 from tests.support.users import put_users, user_item
 
+from . import sample_consumers
 from .conftest import index_items
 
 FN_ARN = "arn:aws:lambda:us-east-1:123456789012:function:userstream-dev-search-indexer"

@@ -62,8 +62,10 @@ def test_everything_failing_terminates_with_exit_1_and_loses_nothing(queues, ind
 
 def test_dry_run_counts_without_changing_anything(queues):
     failures, parking = queues
-    envs = [envelope(insert(user_item(i)), error_type="KeyError", captured_at=f"2026-11-0{1 + i % 5}T00:00:00.000Z") for i in range(7)]
-    envs += [envelope(insert(user_item(i)), error_type="TimeoutError", captured_at="2026-11-09T12:00:00.000Z") for i in range(7, 10)]
+    envs = [envelope(insert(user_item(i)), error_type="KeyError", captured_at=f"2026-11-0{1 + i % 5}T00:00:00.000Z")
+            for i in range(7)]
+    envs += [envelope(insert(user_item(i)), error_type="TimeoutError", captured_at="2026-11-09T12:00:00.000Z")
+             for i in range(7, 10)]
     capture(failures, envs)
     send_bodies(failures, ["not json at all"])
 

@@ -14,12 +14,11 @@ from local.bridge import KinesisBridge
 from reprocess import kinesis_reader
 from reprocess.worker import drain
 from streamkit import StreamRecord, onfailure, sources
-
-from . import sample_consumers
-from tests.support.aws import create_users_table, create_consumer_queues, queue_count, take_all
+from tests.support.aws import create_consumer_queues, create_users_table, queue_count, take_all
 from tests.support.failures import capture, send_bodies
 from tests.support.users import put_users, user_item
 
+from . import sample_consumers
 from .conftest import index_items
 
 FN_ARN = "arn:aws:lambda:us-east-1:123456789012:function:userstream-dev-search-indexer"

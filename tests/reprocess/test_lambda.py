@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from handlers import reprocess as fn
 from streamkit.testing import LambdaContext
-
 from tests.support.aws import queue_count
 from tests.support.failures import capture, envelope
 from tests.support.users import insert, user_item

@@ -8,7 +8,6 @@ import boto3
 from handlers import reprocess as fn
 from opsapi.jobs import summary_key
 from streamkit.testing import LambdaContext
-
 from tests.support.aws import queue_count
 from tests.support.failures import capture, envelope
 from tests.support.users import insert, user_item

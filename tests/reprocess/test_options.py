@@ -14,7 +14,6 @@ from reprocess.options import API_FIELDS, LAMBDA_SETTINGS, DrainOptions, Options
 from streamkit.errors import ConfigError
 from streamkit.settings import load
 from streamkit.testing import LambdaContext
-
 from tests.support.aws import create_consumer_queues, queue_count
 
 from .conftest import ROOT

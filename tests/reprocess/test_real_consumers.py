@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 
 from local.fakes import FakeSlack
 from streamkit import StreamRecord
-
 from tests.support.aws import create_consumer_queues, create_idempotency_table, queue_count
 from tests.support.failures import capture, envelope
 from tests.support.users import insert, user_item

@@ -11,12 +11,11 @@ from reprocess.worker import drain
 from streamkit.errors import ConfigError, TransientError
 from streamkit.record import StreamRecord
 from streamkit.testing import make_record
-
-from . import sample_consumers
 from tests.support.aws import create_consumer_queues, create_idempotency_table, create_table, queue_count, take_all
 from tests.support.failures import capture, envelope, send_bodies
 from tests.support.users import insert, user_item
 
+from . import sample_consumers
 from .conftest import index_items
 
 FAST = dict(wait_time_s=0)

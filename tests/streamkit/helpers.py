@@ -76,7 +76,7 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
-    def context(self, remaining_ms: int) -> "ClockContext":
+    def context(self, remaining_ms: int) -> ClockContext:
         return ClockContext(self, remaining_ms)
 
 

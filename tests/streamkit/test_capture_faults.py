@@ -9,7 +9,6 @@ from botocore.awsrequest import AWSResponse
 
 from streamkit import StreamRecord, sources, stream_handler
 from streamkit.testing import LambdaContext, make_record
-
 from tests.support.aws import take_all
 
 from .helpers import Recorder, event_of, reported, seqs, user_records
@@ -52,7 +51,8 @@ def inject(handler, service: str, operation: str, fn) -> list:
 
 @pytest.mark.parametrize(
     "status,code",
-    [(400, "AWS.SimpleQueueService.RequestThrottled"), (400, "ThrottlingException"), (500, "InternalError"), (503, "ServiceUnavailable")],
+    [(400, "AWS.SimpleQueueService.RequestThrottled"), (400, "ThrottlingException"), (500, "InternalError"),
+     (503, "ServiceUnavailable")],
 )
 def test_sqs_throttling_or_5xx_reports_exactly_the_failed_records(quiet_env, queue_url, monkeypatch, status, code):
     records = user_records(12, bad={2, 5, 9})

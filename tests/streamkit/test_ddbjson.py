@@ -28,6 +28,7 @@ from streamkit.errors import MalformedRecordError
 from streamkit.record import StreamRecord
 from streamkit.testing import make_record
 
+
 def _dynamodb_decimal(sign: int, digits: str, adjusted: int) -> Decimal:
     """Exactly ``len(digits)`` significant digits, magnitude 10**adjusted (no context rounding)."""
     return Decimal((sign, tuple(int(c) for c in digits), adjusted - len(digits) + 1))
@@ -90,7 +91,7 @@ def assert_same(ours, theirs):
             assert_same(ours[k], theirs[k])
     elif isinstance(theirs, list):
         assert type(ours) is list and len(ours) == len(theirs)
-        for a, b in zip(ours, theirs):
+        for a, b in zip(ours, theirs, strict=True):
             assert_same(a, b)
     else:
         assert ours == theirs and type(ours) is type(theirs)
@@ -177,7 +178,7 @@ def test_an_image_that_is_not_an_object_fails_when_read():
     raw["dynamodb"]["NewImage"] = ["not", "a", "map"]
     r = StreamRecord(raw)
     with pytest.raises(MalformedRecordError, match="dynamodb.NewImage: image must be a dict"):
-        r.new_image
+        _ = r.new_image
 
 
 def test_record_without_images():

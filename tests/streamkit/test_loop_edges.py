@@ -9,7 +9,6 @@ import pytest
 
 from streamkit import ConfigError, MalformedEventError, StreamRecord, TransientError, stream_handler
 from streamkit.testing import LambdaContext, make_record
-
 from tests.support.aws import take_all
 
 from .helpers import (
@@ -222,7 +221,8 @@ def test_dlq_capture_without_queue_fails_at_cold_start(quiet_env):
         stream_handler("c", Recorder(), policy="dlq-capture")
 
 
-@pytest.mark.parametrize("var,value", [("MAX_TRANSIENT_RETRIES", "many"), ("DEADLINE_MARGIN_MS", "-5"), ("FAILURE_MAX_MESSAGE_BYTES", "10")])
+@pytest.mark.parametrize("var,value", [("MAX_TRANSIENT_RETRIES", "many"), ("DEADLINE_MARGIN_MS", "-5"),
+                                       ("FAILURE_MAX_MESSAGE_BYTES", "10")])
 def test_bad_numeric_settings_fail_at_cold_start(quiet_env, monkeypatch, var, value):
     monkeypatch.setenv("FAILURE_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q")
     monkeypatch.setenv(var, value)

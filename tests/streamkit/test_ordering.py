@@ -1,7 +1,7 @@
 """change_order: the contract others rely on (text order = change order, on both sources)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -34,7 +34,7 @@ def record(source: str, at: float, seq: str | None = None, **kw) -> StreamRecord
     (T * 1000 + 123, T * 10**6 + 123_000),           # Kinesis, MILLISECOND precision
     (T * 10**6 + 123_456, T * 10**6 + 123_456),      # Kinesis, MICROSECOND precision
     (str(T * 10**6 + 7), T * 10**6 + 7),
-    (datetime.fromtimestamp(T, timezone.utc) + timedelta(microseconds=5), T * 10**6 + 5),
+    (datetime.fromtimestamp(T, UTC) + timedelta(microseconds=5), T * 10**6 + 5),
 ])
 def test_creation_time_unit_is_detected(value, micros):
     assert micros_from_creation(value) == micros
@@ -79,7 +79,7 @@ def test_same_microsecond_on_kinesis_is_indistinguishable():
 
 @pytest.mark.parametrize("source", ["dynamodb", "kinesis"])
 def test_a_snapshot_bound_loses_to_every_change_made_at_or_after_its_time(source):
-    read_at = datetime.fromtimestamp(T, timezone.utc) + timedelta(milliseconds=400)
+    read_at = datetime.fromtimestamp(T, UTC) + timedelta(milliseconds=400)
     bound = order_for_read_at(read_at, PRECISION_S[source])
     made_after = [record(source, read_at.timestamp() + d, str(10**20 + i)) for i, d in enumerate((0, 0.0001, 0.7, 5))]
     assert all(is_newer(r.change_order, bound) for r in made_after)
@@ -89,7 +89,7 @@ def test_a_snapshot_bound_loses_to_every_change_made_at_or_after_its_time(source
 
 
 def test_order_floor_and_precision():
-    at = datetime(2025, 11, 24, 16, 0, 0, 123_456, tzinfo=timezone.utc)
+    at = datetime(2025, 11, 24, 16, 0, 0, 123_456, tzinfo=UTC)
     assert order_floor(at) == f"{T * 10**6 + 123_456:017d}"
     assert order_for_read_at(at, 1.0) == f"{T * 10**6:017d}"
     assert order_for_read_at(at, 1e-3) == f"{T * 10**6 + 123_000:017d}"
@@ -98,6 +98,6 @@ def test_order_floor_and_precision():
 
 def test_malformed_order_inputs_are_malformed_records():
     with pytest.raises(MalformedRecordError, match="tiebreak"):
-        record("dynamodb", T, "12ab").change_order
+        _ = record("dynamodb", T, "12ab").change_order
     with pytest.raises(MalformedRecordError, match="at most 40 digits"):
-        record("dynamodb", T, "1" * 41).change_order
+        _ = record("dynamodb", T, "1" * 41).change_order

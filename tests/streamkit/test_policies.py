@@ -1,14 +1,11 @@
 """Each policy's outcome on real-format events, and the conservation of records."""
 from __future__ import annotations
 
-import boto3
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamkit import stream_handler
 from streamkit.testing import LambdaContext
-
 from tests.support.aws import take_all
 
 from .helpers import Recorder, event_of, reported, seqs, user_records

@@ -11,7 +11,6 @@ import pytest
 
 from streamkit import stream_handler
 from streamkit.testing import LambdaContext
-
 from tests.support.aws import take_all
 
 from .helpers import Recorder, event_of, seqs, user_records

@@ -182,7 +182,8 @@ def test_table_rows_and_markers():
     table = markdown_table([("x", (a, b)), ("y", (a,))])
     assert "| `A_MS` | x, y |  | `5` | an integer from 0 to 10 | first |" in table
     assert "| `B` | x | yes |  | text | second \\| with a pipe |" in table
-    text = "before\n<!-- settings-table: generated from the SETTINGS declarations; scripts/settings_table.py -->\nold\n<!-- /settings-table -->\nafter"
+    text = ("before\n<!-- settings-table: generated from the SETTINGS declarations; scripts/settings_table.py -->\n"
+            "old\n<!-- /settings-table -->\nafter")
     assert replace_table(text, "T").split("\n")[1:4] == [text.split("\n")[1], "T", "<!-- /settings-table -->"]
     with pytest.raises(ValueError, match="markers"):
         replace_table("no markers", "T")

@@ -5,8 +5,14 @@ import json
 
 import boto3
 
-from tests.support.aws import (create_consumer_queues, create_idempotency_table, create_users_table, queue_depth,
-                               stream_records, take_all)
+from tests.support.aws import (
+    create_consumer_queues,
+    create_idempotency_table,
+    create_users_table,
+    queue_depth,
+    stream_records,
+    take_all,
+)
 from tests.support.users import put_users, user_item, user_record
 
 

@@ -5,7 +5,8 @@ v1 code reads as a ``KeyError``: the failure every suite's story turns on.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import boto3
 
