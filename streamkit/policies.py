@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .batch import Decision, Failure, Settlement
-from .capture import FailureCapture
+from .capture import FailureCapture, InFlight
 from .errors import ConfigError
 from .settings import Setting, load
 from .sqsbatch import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
@@ -98,6 +98,7 @@ class DlqCapture(FailurePolicy):
         self.bucket = bucket
         self.max_message_bytes = max_message_bytes
         self.capture: FailureCapture | None = None
+        self._in_flight: InFlight | None = None  # this batch's captures on their way
 
     def bind(self, consumer: str, env: Mapping[str, str]) -> None:
         given = {"FAILURE_QUEUE_URL": self.queue_url, "FAILURE_BUCKET": self.bucket}
@@ -116,13 +117,22 @@ class DlqCapture(FailurePolicy):
         return self._HOLD
 
     def settle(self, held: Sequence[Failure], *, final: bool, request_id: str | None) -> Sequence[Settlement]:
-        """Capture the held failures 10 at a time (one ``SendMessageBatch``), the rest at the end."""
-        if not held or (not final and len(held) < MAX_BATCH_ENTRIES):
-            return ()
+        """Send the held failures 10 at a time (one ``SendMessageBatch``) while the loop goes
+        on, a few calls at once (``streamkit.capture.InFlight``); settle each as its call
+        completes; at the end of the batch, send the rest and wait for all."""
         if self.capture is None:
             raise ConfigError("DlqCapture policy used before bind(); pass it to stream_handler")
-        problems = self.capture.capture(held, request_id)
-        return [Settlement(f, problems.get(f.index)) for f in held]
+        flight = self._in_flight
+        if flight is None:
+            flight = self._in_flight = InFlight(self.capture)
+        elif len(flight):
+            flight.forget_all_but(held)  # left behind by a batch that ended abnormally
+        fresh = [f for f in held if f not in flight]
+        if final:
+            flight.submit(fresh, request_id)
+        elif len(fresh) >= MAX_BATCH_ENTRIES:
+            flight.submit(fresh[: len(fresh) - len(fresh) % MAX_BATCH_ENTRIES], request_id)
+        return [Settlement(f, problem) for f, problem in flight.results(wait=final)]
 
 
 POLICIES = {"soft-fail": SoftFail, "hard-fail": HardFail, "dlq-capture": DlqCapture}
