@@ -2,7 +2,12 @@
 
 A round is what is received together (``DrainOptions.round_receives`` calls of 10); it is
 also the window in which records of one key are put in stream order. The next round is on
-its way while this one runs. ``take`` decides which received messages this run takes:
+its way while this one runs. Only the run's first receive long-polls (``wait_time_s``: a
+capture written as the run starts is still taken); once a receive has come back, every
+later one short-polls, so a drained queue ends the run at once instead of after a
+``wait_time_s`` tail at the end of every run (a backlog that is a multiple of 10 ends with a
+receive that cannot tell it is the last). On AWS a short poll of a nearly empty queue can
+miss a straggler, as the article's loop could; the next run takes it. ``take`` decides which received messages this run takes:
 not one it already tried (its id, or a re-sent copy tagged with this run), not past ``max``.
 """
 from __future__ import annotations
@@ -28,6 +33,7 @@ class Receiver:
         # one thread for the round read ahead, the others for its parallel receives
         self._pool = ThreadPoolExecutor(options.concurrency + 1)
         self._ahead: Future | None = None
+        self.long_poll = True  # until the first receive comes back
 
     def next_round(self) -> list[dict]:
         """The round read ahead, else one received now."""
@@ -76,21 +82,23 @@ class Receiver:
         calls = self.options.round_receives
         if want is not None:
             calls = max(1, min(calls, -(-want // 10)))
-        wait = self.options.wait_time_s
+        wait = self.options.wait_time_s if self.long_poll else 0
         remaining = self.deadline.remaining_s()
         if remaining != float("inf"):
             wait = max(0, min(wait, int(remaining) - 1))
         count = 10 if want is None else max(1, min(10, want))
 
-        def one(_: int) -> list[dict]:
-            return self.sqs.receive_message(
+        def one(i: int) -> list[dict]:
+            messages = self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=count,
-                WaitTimeSeconds=wait,
+                WaitTimeSeconds=wait if i == 0 else 0,  # the others add throughput, never wait
                 VisibilityTimeout=self.visibility_timeout_s,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
+            self.long_poll = False
+            return messages
 
         batches = list(self._pool.map(one, range(calls))) if calls > 1 else [one(0)]
         return [m for b in batches for m in b]

@@ -13,12 +13,15 @@ Sends come first, the delete last, so a crash in between leaves a duplicate, nev
 | not started (time budget)     | RELEASED: made visible again, not counted as taken           |
 
 Counted as: HANDLED -> succeeded; RESENT and LEFT -> still_failing; PARKED -> parked.
+
+The deletes of a round run on a thread of their own while the next round goes on
+(``finish`` waits for them before the run ends and counts their failures).
 """
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from streamkit.envelope import dumps, message_attributes
@@ -58,6 +61,8 @@ class Settler:
         self.max_attempts, self.run_id = max_attempts, run_id
         self._parking_url, self.parking_name = parking_url, parking_name
         self.summary, self.holds, self.log = summary, holds, log
+        self._deleter: ThreadPoolExecutor | None = None  # one thread: deletes behind the loop
+        self._deleting: list[Future] = []
 
     # ---- a dry run: count, never change ------------------------------------------------------
     def inspect(self, items: list[Item]) -> None:
@@ -243,8 +248,27 @@ class Settler:
         return {m["Id"]: reasons.get(m["Id"], "") for m in refused}
 
     # ---- deleting ------------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Wait for the deletes still on their way and count what they could not delete."""
+        self._collect(wait=True)
+        if self._deleter is not None:
+            self._deleter.shutdown(wait=True)
+            self._deleter = None
+
+    def _collect(self, wait: bool) -> None:
+        pending = []
+        for future in self._deleting:
+            if wait or future.done():
+                self.summary.delete_failures += future.result()
+            else:
+                pending.append(future)
+        self._deleting = pending
+
     def _delete(self, items: list[Item], pool: ThreadPoolExecutor | None) -> None:
+        """Delete in calls of 10, behind the loop: the next round does not wait for it."""
         chunks = [items[i : i + 10] for i in range(0, len(items), 10)]
+        if not chunks:
+            return
 
         def one(chunk: list[Item]) -> int:
             entries = [{"Id": str(i), "ReceiptHandle": it.receipt} for i, it in enumerate(chunk)]
@@ -259,7 +283,12 @@ class Settler:
                 self.log.error("delete failed for one message", code=f.get("Code"), error=f.get("Message"))
             return len(failed) + sum(1 for e in entries if e["Id"] not in answered)
 
-        if pool is not None and len(chunks) > 1:
-            self.summary.delete_failures += sum(pool.map(one, chunks))
-        else:
-            self.summary.delete_failures += sum(one(c) for c in chunks)
+        def all_of_them() -> int:
+            if pool is not None and len(chunks) > 1:
+                return sum(pool.map(one, chunks))
+            return sum(one(c) for c in chunks)
+
+        if self._deleter is None:
+            self._deleter = ThreadPoolExecutor(1, thread_name_prefix="reprocess-delete")
+        self._deleting.append(self._deleter.submit(all_of_them))
+        self._collect(wait=False)

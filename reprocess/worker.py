@@ -148,6 +148,7 @@ class Drainer:
                     self.progress(self.summary)
         finally:
             self.receiver.close()
+            self.settler.finish()  # the last round's deletes
             self.settler.release()
             if pool is not None:
                 pool.shutdown(wait=True)

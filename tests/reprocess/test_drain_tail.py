@@ -1,0 +1,67 @@
+"""The drain's tail: no long poll once the backlog is drained, and deletes behind the loop."""
+from __future__ import annotations
+
+import threading
+
+import boto3
+import pytest
+
+from reprocess.worker import drain
+
+from . import sample_consumers
+from .conftest import capture, depth, envelope, insert, user
+
+
+def _watch_receives(sqs) -> list[tuple[int, int]]:
+    """(WaitTimeSeconds, messages returned) of every ReceiveMessage on ``sqs``."""
+    seen: list[tuple[int, int]] = []
+
+    def params(params, context, **kw):
+        context["wait"] = params.get("WaitTimeSeconds", 0)
+
+    def result(parsed, context, **kw):
+        seen.append((context.get("wait", 0), len(parsed.get("Messages") or [])))
+
+    sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", params)
+    sqs.meta.events.register("after-call.sqs.ReceiveMessage", result)
+    return seen
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_a_small_backlog_never_waits_on_an_empty_queue(queues, index_table, concurrency):
+    failures, _ = queues
+    capture(failures, [envelope(insert(user(i))) for i in range(20)])
+    sqs = boto3.client("sqs")
+    receives = _watch_receives(sqs)
+    s = drain("search-indexer", mode="replay", handle_record=sample_consumers.index_v1, concurrency=concurrency,
+              wait_time_s=2, sqs=sqs)  # the default long poll
+    assert (s.taken, s.succeeded, s.stopped_by) == (20, 20, "queue empty") and depth(failures) == 0
+    # Only the first receive long-polls (and it found messages): the run never waits out a long
+    # poll on an empty queue at its end (the 1-4 s tail), though 20 is a multiple of 10.
+    long_polls = [n for wait, n in receives if wait > 0]
+    assert len(long_polls) == 1 and long_polls[0] > 0, receives
+    assert receives[-1] == (0, 0)  # what ended the run: an empty short poll
+
+
+def test_deletes_run_behind_the_next_round(queues, index_table):
+    failures, _ = queues
+    capture(failures, [envelope(insert(user(i))) for i in range(30)])
+    sqs = boto3.client("sqs")
+    next_round_runs = threading.Event()
+    handled: list[str] = []
+    waited: list[bool] = []
+
+    def handle(record):
+        sample_consumers.index_v1(record)
+        handled.append(record.keys["user_id"])
+        if len(handled) > 10:  # a record of the second round (rounds of 10 at concurrency 1)
+            next_round_runs.set()
+
+    def first_delete_waits_for_the_next_round(**kw):
+        if not waited:
+            waited.append(next_round_runs.wait(timeout=60))  # sequential deletes would time out
+
+    sqs.meta.events.register("before-send.sqs.DeleteMessageBatch", first_delete_waits_for_the_next_round)
+    s = drain("search-indexer", mode="replay", handle_record=handle, concurrency=1, wait_time_s=0, sqs=sqs)
+    assert waited == [True]
+    assert (s.taken, s.succeeded, s.delete_failures) == (30, 30, 0) and depth(failures) == 0
