@@ -7,9 +7,11 @@ import boto3
 import pytest
 
 from reprocess.worker import drain
+from tests.support.aws import queue_count
+from tests.support.failures import capture, envelope
+from tests.support.users import insert, user_item
 
 from . import sample_consumers
-from .conftest import capture, depth, envelope, insert, user
 
 
 def _watch_receives(sqs) -> list[tuple[int, int]]:
@@ -30,12 +32,12 @@ def _watch_receives(sqs) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("concurrency", [1, 8])
 def test_a_small_backlog_never_waits_on_an_empty_queue(queues, index_table, concurrency):
     failures, _ = queues
-    capture(failures, [envelope(insert(user(i))) for i in range(20)])
+    capture(failures, [envelope(insert(user_item(i))) for i in range(20)])
     sqs = boto3.client("sqs")
     receives = _watch_receives(sqs)
     s = drain("search-indexer", mode="replay", handle_record=sample_consumers.index_v1, concurrency=concurrency,
               wait_time_s=2, sqs=sqs)  # the default long poll
-    assert (s.taken, s.succeeded, s.stopped_by) == (20, 20, "queue empty") and depth(failures) == 0
+    assert (s.taken, s.succeeded, s.stopped_by) == (20, 20, "queue empty") and queue_count(failures) == 0
     # Only the first receive long-polls (and it found messages): the run never waits out a long
     # poll on an empty queue at its end (the 1-4 s tail), though 20 is a multiple of 10.
     long_polls = [n for wait, n in receives if wait > 0]
@@ -45,7 +47,7 @@ def test_a_small_backlog_never_waits_on_an_empty_queue(queues, index_table, conc
 
 def test_deletes_run_behind_the_next_round(queues, index_table):
     failures, _ = queues
-    capture(failures, [envelope(insert(user(i))) for i in range(30)])
+    capture(failures, [envelope(insert(user_item(i))) for i in range(30)])
     sqs = boto3.client("sqs")
     next_round_runs = threading.Event()
     handled: list[str] = []
@@ -64,4 +66,4 @@ def test_deletes_run_behind_the_next_round(queues, index_table):
     sqs.meta.events.register("before-send.sqs.DeleteMessageBatch", first_delete_waits_for_the_next_round)
     s = drain("search-indexer", mode="replay", handle_record=handle, concurrency=1, wait_time_s=0, sqs=sqs)
     assert waited == [True]
-    assert (s.taken, s.succeeded, s.delete_failures) == (30, 30, 0) and depth(failures) == 0
+    assert (s.taken, s.succeeded, s.delete_failures) == (30, 30, 0) and queue_count(failures) == 0

@@ -8,8 +8,9 @@ import threading
 from streamkit import stream_handler
 from streamkit.capture import DEFAULT_MAX_IN_FLIGHT
 from streamkit.testing import LambdaContext
+from tests.support.aws import take_all
 
-from .helpers import Recorder, drain_queue, event_of, reported, seqs, user_records
+from .helpers import Recorder, event_of, reported, seqs, user_records
 
 
 def _handler(monkeypatch, queue_url):
@@ -70,7 +71,7 @@ def test_capture_batches_overlap_and_every_failure_is_captured(quiet_env, queue_
     assert 2 <= state["peak"] <= DEFAULT_MAX_IN_FLIGHT
     assert (b.handled, b.captured, len(b.reported), b.dropped) == (100, 100, 0, 0)
     b.check()
-    captured = {m["body"]["record"]["dynamodb"]["SequenceNumber"] for m in drain_queue(queue_url)}
+    captured = {m["body"]["record"]["dynamodb"]["SequenceNumber"] for m in take_all(queue_url)}
     assert captured == {seqs(records)[i] for i in bad}
 
 
@@ -96,7 +97,7 @@ def test_a_failed_capture_batch_is_reported_and_lambda_resumes_at_its_lowest_rec
     lowest = min(b.reported)
     assert set(third) <= b.reported and lowest == min(third)
     assert reported(resp) == [seqs(records)[lowest]]  # what Lambda resumes from
-    captured = {m["body"]["record"]["dynamodb"]["SequenceNumber"] for m in drain_queue(queue_url)}
+    captured = {m["body"]["record"]["dynamodb"]["SequenceNumber"] for m in take_all(queue_url)}
     assert captured == {seqs(records)[i] for i in range(n) if i in bad and i not in b.reported}
     assert b.captured == len(captured) and b.failed == b.captured + len(set(third))
     # Everything Lambda will not deliver again was handled or captured: nothing lost.
