@@ -20,7 +20,7 @@ venv: $(STAMP)
 
 # --- packaging (Serverless Framework, offline: no AWS credentials, no AWS calls) ---------
 TEMPLATE    := artifacts/cloudformation-template-update-stack.json
-PKG_SOURCES := serverless.yml package.json package-lock.json $(wildcard plugins/*.js) requirements.txt \
+PKG_SOURCES := serverless.yml package.json package-lock.json $(wildcard plugins/*.js plugins/*/*.js) requirements.txt \
                $(shell find handlers streamkit consumers reprocess opsapi -type f ! -path '*/__pycache__/*' ! -name '*.pyc' 2>/dev/null)
 
 node_modules: node_modules/.installed

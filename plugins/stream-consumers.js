@@ -3,14 +3,19 @@
  * Generates, from `custom.streamConsumers` (one block per consumer), everything a stream
  * consumer needs, so no setting is written twice:
  *   - the function (handler, FAILURE_POLICY and queue/bucket/table environment),
- *   - its DynamoDB `stream` event with the per-policy settings (ReportBatchItemFailures always;
+ *   - its `stream` event on the source `custom.streamSource` chooses (stream-consumers/source.js:
+ *     the table's DynamoDB stream, or Kinesis Data Streams for DynamoDB through an enhanced
+ *     fan-out consumer of its own) with the per-policy settings (ReportBatchItemFailures always;
  *     hard-fail: bisect, retries, max record age; every policy: an on-failure destination),
  *   - its failure queue (SSE, 14-day retention, redrive to the parking queue) and parking queue,
  *   - its least-privilege role statements (serverless-iam-roles-per-function),
  *   - its alarms (IteratorAge Maximum, Errors, failure-queue depth and oldest age, parking depth).
  * Also the users table unless `usersStreamArn` points at an existing stream, and the alarms
- * of the non-stream functions.
+ * of the non-stream functions. `serverless package` fails when more than two readers would
+ * share a DynamoDB stream (source.checkReaderBudget).
  */
+
+const { emitSource, checkReaderBudget } = require('./stream-consumers/source');
 
 const POLICIES = ['soft-fail', 'hard-fail', 'dlq-capture'];
 
@@ -27,7 +32,10 @@ class StreamConsumers {
       'before:package:initialize': () => this.generate(),
       'before:deploy:function:initialize': () => this.generate(),
       'before:invoke:local:invoke': () => this.generate(),
-      'after:aws:package:finalize:mergeCustomProviderResources': () => this.dropUnusedDefaultRole(),
+      'after:aws:package:finalize:mergeCustomProviderResources': () => {
+        this.dropUnusedDefaultRole();
+        checkReaderBudget(this.serverless);
+      },
     };
   }
 
@@ -50,9 +58,11 @@ class StreamConsumers {
     const topic = ref('AlarmTopic');
 
     const existingStreamArn = custom.usersTable.existingStreamArn || '';
-    const streamArn = existingStreamArn || { 'Fn::GetAtt': ['UsersTable', 'StreamArn'] };
     // Teams with a table already: point at its stream, create no table.
     if (existingStreamArn) delete R.UsersTable;
+    resources.Outputs = resources.Outputs || {};
+    const source = emitSource(this.serverless, { R, O: resources.Outputs, serviceName, stage, existingStreamArn });
+    const streamArn = source.streamArn;
 
     const alarm = (id, props) => {
       R[id] = {
@@ -102,9 +112,9 @@ class StreamConsumers {
       };
 
       const fnName = name;
+      const { filterPatterns, ...sourceFields } = source.event(name, c, P);
       const stream = {
-        type: 'dynamodb',
-        arn: streamArn,
+        ...sourceFields,
         batchSize: c.batchSize,
         batchWindow: c.batchWindowSeconds,
         startingPosition: c.startingPosition || 'TRIM_HORIZON',
@@ -115,13 +125,14 @@ class StreamConsumers {
         bisectBatchOnFunctionError: c.policy === 'hard-fail',
         destinations: { onFailure: { arn: arn(failureQ), type: 'sqs' } },
       };
-      if (c.filterPatterns) stream.filterPatterns = c.filterPatterns;
+      if (filterPatterns) stream.filterPatterns = filterPatterns;
 
       // Stream read rights are added by serverless-iam-roles-per-function from the event.
       const statements = [
         // The on-failure destination (Lambda sends with the function's role) and, for
         // dlq-capture, the captures themselves.
         { Effect: 'Allow', Action: ['sqs:SendMessage'], Resource: [arn(failureQ)] },
+        ...source.statements(name, P),
       ];
       const environment = {
         FAILURE_POLICY: c.policy,
@@ -142,7 +153,7 @@ class StreamConsumers {
       service.functions[fnName] = {
         name: `${serviceName}-${stage}-${fnName}`,
         handler: c.handler,
-        description: `${name}: DynamoDB stream consumer (${c.policy})`,
+        description: `${name}: users-table change consumer (${c.policy}, ${source.kind} source)`,
         timeout: c.timeout,
         memorySize: c.memorySize,
         environment,
@@ -198,8 +209,12 @@ class StreamConsumers {
         fn.environment[`${envKey(name)}_PARKING_QUEUE_URL`] = ref(`${P}ParkingQueue`);
         fn.environment[`${envKey(name)}_FAILURE_POLICY`] = consumers[name].policy;
       }
+      // Which stream the source is, for the reprocess worker (resolving on-failure ranges, rewind).
+      fn.environment.STREAM_SOURCE = source.kind;
+      fn.environment.STREAM_ARN = streamArn;
       for (const st of fn.iamRoleStatements || []) {
         if (st.Resource === 'ALL_CONSUMER_QUEUES') st.Resource = queueArns;
+        if (JSON.stringify(st.Action) === '["USERS_STREAM_READ"]') st.Action = source.readActions;
         if (st.Resource === 'USERS_STREAM') st.Resource = [streamArn];
         if (st.Resource === 'ALL_CONSUMER_FUNCTIONS') {
           // By name, not GetAtt: no dependency cycle between the functions.
@@ -217,12 +232,13 @@ class StreamConsumers {
     }
 
     // A placeholder left unresolved would deploy as a literal (and invalid) resource.
-    const placeholders = ['ALL_CONSUMER_QUEUES', 'USERS_STREAM', 'ALL_CONSUMER_FUNCTIONS'];
+    const placeholders = ['ALL_CONSUMER_QUEUES', 'USERS_STREAM', 'ALL_CONSUMER_FUNCTIONS', 'USERS_STREAM_READ'];
     for (const [fnName, fn] of Object.entries(service.functions)) {
       for (const st of fn.iamRoleStatements || []) {
-        if (placeholders.includes(st.Resource)) {
+        if (placeholders.includes(st.Resource) || [].concat(st.Action).some((a) => placeholders.includes(a))) {
           throw new this.serverless.classes.Error(
-            `functions.${fnName}: Resource ${st.Resource} is only resolved for custom.allConsumerFunctions`);
+            `functions.${fnName}: ${st.Resource} / ${st.Action} placeholders are only resolved for ` +
+            'custom.allConsumerFunctions');
         }
       }
     }

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Offline `serverless package` (osls) into artifacts/: no AWS credentials, no AWS calls; only the
 # npm and PyPI registries are used (by `npm ci` and serverless-python-requirements' pip).
-#   artifacts/                 --stage dev, the template tests/deploy and the local runtime read
-#   artifacts/existing-table/  the same with usersStreamArn set (the bring-your-own-table path)
-# Then the reader-budget check. Serialized with a lock and swapped in whole: several `make test`
+#   artifacts/                  --stage dev (Kinesis source), the template tests/deploy and the local runtime read
+#   artifacts/existing-table/   the same with usersStreamArn set (the bring-your-own-table path)
+#   artifacts/dynamodb-source/  streamSource=dynamodb, its reader budget acknowledged (`python -m local demo --source dynamodb`)
+# Packaging itself runs the reader-budget check (plugins/stream-consumers/source.js); it runs
+# again on what was written. Serialized with a lock and swapped in whole: several `make test`
 # runs in one working tree would otherwise share the framework's .serverless/ scratch directory
 # and leave a half-written zip. Usage: PYTHON_BIN=/path/to/python3.12 scripts/package.sh
+#
+# One more package, for a test: scripts/package.sh --variant DIR [serverless options...]
+# packages into DIR under the same lock (nothing else is touched) and exits with serverless'
+# status, e.g. --param="streamSource=dynamodb" or --config serverless.variant-x.yml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,12 +39,22 @@ sls() {
     PYTHON_BIN="$PY" node_modules/.bin/serverless "$@"
 }
 
+if [ "${1:-}" = "--variant" ]; then
+  out=${2:?usage: scripts/package.sh --variant DIR [serverless options...]}
+  shift 2
+  sls package --package "$out" --stage dev "$@"
+  exit $?
+fi
+
 next=$(mktemp -d artifacts.next.XXXXXX)
 trap 'rm -rf "$next"' EXIT
 sls package --package "$next" --stage dev
 sls package --package "$next/existing-table" --stage dev \
   --param="usersStreamArn=$EXAMPLE_STREAM" --param="usersTableName=users" >/dev/null
+sls package --package "$next/dynamodb-source" --stage dev \
+  --param="streamSource=dynamodb" --param="dynamodbStreamReadersAccepted=4" >/dev/null
 "$PY" scripts/check_readers.py "$next/cloudformation-template-update-stack.json"
+"$PY" scripts/check_readers.py --accept 4 "$next/dynamodb-source/cloudformation-template-update-stack.json" >/dev/null
 
 old=$(mktemp -d artifacts.old.XXXXXX)
 [ -d artifacts ] && mv artifacts "$old/"

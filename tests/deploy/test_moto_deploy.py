@@ -83,7 +83,13 @@ def test_packaged_template_deploys_on_moto_and_reads_back(stack, template):
     assert sorted(mapping_function(p) for p in mappings.values()) == sorted(consumer_functions)
     for props in mappings.values():
         assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-        assert props["EventSourceArn"] == {"Fn::GetAtt": ["UsersTable", "StreamArn"]}
+        consumer = props["EventSourceArn"]["Ref"]  # each reads through its own fan-out consumer
+        assert template["Resources"][consumer]["Type"] == "AWS::Kinesis::StreamConsumer"
+
+    # The Kinesis stream the table publishes to (moto creates it; it does not publish to it, nor
+    # create StreamConsumers: the local runtime bridges the table and registers the consumers).
+    summary = boto3.client("kinesis").describe_stream_summary(StreamName="userstream-dev-users-changes")
+    assert summary["StreamDescriptionSummary"]["RetentionPeriodHours"] == 168
 
 
 def test_prepare_for_moto_leaves_the_input_alone_and_drops_dependents(template):

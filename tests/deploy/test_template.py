@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from consumers.registry import CONSUMERS
+from deploy.template import mapping_function
 
 from .conftest import ROOT, TEMPLATE
 
@@ -22,6 +23,10 @@ def functions_by_name(t):
     for k, r in resources(t, "AWS::Lambda::Function").items():
         out[r["Properties"]["FunctionName"].split("-dev-", 1)[1]] = (k, r)
     return out
+
+
+def consumer_logical(consumer):
+    return "".join(p.capitalize() for p in consumer.split("-")) + "StreamConsumer"
 
 
 def mapping_for(t, fn_logical):
@@ -65,7 +70,9 @@ def test_cfn_lint_check_catches_a_broken_template(template):
 
 
 @pytest.mark.parametrize("consumer", list(CONSUMERS))
-def test_each_stream_function_matches_its_policy(template, consumer):
+def test_each_stream_function_matches_its_policy(any_template, consumer):
+    """The policy decides the mapping's settings, whichever source the mapping reads."""
+    source, template = any_template
     spec = CONSUMERS[consumer]
     logical, fn = functions_by_name(template)[consumer]
     env = fn["Properties"]["Environment"]["Variables"]
@@ -73,7 +80,11 @@ def test_each_stream_function_matches_its_policy(template, consumer):
     assert fn["Properties"]["Handler"] == f"handlers/{consumer.replace('-', '_')}.handler"
     m = mapping_for(template, logical)
     assert m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert m["EventSourceArn"] == {"Fn::GetAtt": ["UsersTable", "StreamArn"]}
+    assert m["StartingPosition"] == "TRIM_HORIZON"
+    if source == "kinesis":  # through its own enhanced fan-out consumer (Ref: the consumer's ARN)
+        assert m["EventSourceArn"] == {"Ref": consumer_logical(consumer)}
+    else:
+        assert m["EventSourceArn"] == {"Fn::GetAtt": ["UsersTable", "StreamArn"]}
     assert m["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": [queue_logical(consumer, "failures"), "Arn"]}
     if spec.default_policy == "hard-fail":
         assert m["BisectBatchOnFunctionError"] is True
@@ -82,9 +93,10 @@ def test_each_stream_function_matches_its_policy(template, consumer):
     else:
         assert m["BisectBatchOnFunctionError"] is False
         assert m["BatchSize"] >= 10 and m.get("MaximumBatchingWindowInSeconds", 0) >= 1
-    if consumer == "slack-notifier":
+    if consumer == "slack-notifier":  # on Kinesis, Lambda filters on the decoded `data`: the change
         (f,) = m["FilterCriteria"]["Filters"]
-        assert json.loads(f["Pattern"]) == {"eventName": ["INSERT"]}
+        pattern = {"eventName": ["INSERT"]}
+        assert json.loads(f["Pattern"]) == (pattern if source == "dynamodb" else {"data": pattern})
     else:
         assert "FilterCriteria" not in m
 
@@ -124,15 +136,19 @@ def test_buckets_encrypted_and_claim_checks_private_and_expiring(template):
     assert any(r["Status"] == "Enabled" and r["ExpirationInDays"] for r in fb["LifecycleConfiguration"]["Rules"])
 
 
-def test_idempotency_table_has_ttl_and_users_table_a_stream(template):
+def test_idempotency_table_has_ttl_and_users_table_a_stream(any_template):
+    source, template = any_template
     idem = template["Resources"]["IdempotencyTable"]["Properties"]
     assert idem["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert idem["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     users = template["Resources"]["UsersTable"]["Properties"]
     assert users["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    if source == "dynamodb":
+        assert "KinesisStreamSpecification" not in users and not resources(template, "AWS::Kinesis::Stream")
 
 
-def test_every_alarm_exists_and_notifies_one_topic(template):
+def test_every_alarm_exists_and_notifies_one_topic(any_template):
+    _, template = any_template
     alarms = resources(template, "AWS::CloudWatch::Alarm")
     by_metric = {}
     for a in alarms.values():
@@ -181,7 +197,8 @@ ALLOWED_WILDCARD_RESOURCE_ACTIONS = {"lambda:ListEventSourceMappings", "cloudwat
                                      "logs:CreateLogGroup", "logs:PutLogEvents", "logs:TagResource"}
 
 
-def test_least_privilege_roles(template):
+def test_least_privilege_roles(any_template):
+    _, template = any_template
     roles = resources(template, "AWS::IAM::Role")
     assert "IamRoleLambdaExecution" not in roles  # no default role holding everyone's rights
     fns = functions_by_name(template)
@@ -233,31 +250,123 @@ def test_zip_ships_handlers_and_no_tests_caches_or_venvs(zip_names):
     assert not any(n.startswith("boto3/") for n in zip_names)  # the runtime provides boto3
 
 
-def test_reader_budget_warns_about_a_third_reader(template):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_readers.py"), str(TEMPLATE)],
+def check_readers(template: dict, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    p = tmp_path / "template.json"
+    p.write_text(json.dumps(template))
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "check_readers.py"), str(p), *args],
                           capture_output=True, text=True)
-    assert proc.returncode == 0
-    assert "3 event source mappings read one stream" in proc.stdout
-    assert "throttl" in proc.stdout and "fan-out" in proc.stdout
 
 
-def test_reader_budget_quiet_with_two_readers(template, tmp_path):
-    t = json.loads(json.dumps(template))
-    esm = [k for k, r in t["Resources"].items() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    del t["Resources"][esm[0]]
-    p = tmp_path / "t.json"
-    p.write_text(json.dumps(t))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_readers.py"), str(p)], capture_output=True, text=True)
-    assert proc.returncode == 0 and "WARNING" not in proc.stdout
+def test_the_default_template_has_no_dynamodb_stream_reader(template, tmp_path):
+    proc = check_readers(template, tmp_path)
+    assert proc.returncode == 0 and "no DynamoDB stream is read" in proc.stdout
+    text = json.dumps(template)
+    assert "dynamodb:GetRecords" not in text and json.dumps({"Fn::GetAtt": ["UsersTable", "StreamArn"]}) not in text
 
 
-def test_stream_rights_name_only_the_users_stream(template):
+def test_reader_budget_refuses_more_than_two_and_counts_the_reprocess_function(dynamodb_template, tmp_path):
+    proc = check_readers(dynamodb_template, tmp_path)
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert "4 readers would share the DynamoDB stream" in out
+    assert out.count("mapping ") == 3 and "function ReprocessLambdaFunction (its role reads the stream)" in out
+    assert "throttle" in out and "IteratorAge" in out  # why
+    assert "--param streamSource=kinesis" in out and "dynamodbStreamReadersAccepted=4" in out  # how
+    assert check_readers(dynamodb_template, tmp_path, "--accept", "4").returncode == 0
+    assert check_readers(dynamodb_template, tmp_path, "--accept", "3").returncode == 1
+
+
+def test_reader_budget_allows_two_readers(dynamodb_template, tmp_path):
+    t = json.loads(json.dumps(dynamodb_template))
+    esm = {k: r for k, r in t["Resources"].items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
+    dropped = [k for k in esm if "Crm" not in k]
+    for k in dropped:
+        del t["Resources"][k]
+    # A function without its mapping whose role may still read the stream is still a reader.
+    assert "4 readers" in check_readers(t, tmp_path).stdout
+    for k in dropped:
+        role = t["Resources"][t["Resources"][mapping_function(esm[k]["Properties"])]["Properties"]["Role"]["Fn::GetAtt"][0]]
+        for policy in role["Properties"]["Policies"]:
+            statements = policy["PolicyDocument"]["Statement"]
+            statements[:] = [st for st in statements if "dynamodb:GetRecords" not in st["Action"]]
+    proc = check_readers(t, tmp_path)  # crm-sync's mapping + the reprocess function
+    assert proc.returncode == 0 and "reader budget ok: 2 reader(s)" in proc.stdout
+
+
+def test_reader_budget_counts_a_function_with_a_mapping_once(dynamodb_template, tmp_path):
+    """A mapped function's role reads the stream too (the framework grants it): one reader."""
+    from scripts.check_readers import readers_per_stream
+
+    (readers,) = readers_per_stream(dynamodb_template).values()
+    assert len(readers.mappings) == 3 and readers.functions == ["ReprocessLambdaFunction"]
+
+
+@pytest.mark.parametrize("consumer", list(CONSUMERS))
+def test_stream_rights_name_only_the_source_stream(any_template, consumer):
+    source, template = any_template
     fns = functions_by_name(template)
-    for consumer in CONSUMERS:
-        reads = [s for s in role_statements(template, fns[consumer][1]) if "dynamodb:GetRecords" in s["Action"]]
-        assert reads, consumer
-        for s in reads:
-            assert s["Resource"] == [{"Fn::GetAtt": ["UsersTable", "StreamArn"]}], (consumer, s)
+    statements = role_statements(template, fns[consumer][1])
+    if source == "dynamodb":
+        reads = [s for s in statements if "dynamodb:GetRecords" in s["Action"]]
+        assert reads and all(s["Resource"] == [{"Fn::GetAtt": ["UsersTable", "StreamArn"]}] for s in reads)
+        assert "kinesis:" not in json.dumps(statements)
+        return
+    stream = {"Fn::GetAtt": ["UsersChangesStream", "Arn"]}
+    assert "dynamodb:GetRecords" not in json.dumps(statements)
+    for st in statements:
+        kinesis_actions = [a for a in st["Action"] if a.startswith("kinesis:")]
+        if not kinesis_actions:
+            continue
+        if {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"} & set(kinesis_actions):
+            # fan-out rights on its own consumer only, never another consumer's
+            assert sorted(kinesis_actions) == ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
+            assert st["Resource"] == [{"Ref": consumer_logical(consumer)}]
+        else:
+            assert st["Resource"] == [stream], st
+    granted = {a for st in statements for a in st["Action"] if a.startswith("kinesis:")}
+    assert {"kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer", "kinesis:DescribeStreamSummary",
+            "kinesis:ListShards", "kinesis:GetRecords", "kinesis:GetShardIterator"} <= granted
+    assert not {"kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DeleteStream"} & granted
+
+
+def test_kinesis_stream_on_demand_encrypted_with_retention(template):
+    (logical, stream), = resources(template, "AWS::Kinesis::Stream").items()
+    props = stream["Properties"]
+    assert props["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"} and "ShardCount" not in props
+    assert props["StreamEncryption"] == {"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}
+    assert props["RetentionPeriodHours"] == 168  # the default: 7 days
+    assert props["Name"] == "userstream-dev-users-changes"
+    spec = template["Resources"]["UsersTable"]["Properties"]["KinesisStreamSpecification"]
+    assert spec == {"StreamArn": {"Fn::GetAtt": [logical, "Arn"]}, "ApproximateCreationDateTimePrecision": "MICROSECOND"}
+    assert template["Outputs"]["UsersChangesStreamArn"]["Value"] == {"Fn::GetAtt": [logical, "Arn"]}
+
+
+def test_one_enhanced_fan_out_consumer_per_stream_consumer(template):
+    consumers = resources(template, "AWS::Kinesis::StreamConsumer")
+    assert sorted(consumers) == sorted(consumer_logical(c) for c in CONSUMERS)
+    for name in CONSUMERS:
+        props = consumers[consumer_logical(name)]["Properties"]
+        assert props == {"StreamARN": {"Fn::GetAtt": ["UsersChangesStream", "Arn"]},
+                         "ConsumerName": f"userstream-dev-{name}"}
+    mappings = resources(template, "AWS::Lambda::EventSourceMapping")
+    assert sorted(json.dumps(m["Properties"]["EventSourceArn"]) for m in mappings.values()) == sorted(
+        json.dumps({"Ref": consumer_logical(c)}) for c in CONSUMERS)  # one reader each, none shared
+
+
+def test_reprocess_reads_the_source_stream_it_is_told_about(any_template):
+    source, template = any_template
+    fns = functions_by_name(template)
+    env = fns["reprocess"][1]["Properties"]["Environment"]["Variables"]
+    assert env["STREAM_SOURCE"] == source
+    stream = {"Fn::GetAtt": ["UsersChangesStream", "Arn"] if source == "kinesis" else ["UsersTable", "StreamArn"]}
+    assert env["STREAM_ARN"] == stream
+    statements = role_statements(template, fns["reprocess"][1])
+    (read,) = [s for s in statements if s["Resource"] == [stream]]
+    if source == "kinesis":
+        assert sorted(read["Action"]) == ["kinesis:DescribeStreamSummary", "kinesis:GetRecords",
+                                          "kinesis:GetShardIterator", "kinesis:ListShards"]
+    else:
+        assert sorted(read["Action"]) == ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"]
 
 
 def test_api_reads_only_the_consumer_functions_configuration(template):
@@ -269,18 +378,16 @@ def test_api_reads_only_the_consumer_functions_configuration(template):
     assert "ALL_CONSUMER_" not in text and "USERS_STREAM" not in text  # every placeholder resolved
 
 
-def test_existing_table_param_reads_its_stream_and_creates_no_table(existing_table_template):
-    from .conftest import EXAMPLE_STREAM
-
+def test_existing_table_param_creates_no_table_and_publishes_the_kinesis_stream(existing_table_template):
+    """A team's own table (usersStreamArn set) on the Kinesis source: no table, the Kinesis stream
+    and its consumers are created, and its ARN is an output to point the table at (docs/deploy.md)."""
     t = existing_table_template
     assert "UsersTable" not in t["Resources"] and '"UsersTable"' not in json.dumps(t)
+    assert resources(t, "AWS::Kinesis::Stream") and len(resources(t, "AWS::Kinesis::StreamConsumer")) == len(CONSUMERS)
+    assert "UsersChangesStreamArn" in t["Outputs"]
     mappings = resources(t, "AWS::Lambda::EventSourceMapping")
     assert len(mappings) == len(CONSUMERS)
-    assert all(m["Properties"]["EventSourceArn"] == EXAMPLE_STREAM for m in mappings.values())
     fns = functions_by_name(t)
-    for name in [*CONSUMERS, "reprocess"]:
-        reads = [s for s in role_statements(t, fns[name][1]) if "dynamodb:GetRecords" in s["Action"]]
-        assert reads and all(s["Resource"] == [EXAMPLE_STREAM] for s in reads), name
     assert fns["reprocess"][1]["Properties"]["Environment"]["Variables"]["USERS_TABLE"] == "users"
     assert "IdempotencyTable" in t["Resources"]  # everything else is still created
 
@@ -295,11 +402,15 @@ def test_reprocess_and_api_know_every_consumer_queue_and_policy(template):
             assert env[f"{spec.key}_FAILURE_POLICY"] == spec.default_policy
 
 
-def test_reader_budget_counts_mappings_on_an_existing_stream_arn(existing_table_template, tmp_path):
+def test_reader_budget_counts_mappings_on_an_existing_stream_arn(dynamodb_template, tmp_path):
+    """The same count on a team's own stream ARN (a literal, not GetAtt)."""
     from .conftest import EXAMPLE_STREAM
 
-    p = tmp_path / "existing.json"
-    p.write_text(json.dumps(existing_table_template))
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_readers.py"), str(p)], capture_output=True, text=True)
-    assert proc.returncode == 0
-    assert "WARNING: 3 event source mappings read one stream" in proc.stdout and EXAMPLE_STREAM in proc.stdout
+    t = json.loads(json.dumps(dynamodb_template).replace(json.dumps({"Fn::GetAtt": ["UsersTable", "StreamArn"]}),
+                                                         json.dumps(EXAMPLE_STREAM)))
+    proc = check_readers(t, tmp_path)
+    assert proc.returncode == 1 and f"4 readers would share the DynamoDB stream {EXAMPLE_STREAM}" in proc.stdout
+
+
+def test_cfn_lint_reports_no_errors_for_the_dynamodb_source(dynamodb_template):
+    assert cfn_lint_errors(json.dumps(dynamodb_template)) == []
