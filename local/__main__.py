@@ -1,4 +1,4 @@
-"""``python -m local demo`` | ``python -m local run [--until-idle] [--endpoint URL]``."""
+"""``python -m local demo [--source kinesis|dynamodb]`` | ``python -m local run [--until-idle] [--endpoint URL]``."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("kinesis", "dynamodb")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoSettings, run_demo
     from .template import ensure_packaged
 
-    settings = DemoSettings(template=args.template or str(ensure_packaged(ROOT)))
+    settings = DemoSettings(template=args.template or str(ensure_packaged(ROOT, args.source)), source=args.source)
     if args.state_dir:
         settings.state_dir = Path(args.state_dir).resolve()
     if args.users:
@@ -29,7 +30,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .functions import FunctionRuntime
     from .template import ensure_packaged, load_template
 
-    template = load_template(args.template or ensure_packaged(ROOT))
+    template = load_template(args.template or ensure_packaged(ROOT, args.source))
     aws = slack = crm = None
     overrides: dict[str, str] = {}
     try:
@@ -57,8 +58,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"embedded AWS: export AWS_ENDPOINT_URL={aws.url}  (stack {dep.stack_name}, "
                   f"users table {dep.table_name})")
         em = Emulator(dep.mappings, {n: FunctionRuntime(c) for n, c in dep.functions.items()},
-                      retry_backoff_s=args.backoff, log=lambda m: print(f"[esm] {m}", file=sys.stderr))
-        print(f"emulating {len(em.mappings)} mappings; state in {em.state_path}", flush=True)
+                      bridges=dep.bridges(), retry_backoff_s=args.backoff,
+                      log=lambda m: print(f"[esm] {m}", file=sys.stderr))
+        print(f"emulating {len(em.mappings)} mappings on the {dep.source} source; state in {em.state_path}", flush=True)
         if args.until_idle:
             report = em.run_until_idle()
             for fn, age in em.iterator_ages().items():
@@ -79,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m local", description="the local runtime: embedded AWS + mapping emulator")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="the schema-change story end to end (make demo)")
-    d.add_argument("--template", help="packaged template (default artifacts/cloudformation-template-update-stack.json)")
+    d.add_argument("--template", help="packaged template (default: the one packaged for --source)")
+    d.add_argument("--source", choices=SOURCES, default="kinesis",
+                   help="kinesis (default: Kinesis Data Streams for DynamoDB, as serverless.yml ships) or dynamodb "
+                        "(the table's DynamoDB stream: artifacts/dynamodb-source/)")
     d.add_argument("--users", type=int, help="v1 signups in step 1 (default 300)")
     d.add_argument("--state-dir", default=os.environ.get("LOCAL_STATE_DIR"),
                    help="search index, function logs, mapping state (default .local-state/)")
@@ -87,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--until-idle", action="store_true", help="stop when every mapping is caught up or stuck")
     r.add_argument("--endpoint", help="use the stack already deployed at this AWS endpoint")
     r.add_argument("--port", type=int, help="port for the embedded AWS (default: a free one)")
-    r.add_argument("--template", help="packaged template (default artifacts/cloudformation-template-update-stack.json)")
+    r.add_argument("--template", help="packaged template (default: the one packaged for --source)")
+    r.add_argument("--source", choices=SOURCES, default="kinesis", help="kinesis (default) or dynamodb")
     r.add_argument("--backoff", type=float, default=0.5, help="first retry backoff in seconds (default 0.5)")
     args = p.parse_args(argv)
     os.chdir(ROOT)

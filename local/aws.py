@@ -2,6 +2,10 @@
 
 The stack comes from the packaged template (``serverless package``), created through
 CloudFormation on moto, so what runs locally is what ``serverless deploy`` would create.
+On the Kinesis source, two things moto's CloudFormation leaves out are made here from the
+same template: each ``AWS::Kinesis::StreamConsumer`` (registered with RegisterStreamConsumer,
+so a mapping's EventSourceArn is a real consumer ARN), and the table's publishing to Kinesis
+(its ``KinesisStreamSpecification`` becomes a ``local.bridge.KinesisBridge``).
 The functions' settings (handler, timeout, environment: queue URLs, table names) are read
 back from the Lambda functions moto created (``GetFunctionConfiguration``), not from a
 second copy of the configuration. The event-source mappings' settings come from the same
@@ -22,6 +26,7 @@ from deploy.template import mapping_function, prepare_for_moto
 
 from .esm import MappingConfig
 from .functions import FunctionConfig
+from .shards import stream_of_consumer
 from .template import TemplateError, load_template
 
 LOCAL_OVERRIDE_KEYS = ("SEARCH_URL", "SLACK_WEBHOOK_URL", "CRM_BASE_URL", "CRM_TOKEN")
@@ -105,6 +110,18 @@ class Deployment:
     functions: dict[str, FunctionConfig]  # by deployed function name
     mappings: list[MappingConfig]
     outputs: dict[str, str] = field(default_factory=dict)
+    kinesis_destinations: list[tuple[str, str]] = field(default_factory=list)  # (table, Kinesis stream ARN)
+
+    @property
+    def source(self) -> str:
+        """``kinesis`` when the mappings read Kinesis (Kinesis Data Streams for DynamoDB), else ``dynamodb``."""
+        return "kinesis" if any(m.source == "kinesis" for m in self.mappings) else "dynamodb"
+
+    def bridges(self) -> list:
+        """One ``KinesisBridge`` per table that publishes to Kinesis (moto does not: we do)."""
+        from .bridge import KinesisBridge
+
+        return [KinesisBridge.for_table(table, arn) for table, arn in self.kinesis_destinations]
 
     def function_for(self, suffix: str) -> FunctionConfig:
         """The function whose deployed name ends with ``suffix`` (``crm-sync`` -> userstream-dev-crm-sync)."""
@@ -125,10 +142,11 @@ class Deployment:
 class _Resolver:
     """Resolve the few intrinsics a mapping's properties use, against the deployed stack."""
 
-    def __init__(self, resources: dict[str, tuple[str, str]]):
+    def __init__(self, resources: dict[str, tuple[str, str]], template: dict | None = None):
         import boto3
 
         self.resources = resources
+        self.template_resources = (template or {}).get("Resources") or {}
         self.pseudo = {"AWS::Region": os.environ.get("AWS_REGION", "us-east-1"), "AWS::AccountId": "123456789012",
                        "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
         self.ddb, self.sqs, self.lam = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("lambda")
@@ -139,6 +157,8 @@ class _Resolver:
         if isinstance(value, dict) and "Ref" in value:
             if value["Ref"] in self.pseudo:
                 return self.pseudo[value["Ref"]]
+            if self._is_stream_consumer(value["Ref"]):  # Ref of a StreamConsumer: its ARN
+                return self._stream_consumer_arn(value["Ref"])
             return self._physical(value["Ref"])[1]
         if isinstance(value, dict) and "Fn::Join" in value:
             sep, parts = value["Fn::Join"]
@@ -161,7 +181,26 @@ class _Resolver:
                 return self.lam.get_function_configuration(FunctionName=pid)["FunctionArn"]
             if rtype == "AWS::SNS::Topic":
                 return pid
+            if rtype == "AWS::Kinesis::Stream" and attr == "Arn":
+                import boto3
+
+                return boto3.client("kinesis").describe_stream_summary(StreamName=pid)["StreamDescriptionSummary"]["StreamARN"]
         raise TemplateError(f"the local runtime cannot resolve {json.dumps(value)} in an event-source mapping")
+
+    def _is_stream_consumer(self, logical: str) -> bool:
+        return (self.template_resources.get(logical) or {}).get("Type") == "AWS::Kinesis::StreamConsumer"
+
+    def _stream_consumer_arn(self, logical: str) -> str:
+        """moto's CloudFormation has no StreamConsumer: register it (once) as the template says."""
+        import boto3
+
+        props = self.template_resources[logical].get("Properties") or {}
+        stream_arn, name = self(props.get("StreamARN")), props.get("ConsumerName")
+        kinesis = boto3.client("kinesis")
+        for consumer in kinesis.list_stream_consumers(StreamARN=stream_arn).get("Consumers", []):
+            if consumer["ConsumerName"] == name:
+                return consumer["ConsumerARN"]
+        return kinesis.register_stream_consumer(StreamARN=stream_arn, ConsumerName=name)["Consumer"]["ConsumerARN"]
 
     def _physical(self, logical: str) -> tuple[str, str]:
         if logical not in self.resources:
@@ -232,7 +271,7 @@ def describe(
             arn=conf["FunctionArn"],
         )
 
-    resolve = _Resolver(resources)
+    resolve = _Resolver(resources, template)
     mappings = []
     for logical_id, props in sorted(esm_props.items()):
         ignored = MappingConfig.unsupported(props)
@@ -242,14 +281,23 @@ def describe(
             print(f"local: mapping {logical_id}: not emulated: {', '.join(ignored)}", file=sys.stderr)
         fn_logical = mapping_function(props)
         on_failure = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        source_arn = resolve(props.get("EventSourceArn"))
+        kinesis = ":kinesis:" in source_arn
         mappings.append(MappingConfig.from_properties(
             logical_id,
             props,
             function=resolve._physical(fn_logical)[1],
-            stream_arn=resolve(props.get("EventSourceArn")),
+            stream_arn=stream_of_consumer(source_arn) if kinesis else source_arn,
             on_failure_arn=resolve(on_failure),
+            source="kinesis" if kinesis else "dynamodb",
+            consumer_arn=source_arn if kinesis and "/consumer/" in source_arn else None,
         ))
-    return Deployment(stack_name, resources, functions, mappings, outputs)
+    destinations = []
+    for logical_id, res in template.get("Resources", {}).items():
+        spec = (res.get("Properties") or {}).get("KinesisStreamSpecification") if res.get("Type") == "AWS::DynamoDB::Table" else None
+        if spec and logical_id in resources:
+            destinations.append((resources[logical_id][1], resolve(spec.get("StreamArn"))))
+    return Deployment(stack_name, resources, functions, mappings, outputs, destinations)
 
 
 def apply_local_overrides(env: dict[str, str], overrides: Mapping[str, str]) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """``make demo``: the schema-change incident of the background articles, on one laptop.
 
 Embedded AWS (moto) with the packaged stack, the event-source-mapping emulator, a fake
-Slack webhook and a fake CRM. The story:
+Slack webhook and a fake CRM. By default on the Kinesis source, as serverless.yml ships
+(the table's changes bridged into the Kinesis stream, each consumer on its enhanced fan-out
+consumer); ``--source dynamodb`` tells it on the table's DynamoDB stream. The story:
 
 1. a few hundred signups (v1 items, ``fullname``): all three consumers keep up;
 2. a producer switches to ``firstname``/``lastname`` while the consumers still run the v1
@@ -80,6 +82,7 @@ class DemoSettings:
     retry_backoff_s: float = 0.2
     state_dir: Path = field(default_factory=lambda: ROOT / ".local-state")
     template: str | None = None
+    source: str = "kinesis"  # which package the template is: kinesis or dynamodb (checked against it)
 
 
 class Demo:
@@ -133,7 +136,7 @@ class Demo:
         from local.esm import Emulator
         from local.fakes import FakeCRM, FakeSlack
         from local.functions import FunctionRuntime
-        from local.template import load_template
+        from local.template import TemplateError, load_template
 
         state = self.s.state_dir
         state.mkdir(parents=True, exist_ok=True)
@@ -156,6 +159,16 @@ class Demo:
             n_res = len(self.dep.resources)
             self.say(f"Stack {self.dep.stack_name}: {n_res} resources from the packaged template; "
                      f"{len(self.dep.mappings)} event-source mappings emulated (settings from the same template)")
+            if self.dep.source != self.s.source:
+                raise TemplateError(f"--source {self.s.source}, but the template's mappings read the {self.dep.source} "
+                                    "source: pass the template packaged for it")
+            if self.dep.source == "kinesis":
+                (stream,) = {m.stream_arn for m in self.dep.mappings}
+                self.say(f"Source: Kinesis Data Streams for DynamoDB, {stream.rsplit('/', 1)[1]}; each consumer reads "
+                         "through its own enhanced fan-out consumer; the table's changes are copied into the stream "
+                         "by local.bridge (moto does not publish them)")
+            else:
+                self.say("Source: the users table's DynamoDB stream, read by every mapping (--source dynamodb)")
             for m in self.dep.mappings:
                 self.say(f"  {self.short(m.function):15} batch {m.batch_size}, {m.starting_position}, "
                          f"retries {m.max_retry_attempts}, bisect {m.bisect_on_error}, "
@@ -164,7 +177,8 @@ class Demo:
                             if m.filter_criteria else ""))
             runtimes = {name: FunctionRuntime(cfg) for name, cfg in self.dep.functions.items()}
             log_line = lambda msg: print(f"[esm] {msg}", flush=True)  # noqa: E731  (to functions.log)
-            self.em = Emulator(self.dep.mappings, runtimes, retry_backoff_s=self.s.retry_backoff_s,
+            self.em = Emulator(self.dep.mappings, runtimes, bridges=self.dep.bridges(),
+                               retry_backoff_s=self.s.retry_backoff_s,
                                max_backoff_s=1.0, log=log_line,
                                state_path=os.environ.get("LOCAL_ESM_STATE") or state / "esm.json")
             self.stream_fns = [self.fn(c).name for c in CONSUMER_NAMES]

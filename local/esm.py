@@ -1,7 +1,10 @@
-"""An emulator of Lambda's DynamoDB-stream event-source mappings (ESM), for moto.
+"""An emulator of Lambda's stream event-source mappings (ESM), for moto: DynamoDB Streams and
+Kinesis (Kinesis Data Streams for DynamoDB, through enhanced fan-out consumers).
 
 moto cannot run mappings (it would invoke functions through Docker), so the local runtime
-reads each mapping's settings from the packaged template and polls the stream itself:
+reads each mapping's settings from the packaged template and polls the stream itself
+(``local.shards`` reads either source; on Kinesis, ``local.bridge`` first copies the table's
+changes into the stream, as the table's KinesisStreamSpecification does on AWS):
 
 * each mapping keeps its own position per shard (a live shard iterator plus the records read
   but not yet checkpointed); one mapping blocked on a failing record never holds others back;
@@ -13,7 +16,8 @@ reads each mapping's settings from the packaged template and polls the stream it
   number and retries from there; ``BisectBatchOnFunctionError`` halves a failing batch
   (splitting does not count as a retry, as on Lambda); ``MaximumRetryAttempts`` and
   ``MaximumRecordAgeInSeconds`` discard records and send Lambda's metadata-only invocation
-  record (``DDBStreamBatchInfo``) to the on-failure destination (SQS or SNS);
+  record (``DDBStreamBatchInfo``, or ``KinesisBatchInfo`` on Kinesis) to the on-failure
+  destination (SQS or SNS);
 * retries wait a small exponential backoff (``retry_backoff_s``; 0 in tests).
 
 Everything runs on one thread, one invocation at a time.
@@ -27,16 +31,16 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reprocess.stream_reader import to_lambda_record  # one converter, shared with the reprocess backstop
 from streamkit import onfailure  # the on-failure record's one owner
+from streamkit.sources import filter_view
 from streamkit.timefmt import iso_from_epoch
 
 from .filters import matches_any, parse_filters
 from .functions import FunctionRuntime, short_error
+from .shards import DynamoDBStreamShards, KinesisShards
 
 DEFAULT_STATE_PATH = ".local-state/esm.json"
 
@@ -47,7 +51,7 @@ class MappingConfig:
 
     name: str  # the mapping's logical id in the template
     function: str  # the function's deployed name
-    stream_arn: str
+    stream_arn: str  # the stream read (a Kinesis consumer's stream for a fan-out mapping)
     batch_size: int = 100
     starting_position: str = "LATEST"
     max_batching_window_s: float = 0
@@ -58,15 +62,25 @@ class MappingConfig:
     on_failure_arn: str | None = None
     filter_criteria: dict | None = None
     enabled: bool = True
+    source: str = "dynamodb"  # or "kinesis"
+    consumer_arn: str | None = None  # the enhanced fan-out consumer a Kinesis mapping reads through
+
+    @property
+    def event_source_arn(self) -> str:
+        """What the mapping's EventSourceArn is on AWS (the consumer's ARN for fan-out)."""
+        return self.consumer_arn or self.stream_arn
 
     @classmethod
     def from_properties(cls, name: str, props: dict, *, function: str, stream_arn: str,
-                        on_failure_arn: str | None) -> MappingConfig:
+                        on_failure_arn: str | None, source: str = "dynamodb",
+                        consumer_arn: str | None = None) -> MappingConfig:
         """From CloudFormation properties (intrinsics already resolved by the caller)."""
         return cls(
             name=name,
             function=function,
             stream_arn=stream_arn,
+            source=source,
+            consumer_arn=consumer_arn,
             batch_size=int(props.get("BatchSize", 100)),
             starting_position=str(props.get("StartingPosition", "LATEST")),
             max_batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
@@ -111,7 +125,7 @@ class Pending:
 
     record: dict
     seq: str
-    created: float  # ApproximateCreationDateTime (epoch seconds, as precise as the source gives)
+    created: float  # what its age counts from: creation (DynamoDB Streams) or arrival (Kinesis), epoch s
 
 
 @dataclass
@@ -183,20 +197,17 @@ class Mapping:
         self.shards: dict[str, ShardState] = {}
         self.counters = Counters()
         self.last_error: str | None = None
+        self.reader = (KinesisShards(emulator.kinesis, config.stream_arn) if config.source == "kinesis"
+                       else DynamoDBStreamShards(emulator.streams, config.stream_arn))
         self._discover_shards()
 
     # ---- reading ----------------------------------------------------------------------
     def _discover_shards(self) -> None:
-        desc = self.em.streams.describe_stream(StreamArn=self.config.stream_arn)["StreamDescription"]
-        for shard in desc.get("Shards", []):
-            sid = shard["ShardId"]
+        for sid in self.reader.shard_ids():
             if sid in self.shards:
                 continue
             kind = "TRIM_HORIZON" if self.config.starting_position == "TRIM_HORIZON" else "LATEST"
-            it = self.em.streams.get_shard_iterator(
-                StreamArn=self.config.stream_arn, ShardId=sid, ShardIteratorType=kind
-            )["ShardIterator"]
-            self.shards[sid] = ShardState(sid, it)
+            self.shards[sid] = ShardState(sid, self.reader.iterator(sid, kind))
 
     def _fill(self, shard: ShardState) -> None:
         if shard.iterator is None:  # a closed shard, read to its end
@@ -204,25 +215,20 @@ class Mapping:
             return
         if len(shard.buffer) >= self.config.batch_size:
             return
-        resp = self.em.streams.get_records(ShardIterator=shard.iterator, Limit=1000)
-        shard.iterator = resp.get("NextShardIterator")
-        records = resp.get("Records", [])
-        shard.caught_up = not records
-        for raw in records:
-            rec = to_lambda_record(raw, self.config.stream_arn)
-            seq = rec["dynamodb"]["SequenceNumber"]
+        reads, shard.iterator = self.reader.read(shard.shard_id, shard.iterator, self.em.clock())
+        shard.caught_up = not reads
+        for read in reads:
+            seq = read.seq
             self.counters.read += 1
             shard.last_read_seq = seq
-            if not matches_any(rec, self.filters):
+            if not matches_any(filter_view(read.record), self.filters):
                 self.counters.filtered += 1
                 if not shard.buffer:  # nothing pending before it: checkpoint past it
                     shard.checkpoint_seq = seq
                 continue
-            created = raw.get("dynamodb", {}).get("ApproximateCreationDateTime")
-            created_s = created.timestamp() if isinstance(created, datetime) else float(created or self.em.clock())
             if not shard.buffer:
                 shard.first_buffered_at = self.em.clock()
-            shard.buffer.append(Pending(rec, seq, created_s))
+            shard.buffer.append(Pending(read.record, seq, read.created_s))
 
     # ---- one step ---------------------------------------------------------------------
     def step(self) -> bool:
@@ -361,6 +367,7 @@ class Mapping:
                 batch_size=len(records),
                 first_arrival=onfailure.arrival_iso(records[0].created),
                 last_arrival=onfailure.arrival_iso(records[-1].created),
+                source=self.config.source,
             ),
             function_arn=self.function.config.function_arn,
             condition=condition,
@@ -399,7 +406,9 @@ class Mapping:
             "uuid": self.uuid,
             "name": self.config.name,
             "functionName": self.config.function,
-            "eventSourceArn": self.config.stream_arn,
+            "eventSourceArn": self.config.event_source_arn,
+            "source": self.config.source,
+            "streamArn": self.config.stream_arn,
             "state": "Enabled" if self.config.enabled else "Disabled",
             "status": self.status(),
             "settings": self.config.lambda_settings(),
@@ -440,6 +449,8 @@ class Emulator:
         functions: dict[str, FunctionRuntime],
         *,
         streams_client: Any = None,
+        kinesis_client: Any = None,
+        bridges: list | tuple = (),
         sqs_client: Any = None,
         sns_client: Any = None,
         clock: Callable[[], float] = time.time,
@@ -452,6 +463,8 @@ class Emulator:
         import boto3
 
         self.streams = streams_client or boto3.client("dynamodbstreams")
+        self._kinesis = kinesis_client
+        self.bridges = list(bridges)  # local.bridge.KinesisBridge: table changes -> Kinesis, before each poll
         self._sqs, self._sns = sqs_client, sns_client
         self.clock, self.sleep = clock, sleep
         self.retry_backoff_s, self.max_backoff_s = retry_backoff_s, max_backoff_s
@@ -461,9 +474,22 @@ class Emulator:
         missing = [m.function for m in mappings if m.function not in functions]
         if missing:
             raise KeyError(f"mappings name functions that are not deployed: {sorted(set(missing))}")
+        self.pump()  # changes made before the mappings exist are in the stream, as on AWS
         self.mappings = [Mapping(m, functions[m.function], self) for m in mappings]
         self._queue_urls: dict[str, str] = {}
         self._last_state_write = 0.0
+
+    @property
+    def kinesis(self) -> Any:
+        if self._kinesis is None:
+            import boto3
+
+            self._kinesis = boto3.client("kinesis")
+        return self._kinesis
+
+    def pump(self) -> int:
+        """Let every bridge copy the table changes made since the last poll into Kinesis."""
+        return sum(bridge.pump() for bridge in self.bridges)
 
     # ---- destinations -----------------------------------------------------------------
     def send_to_destination(self, arn: str, message: dict) -> None:
@@ -495,7 +521,7 @@ class Emulator:
 
     def step(self) -> bool:
         """One round: each mapping does at most one invocation per shard."""
-        progressed = False
+        progressed = self.pump() > 0
         for m in self.mappings:
             progressed |= m.step()
         self.write_state(force=False)

@@ -16,23 +16,26 @@ from pathlib import Path
 from deploy.template import TemplateError, load_packaged_template
 
 DEFAULT_TEMPLATE = "artifacts/cloudformation-template-update-stack.json"
+# The package of each stream source (scripts/package.sh writes both; kinesis is serverless.yml's default).
+SOURCE_TEMPLATES = {"kinesis": DEFAULT_TEMPLATE,
+                    "dynamodb": "artifacts/dynamodb-source/cloudformation-template-update-stack.json"}
 NODE_HINT = ("Node.js 20+ and npm are needed for `serverless package`: install them with your package manager "
              "(e.g. `sudo apt-get install nodejs npm`) or from https://nodejs.org")
 
 __all__ = ["TemplateError", "ensure_packaged", "load_template", "template_path"]
 
 
-def template_path() -> Path:
-    return Path(os.environ.get("LOCAL_TEMPLATE") or DEFAULT_TEMPLATE)
+def template_path(source: str = "kinesis") -> Path:
+    return Path(os.environ.get("LOCAL_TEMPLATE") or SOURCE_TEMPLATES[source])
 
 
-def ensure_packaged(root: str | os.PathLike) -> Path:
-    """The default template, running ``make package`` first when it is missing (needs Node)."""
+def ensure_packaged(root: str | os.PathLike, source: str = "kinesis") -> Path:
+    """The template packaged for ``source``, running ``make package`` first when it is missing (needs Node)."""
     import shutil
     import subprocess
     import sys
 
-    p = Path(root) / template_path()
+    p = Path(root) / template_path(source)
     if p.exists():
         return p
     if shutil.which("node") is None:

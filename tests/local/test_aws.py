@@ -117,19 +117,47 @@ def test_without_node_the_demo_says_how_to_get_it(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
-def test_the_packaged_template_deploys_and_its_mappings_are_the_emulators(aws):
-    packaged = ROOT / "artifacts" / "cloudformation-template-update-stack.json"
+@pytest.mark.parametrize("source", ["kinesis", "dynamodb"])
+def test_the_packaged_template_deploys_and_its_mappings_are_the_emulators(aws, source):
+    from local.template import SOURCE_TEMPLATES
+
+    packaged = ROOT / SOURCE_TEMPLATES[source]
     if not packaged.exists():
         pytest.skip("no packaged template (run `make package`)")
     t = load_template(packaged)
     esms = {k: r["Properties"] for k, r in t["Resources"].items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
     dep = deploy(t, overrides={"SEARCH_URL": "sqlite:///x.db"})
-    assert {m.name for m in dep.mappings} == set(esms)
+    assert {m.name for m in dep.mappings} == set(esms) and dep.source == source
     for m in dep.mappings:
         props = esms[m.name]
         assert m.batch_size == props.get("BatchSize", 100)
         assert m.max_retry_attempts == props.get("MaximumRetryAttempts", -1)
+        assert m.max_record_age_s == props.get("MaximumRecordAgeInSeconds", -1)
         assert m.bisect_on_error == props.get("BisectBatchOnFunctionError", False)
-        assert m.function in dep.functions and m.stream_arn.startswith("arn:aws:dynamodb:")
+        assert m.report_batch_item_failures and m.on_failure_arn.startswith("arn:aws:sqs:")
+        assert m.function in dep.functions and m.source == source
         fn = dep.functions[m.function]
         assert fn.environment["SEARCH_URL"] == "sqlite:///x.db" and fn.handler.startswith("handlers/")
+    if source == "dynamodb":
+        assert all(m.stream_arn.startswith("arn:aws:dynamodb:") and m.consumer_arn is None for m in dep.mappings)
+        assert dep.kinesis_destinations == []
+        return
+    # Each mapping reads through the enhanced fan-out consumer the template declares: registered
+    # on moto (its CloudFormation has no StreamConsumer) under the template's name.
+    kinesis = boto3.client("kinesis")
+    (stream,) = {m.stream_arn for m in dep.mappings}
+    registered = {c["ConsumerName"]: c["ConsumerARN"] for c in kinesis.list_stream_consumers(StreamARN=stream)["Consumers"]}
+    assert sorted(registered) == sorted(f"userstream-dev-{c}" for c in ("search-indexer", "slack-notifier", "crm-sync"))
+    assert sorted(m.consumer_arn for m in dep.mappings) == sorted(registered.values())
+    # and the table's KinesisStreamSpecification becomes the bridge to that stream
+    assert dep.kinesis_destinations == [("userstream-dev-users", stream)]
+    boto3.client("dynamodb").put_item(TableName="userstream-dev-users", Item={"user_id": {"S": "k1"}})
+    (bridge,) = dep.bridges()
+    assert bridge.pump() == 1
+    assert describe_again(t).mappings == dep.mappings  # describing twice reuses the registered consumers
+
+
+def describe_again(t):
+    from local.aws import describe
+
+    return describe(t, overrides={"SEARCH_URL": "sqlite:///x.db"})

@@ -13,17 +13,23 @@ import pytest
 from tests.local.stack_template import template
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGED = ROOT / "artifacts" / "cloudformation-template-update-stack.json"
+PACKAGED = ROOT / "artifacts" / "cloudformation-template-update-stack.json"  # the Kinesis source
+PACKAGED_DYNAMODB = ROOT / "artifacts" / "dynamodb-source" / "cloudformation-template-update-stack.json"
 
 
-def _template(tmp_path: Path, mutate=None) -> Path:
-    """The packaged template when `make package` has run, else the hand-written stand-in."""
-    t = json.loads(PACKAGED.read_text()) if PACKAGED.exists() else template()
+def _template(tmp_path: Path, mutate=None, source: str = "kinesis") -> tuple[Path, str]:
+    """(template, its source): the packaged template when `make package` has run, else the
+    hand-written stand-in (the DynamoDB source)."""
+    packaged = PACKAGED if source == "kinesis" else PACKAGED_DYNAMODB
+    if packaged.exists():
+        t = json.loads(packaged.read_text())
+    else:
+        t, source = template(), "dynamodb"
     if mutate:
         mutate(t)
     path = tmp_path / "template.json"
     path.write_text(json.dumps(t))
-    return path
+    return path, source
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -34,10 +40,14 @@ def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.demo
-def test_demo_tells_the_story_and_every_check_passes(tmp_path):
-    proc = _demo(tmp_path, "--template", str(_template(tmp_path)))
+@pytest.mark.parametrize("wanted", ["kinesis", pytest.param("dynamodb", marks=pytest.mark.slow)])
+def test_demo_tells_the_story_and_every_check_passes(tmp_path, wanted):
+    """`make demo` on the default source (Kinesis), and `--source dynamodb`."""
+    path, source = _template(tmp_path, source=wanted)
+    proc = _demo(tmp_path, "--template", str(path), "--source", source)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert ("Source: Kinesis Data Streams for DynamoDB" in out) == (source == "kinesis")
     assert "ALL CHECKS PASSED" in out and "[FAIL]" not in out
     assert "60 records captured to its failure queue" in out
     assert "crm-sync (hard-fail): blocked: True" in out
@@ -61,7 +71,8 @@ def test_demo_exits_non_zero_when_a_promise_is_broken(tmp_path):
             if res["Type"] == "AWS::Lambda::EventSourceMapping" and "Crm" in logical:
                 res["Properties"]["MaximumRetryAttempts"] = 1
 
-    proc = _demo(tmp_path, "--template", str(_template(tmp_path, one_retry)), "--users", "50")
+    path, source = _template(tmp_path, one_retry)
+    proc = _demo(tmp_path, "--template", str(path), "--source", source, "--users", "50")
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "[FAIL] CRM: every contact, right name" in proc.stdout
     assert re.search(r"crm-sync on-failure destination: [1-9]", proc.stdout)  # Lambda's metadata messages

@@ -8,9 +8,10 @@ import time
 import boto3
 import pytest
 
+from local.bridge import KinesisBridge
 from local.esm import Emulator, MappingConfig
 from local.functions import FunctionConfig, FunctionRuntime
-from streamkit import StreamRecord, onfailure
+from streamkit import StreamRecord, onfailure, sources
 from tests.local import recorder
 from tests.support.aws import create_queue, create_users_table, take_all
 from tests.support.users import put_users as put_user_items
@@ -41,10 +42,26 @@ def function(name: str, **env) -> FunctionRuntime:
     return FunctionRuntime(FunctionConfig(name, "tests/local/fn_handlers.handler", {"FN_NAME": name, **env}, timeout_s=30))
 
 
-def emulator(stream_arn, *mappings: dict, functions: list[FunctionRuntime], clock=time.time, tmp_path=None) -> Emulator:
-    configs = [MappingConfig(name=f"{m['function']}Mapping", stream_arn=stream_arn,
+def kinesis_stream() -> str:
+    """The Kinesis stream the users table publishes to (Kinesis Data Streams for DynamoDB)."""
+    kinesis = boto3.client("kinesis")
+    names = kinesis.list_streams()["StreamNames"]
+    if "users-changes" not in names:
+        kinesis.create_stream(StreamName="users-changes", ShardCount=1)
+    return kinesis.describe_stream_summary(StreamName="users-changes")["StreamDescriptionSummary"]["StreamARN"]
+
+
+def emulator(stream_arn, *mappings: dict, functions: list[FunctionRuntime], clock=time.time, tmp_path=None,
+             source: str = "dynamodb") -> Emulator:
+    """Mappings on the table's DynamoDB stream, or (``source="kinesis"``) on its Kinesis stream,
+    fed by the bridge as the table's KinesisStreamSpecification would on AWS."""
+    bridges = []
+    if source == "kinesis":
+        stream_arn = kinesis_stream()
+        bridges = [KinesisBridge.for_table("users", stream_arn)]
+    configs = [MappingConfig(name=f"{m['function']}Mapping", stream_arn=stream_arn, source=source,
                              **{"starting_position": "TRIM_HORIZON", **m}) for m in mappings]
-    return Emulator(configs, {f.config.name: f for f in functions}, clock=clock, retry_backoff_s=0,
+    return Emulator(configs, {f.config.name: f for f in functions}, clock=clock, retry_backoff_s=0, bridges=bridges,
                     state_path=(tmp_path / "esm.json") if tmp_path else None)
 
 
@@ -86,20 +103,21 @@ def test_records_arrive_in_lambda_format_in_batches(stream, tmp_path):
     assert m["counters"]["succeeded"] == 7
 
 
-def test_latest_starts_after_existing_records(stream):
+def test_latest_starts_after_existing_records(stream, source):
     put_users(3)
-    em = emulator(stream, {"function": "late", "starting_position": "LATEST"}, functions=[function("late")])
+    em = emulator(stream, {"function": "late", "starting_position": "LATEST"}, functions=[function("late")],
+                  source=source)
     put_users(2, start=3)
     em.run_until_idle()
     assert [u for _, users in calls_of("late") for u in users] == ["u003", "u004"]
 
 
-def test_report_batch_item_failures_checkpoints_at_lowest_reported(stream, dlq):
+def test_report_batch_item_failures_checkpoints_at_lowest_reported(stream, dlq, source):
     url, arn = dlq
     put_users(10)
     fn = function("partial", BEHAVIOUR="report-bad", BAD_USERS="u005,u003")
     em = emulator(stream, {"function": "partial", "batch_size": 10, "report_batch_item_failures": True,
-                           "max_retry_attempts": 1, "on_failure_arn": arn}, functions=[fn])
+                           "max_retry_attempts": 1, "on_failure_arn": arn}, functions=[fn], source=source)
     em.run_until_idle()
     calls = calls_of("partial")
     assert calls[0][1] == [f"u{i:03d}" for i in range(10)]
@@ -108,8 +126,9 @@ def test_report_batch_item_failures_checkpoints_at_lowest_reported(stream, dlq):
     # retries exhausted on the remainder: it is discarded with metadata, nothing after it re-run
     assert len(calls) == 2
     (msg,) = drain(url)
-    info = msg["DDBStreamBatchInfo"]
+    info = msg[onfailure.BATCH_INFO_KEYS[source]]  # DDBStreamBatchInfo / KinesisBatchInfo
     assert info["startSequenceNumber"] == calls[0][0][3] and info["endSequenceNumber"] == calls[0][0][9]
+    assert info["streamArn"] == em.mapping("partial").config.stream_arn
     assert info["batchSize"] == 7 and msg["requestContext"]["approximateInvokeCount"] == 2
     c = em.mapping("partial").counters
     assert c.read == 10 == c.succeeded + c.discarded  # conservation: 3 handled + 7 discarded
@@ -135,12 +154,12 @@ def test_malformed_item_identifier_fails_the_whole_batch(stream):
     assert em.run_until_idle().ok and em.mapping("malformed").counters.succeeded == 4
 
 
-def test_bisect_isolates_the_poison_record_and_retries_exhausted_send_metadata(stream, dlq):
+def test_bisect_isolates_the_poison_record_and_retries_exhausted_send_metadata(stream, dlq, source):
     url, arn = dlq
     put_users(8)
     fn = function("bisect", BEHAVIOUR="raise-on-bad", BAD_USERS="u005")
     em = emulator(stream, {"function": "bisect", "batch_size": 8, "bisect_on_error": True,
-                           "max_retry_attempts": 2, "on_failure_arn": arn}, functions=[fn])
+                           "max_retry_attempts": 2, "on_failure_arn": arn}, functions=[fn], source=source)
     assert em.run_until_idle().ok
     batches = [users for _, users in calls_of("bisect")]
     assert batches[:5] == [[f"u{i:03d}" for i in range(8)], [f"u{i:03d}" for i in range(4)],
@@ -150,45 +169,48 @@ def test_bisect_isolates_the_poison_record_and_retries_exhausted_send_metadata(s
     delivered_ok = {u for b in batches if "u005" not in b for u in b}
     assert delivered_ok == {f"u{i:03d}" for i in range(8)} - {"u005"}
     (msg,) = drain(url)
-    assert set(msg) == {"requestContext", "responseContext", "version", "timestamp", "DDBStreamBatchInfo"}
+    key = onfailure.BATCH_INFO_KEYS[source]
+    assert set(msg) == {"requestContext", "responseContext", "version", "timestamp", key}
     assert msg["version"] == "1.0" and msg["timestamp"].endswith("Z")
     assert msg["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert msg["requestContext"]["approximateInvokeCount"] == 3
     assert msg["requestContext"]["functionArn"].endswith(":function:bisect")
     assert msg["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"}
-    info = msg["DDBStreamBatchInfo"]
+    info = msg[key]
     seq5 = calls_of("bisect")[0][0][5]
     assert info["startSequenceNumber"] == info["endSequenceNumber"] == seq5
-    assert info["batchSize"] == 1 and info["streamArn"] == stream
+    assert info["batchSize"] == 1 and info["streamArn"] == em.mapping("bisect").config.stream_arn
     assert info["shardId"] in em.mapping("bisect").shards
     assert info["approximateArrivalOfFirstRecord"].endswith("Z") and len(info["approximateArrivalOfLastRecord"]) == 20
     parsed = onfailure.parse(msg)  # what the reprocess worker reads back
     assert parsed.batch.start_sequence_number == seq5 and parsed.function_name == "bisect"
+    assert parsed.batch.source == source
     c = em.mapping("bisect").counters
     assert c.read == 8 and c.succeeded == 7 and c.discarded == 1
 
 
-def test_retries_exhausted_without_bisect_discard_the_whole_batch(stream, dlq):
+def test_retries_exhausted_without_bisect_discard_the_whole_batch(stream, dlq, source):
     url, arn = dlq
     put_users(5)
     fn = function("nobisect", BEHAVIOUR="raise-on-bad", BAD_USERS="u001")
     em = emulator(stream, {"function": "nobisect", "batch_size": 3, "max_retry_attempts": 1, "on_failure_arn": arn},
-                  functions=[fn])
+                  functions=[fn], source=source)
     assert em.run_until_idle().ok
     batches = [users for _, users in calls_of("nobisect")]
     assert batches == [["u000", "u001", "u002"]] * 2 + [["u003", "u004"]]
     (msg,) = drain(url)
-    assert msg["DDBStreamBatchInfo"]["batchSize"] == 3 and msg["requestContext"]["approximateInvokeCount"] == 2
+    info = msg[onfailure.BATCH_INFO_KEYS[source]]
+    assert info["batchSize"] == 3 and msg["requestContext"]["approximateInvokeCount"] == 2
 
 
-def test_records_older_than_maximum_record_age_are_discarded_with_metadata(stream, dlq):
+def test_records_older_than_maximum_record_age_are_discarded_with_metadata(stream, dlq, source):
     url, arn = dlq
     offset = [0.0]
     clock = lambda: time.time() + offset[0]  # noqa: E731
     put_users(3)
     fn = function("aging", BEHAVIOUR="raise-on-bad", BAD_USERS="u000")
     em = emulator(stream, {"function": "aging", "max_record_age_s": 60, "on_failure_arn": arn},
-                  functions=[fn], clock=clock)
+                  functions=[fn], clock=clock, source=source)
     assert em.run_until_idle(stall_after=2).stalled == ["aging"]
     assert em.iterator_ages()["aging"] < 60
     offset[0] = 120  # two minutes later: every pending record is past its maximum age
@@ -202,7 +224,7 @@ def test_records_older_than_maximum_record_age_are_discarded_with_metadata(strea
     assert calls_of("aging")[-1][1] == ["u003"]
     (msg,) = drain(url)
     assert msg["requestContext"]["condition"] == "RecordAgeExceeded"
-    assert msg["DDBStreamBatchInfo"]["batchSize"] == 3
+    assert msg[onfailure.BATCH_INFO_KEYS[source]]["batchSize"] == 3
     assert "functionError" not in msg["responseContext"]
     c = em.mapping("aging").counters
     assert c.read == 4 == c.succeeded + c.discarded
@@ -222,14 +244,14 @@ def test_filter_criteria_drop_and_checkpoint_non_matching_records(stream):
     assert shard.checkpoint_seq == shard.last_read_seq  # the trailing REMOVE (filtered) is checkpointed
 
 
-def test_a_blocked_mapping_does_not_hold_the_others_back(stream):
+def test_a_blocked_mapping_does_not_hold_the_others_back(stream, source):
     offset = [0.0]
     clock = lambda: time.time() + offset[0]  # noqa: E731
     put_users(5)
     blocked = function("blocked", BEHAVIOUR="raise-on-bad", BAD_USERS="u002")
     healthy = function("healthy")
     em = emulator(stream, {"function": "blocked", "batch_size": 2}, {"function": "healthy", "batch_size": 2},
-                  functions=[blocked, healthy], clock=clock)
+                  functions=[blocked, healthy], clock=clock, source=source)
     report = em.run_until_idle(stall_after=3)
     assert report.stalled == ["blocked"] and report.caught_up == ["healthy"]
     assert sorted(u for _, users in calls_of("healthy") for u in users) == [f"u{i:03d}" for i in range(5)]
@@ -315,3 +337,61 @@ def test_the_context_deadline_is_the_function_timeout_and_overruns_fail_the_batc
     assert 0 < recorder.remaining_ms[0] <= 3000
     assert [users for _, users in calls_of("slow")] == [["u000", "u001"]] * 2  # timed out, retried whole
     assert em.mapping("slow").counters.failed_invocations == 1
+
+
+# --- Kinesis Data Streams for DynamoDB ------------------------------------------------------
+def test_kinesis_records_arrive_in_lambdas_kinesis_format_in_batches(stream, tmp_path):
+    ddb = boto3.client("dynamodb")
+    ddb.put_item(TableName="users", Item={"user_id": {"S": "b1"}, "blob": {"B": b"\x00\x01"}, "n": {"N": "7"}})
+    put_users(6)
+    seen = []
+    fn = function("fmt")
+    fn_invoke = fn.invoke
+    fn.invoke = lambda event: (seen.append(event), fn_invoke(event))[1]
+    em = emulator(stream, {"function": "fmt", "batch_size": 3}, functions=[fn], tmp_path=tmp_path, source="kinesis")
+    assert em.run_until_idle().ok
+    assert [len(e["Records"]) for e in seen] == [3, 3, 1]
+    first = seen[0]["Records"][0]
+    kinesis_arn = em.mapping("fmt").config.stream_arn
+    assert first["eventSource"] == "aws:kinesis" and first["eventSourceARN"] == kinesis_arn
+    assert first["eventID"] == f"shardId-000000000000:{first['kinesis']['sequenceNumber']}"
+    change = sources.decode_data(first["kinesis"]["data"])  # the Kinesis-for-DynamoDB change record
+    assert (change["eventName"], change["tableName"], change["recordFormat"]) == ("INSERT", "users", "application/json")
+    assert change["dynamodb"]["ApproximateCreationDateTime"] > 10**15  # MICROSECOND precision
+    rec = StreamRecord(first)
+    assert rec.new_image == {"user_id": "b1", "blob": b"\x00\x01", "n": 7} and rec.source == "kinesis"
+    json.dumps(seen)  # exactly JSON, as Lambda delivers
+    records = [StreamRecord(r) for e in seen for r in e["Records"]]
+    assert [r.sequence_number for r in records] == sorted((r.sequence_number for r in records), key=int)
+    assert [r.change_order for r in records] == sorted(r.change_order for r in records)  # one writer: in order
+    (m,) = json.loads((tmp_path / "esm.json").read_text())["mappings"]
+    assert m["source"] == "kinesis" and m["streamArn"] == kinesis_arn and m["counters"]["succeeded"] == 7
+
+
+def test_kinesis_filter_matches_the_decoded_data(stream):
+    put_users(4)
+    boto3.client("dynamodb").delete_item(TableName="users", Key={"user_id": {"S": "u001"}})
+    pattern = {"data": {"eventName": ["REMOVE"]}}  # Lambda filters a Kinesis record on its JSON data
+    em = emulator(stream, {"function": "filtered", "filter_criteria": {"Filters": [{"Pattern": json.dumps(pattern)}]}},
+                  functions=[function("filtered")], source="kinesis")
+    assert em.run_until_idle().ok
+    assert [u for _, users in calls_of("filtered") for u in users] == ["u001"]
+    assert em.mapping("filtered").counters.filtered == 4
+
+
+def test_a_kinesis_on_failure_range_is_what_the_worker_reads_back(stream, dlq):
+    """The KinesisBatchInfo the emulator sends names exactly the records it discarded, and the
+    reprocess worker's reader finds them in the stream."""
+    from reprocess import backstop
+
+    url, arn = dlq
+    put_users(6)
+    fn = function("kfail", BEHAVIOUR="raise-on-bad", BAD_USERS="u002")
+    em = emulator(stream, {"function": "kfail", "batch_size": 3, "max_retry_attempts": 0, "on_failure_arn": arn},
+                  functions=[fn], source="kinesis")
+    assert em.run_until_idle().ok
+    (msg,) = drain(url)
+    parsed = onfailure.parse(msg)
+    res = backstop.resolve(parsed, boto3.client("kinesis"))
+    assert [sources.keys_of(r)["user_id"]["S"] for r in res.records] == ["u000", "u001", "u002"]
+    assert res.missing == 0 and not res.expired
