@@ -294,7 +294,9 @@ def describe(
         ))
     destinations = []
     for logical_id, res in template.get("Resources", {}).items():
-        spec = (res.get("Properties") or {}).get("KinesisStreamSpecification") if res.get("Type") == "AWS::DynamoDB::Table" else None
+        if res.get("Type") != "AWS::DynamoDB::Table":
+            continue
+        spec = (res.get("Properties") or {}).get("KinesisStreamSpecification")
         if spec and logical_id in resources:
             destinations.append((resources[logical_id][1], resolve(spec.get("StreamArn"))))
     return Deployment(stack_name, resources, functions, mappings, outputs, destinations)
