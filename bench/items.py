@@ -31,8 +31,10 @@ def user_item(i: int, rng: random.Random) -> dict:
     }
 
 
-def build_event(n: int, fail_every: int = 100, seed: int = 7) -> dict:
-    """``n`` INSERT records; every ``fail_every``-th lacks ``fullname`` (fails the handler)."""
+def build_event(n: int, fail_every: int = 100, seed: int = 7, source: str = "dynamodb") -> dict:
+    """``n`` INSERT records from ``source`` (DynamoDB Streams, or Kinesis Data Streams for
+    DynamoDB: the same changes in base64 ``kinesis.data``); every ``fail_every``-th lacks
+    ``fullname`` (fails the handler)."""
     rng = random.Random(seed)
     records = []
     for i in range(n):
@@ -40,7 +42,7 @@ def build_event(n: int, fail_every: int = 100, seed: int = 7) -> dict:
         if fail_every and i % fail_every == fail_every // 2:
             del item["fullname"]
             item["firstname"], item["lastname"] = "New", "Schema"
-        records.append(make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item))
+        records.append(make_record("INSERT", keys={"user_id": item["user_id"]}, new_image=item, source=source))
     # What the handler gets in Lambda: the runtime json-decodes the invocation payload, so the
     # event is one freshly parsed object tree (also its memory layout, which the timings feel).
     return json.loads(json.dumps(make_event(records)))
