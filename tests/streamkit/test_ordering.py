@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamkit import MalformedRecordError, StreamRecord
@@ -46,12 +46,14 @@ def test_unreadable_creation_time_is_an_order_error(bad):
         micros_from_creation(bad)
 
 
+@settings(deadline=None)  # a loaded machine: no wall-clock limits in tests
 @given(st.lists(st.tuples(st.integers(T - 10**6, T + 10**6), st.integers(10**20, 10**40 - 1)), min_size=2, max_size=20))
 def test_text_order_is_time_then_sequence_number_on_dynamodb_streams(changes):
     orders = {(t, s): record("dynamodb", t, str(s)).change_order for t, s in changes}
     assert sorted(orders, key=orders.__getitem__) == sorted(orders)
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(T * 10**6, T * 10**6 + 10**12), min_size=2, max_size=20, unique=True))
 def test_text_order_is_creation_microseconds_on_kinesis(micros):
     orders = {m: record("kinesis", m / 10**6).change_order for m in micros}
