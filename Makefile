@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv lint test demo bench package node_modules clean api
+.PHONY: all venv lint test demo bench package node_modules clean api chaos
 
 all: test
 
@@ -46,6 +46,12 @@ lint: venv
 
 test: venv lint package
 	$(BIN)/python -m pytest
+
+# The randomized whole-pipeline fault suite at length (tests/chaos, docs/chaos.md): CHAOS_SCENARIOS
+# scenarios (default 2000) from CHAOS_SEED (default: a new one each run, printed in the header).
+# `make test` runs 200 of them from seed 1. A failing scenario prints the command that replays it.
+chaos: venv package
+	CHAOS_SCENARIOS=$${CHAOS_SCENARIOS:-2000} CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} $(BIN)/python -m pytest tests/chaos -q
 
 demo: venv package
 	$(BIN)/python -m local demo
