@@ -63,6 +63,7 @@ class Settler:
         self.summary, self.holds, self.log = summary, holds, log
         self._deleter: ThreadPoolExecutor | None = None  # one thread: deletes behind the loop
         self._deleting: list[Future] = []
+        self.call_error: str | None = None  # an SQS call that failed past its retries: the run ends
 
     # ---- a dry run: count, never change ------------------------------------------------------
     def inspect(self, items: list[Item]) -> None:
@@ -120,9 +121,12 @@ class Settler:
             entries = [{"Id": str(j), "ReceiptHandle": h, "VisibilityTimeout": 0}
                        for j, h in enumerate(handles[i : i + 10])]
             try:
-                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+                resp = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:
-                self.summary.note(f"could not release messages early: {type(exc).__name__}")
+                self.summary.unreleased += len(entries)
+                self.summary.note(f"could not release messages early: {type(exc).__name__}: {exc}"[:300])
+                continue
+            self.summary.unreleased += len(resp.get("Failed") or [])
 
     # ---- counting -------------------------------------------------------------------------------
     def _count(self, item: Item, disposition: Disposition, error_type: str | None = None) -> None:
@@ -244,8 +248,13 @@ class Settler:
             return {}
         reasons: dict[str, str] = {}
         refused = send_batch(self.sqs, url, entries, max_batch_bytes=MAX_MESSAGE_BYTES,
-                             on_error=lambda m, r: reasons.__setitem__(m["Id"], r))
+                             on_error=lambda m, r: reasons.__setitem__(m["Id"], r),
+                             on_call_error=lambda exc: self._failed_call("SendMessageBatch", exc))
         return {m["Id"]: reasons.get(m["Id"], "") for m in refused}
+
+    def _failed_call(self, operation: str, exc: BaseException) -> None:
+        if self.call_error is None:
+            self.call_error = f"{operation} failed: {type(exc).__name__}: {exc}"[:300]
 
     # ---- deleting ------------------------------------------------------------------------------
     def finish(self) -> None:
@@ -276,12 +285,18 @@ class Settler:
                 resp = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:
                 self.log.error("delete failed; messages will reappear (handled ones are idempotent)", error=str(exc))
-                return len(chunk)
-            failed = resp.get("Failed") or []
-            answered = {e.get("Id") for e in (resp.get("Successful") or [])} | {f.get("Id") for f in failed}
-            for f in failed:
-                self.log.error("delete failed for one message", code=f.get("Code"), error=f.get("Message"))
-            return len(failed) + sum(1 for e in entries if e["Id"] not in answered)
+                self._failed_call("DeleteMessageBatch", exc)
+                undeleted = chunk
+            else:
+                failed = resp.get("Failed") or []
+                answered = {e.get("Id") for e in (resp.get("Successful") or [])} | {f.get("Id") for f in failed}
+                for f in failed:
+                    self.log.error("delete failed for one message", code=f.get("Code"), error=f.get("Message"))
+                bad = {f.get("Id") for f in failed} | {e["Id"] for e in entries if e["Id"] not in answered}
+                undeleted = [it for i, it in enumerate(chunk) if str(i) in bad]
+            for item in undeleted:  # still in the queue: made visible again when the run ends
+                self.holds.hold(item.message)
+            return len(undeleted)
 
         def all_of_them() -> int:
             if pool is not None and len(chunks) > 1:

@@ -18,6 +18,11 @@ class Summary:
     received but not started (over ``--max``, past the time budget) are ``released``
     (made visible again) and not counted as taken. ``held`` counts receipts of messages
     already tried in this run (their re-sent copies), which are left alone.
+
+    ``aborted`` says which SQS call failed past its retries and ended the run early (the
+    summary still comes, the exit status is 1); ``delete_failures`` are messages settled but
+    still in the queue (they come back, and count as remaining); ``unreleased`` are messages
+    this run held that could not be made visible again (hidden until their visibility timeout).
     """
 
     consumer: str
@@ -33,6 +38,8 @@ class Summary:
     released: int = 0
     held: int = 0
     delete_failures: int = 0
+    unreleased: int = 0
+    aborted: str | None = None
     stream_records: int = 0  # records read back from the stream for on-failure messages
     by_error_type: Counter = field(default_factory=Counter)
     park_reasons: Counter = field(default_factory=Counter)
@@ -48,10 +55,13 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """0 when everything taken succeeded (or a dry run), 1 when failures remain or were parked."""
+        """0 when everything taken succeeded and left the queue (or a dry run that read it all);
+        1 when failures remain, were parked, could not be deleted, or the run ended on an error."""
+        if self.aborted:
+            return EXIT_FAILURES
         if self.dry_run:
             return EXIT_OK
-        return EXIT_FAILURES if (self.still_failing or self.parked) else EXIT_OK
+        return EXIT_FAILURES if (self.still_failing or self.parked or self.delete_failures) else EXIT_OK
 
     def seen_time(self, iso: str | None) -> None:
         if not iso:
@@ -80,6 +90,8 @@ class Summary:
             "released": self.released,
             "held": self.held,
             "delete_failures": self.delete_failures,
+            "unreleased": self.unreleased,
+            "aborted": self.aborted,
             "stream_records": self.stream_records,
             "by_error_type": dict(self.by_error_type.most_common()),
             "park_reasons": dict(self.park_reasons.most_common()),
@@ -105,6 +117,13 @@ class Summary:
                 f"{'still failing':<16}{self.still_failing}",
                 f"{'parked':<16}{self.parked}",
             ]
+            if self.delete_failures:
+                lines.append(f"{'not deleted':<16}{self.delete_failures} (still in the queue: they come back)")
+        if self.aborted:
+            lines.append(f"ABORTED  {self.aborted}")
+        if self.unreleased:
+            lines.append(f"hidden   {self.unreleased} message(s) could not be made visible again "
+                         "(they reappear after their visibility timeout)")
         if self.by_error_type:
             lines.append("by error type:")
             lines += [f"  {n:>6}  {t}" for t, n in self.by_error_type.most_common()]

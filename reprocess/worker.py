@@ -14,7 +14,10 @@ messages are made visible again at the end.
 
 It always terminates: at an empty queue, after ``max_messages``, at the time budget, or
 when a receive returns only messages already tried in this run (re-sent copies carry the
-run id in a message attribute and are left alone until the run ends).
+run id in a message attribute and are left alone until the run ends). An SQS call of its
+own that fails past botocore's retries (receive, send, delete) ends the run too, cleanly:
+what was settled stays settled, every message it still holds is made visible again, and the
+summary says ``aborted`` (exit status 1).
 """
 from __future__ import annotations
 
@@ -122,7 +125,11 @@ class Drainer:
         try:
             idle = 0
             while not self._stopped():
-                messages = self.receiver.next_round()
+                try:
+                    messages = self.receiver.next_round()
+                except Exception as exc:
+                    self._abort(f"ReceiveMessage failed: {type(exc).__name__}: {exc}"[:300])
+                    break
                 if not messages:
                     self.summary.stopped_by = "queue empty"
                     break
@@ -146,14 +153,25 @@ class Drainer:
                     self.settler.settle(items, pool)
                 if self.progress is not None:
                     self.progress(self.summary)
+                if self.settler.call_error:
+                    self._abort(self.settler.call_error)
+                    break
         finally:
             self.receiver.close()
             self.settler.finish()  # the last round's deletes
+            if self.settler.call_error and not self.summary.aborted:  # a delete behind the loop failed
+                self._abort(self.settler.call_error)
             self.settler.release()
             if pool is not None:
                 pool.shutdown(wait=True)
             self.summary.duration_s = time.monotonic() - started
         return self.summary
+
+    def _abort(self, why: str) -> None:
+        """End the run on an SQS failure of our own; the ``finally`` of ``run`` releases what is held."""
+        self.summary.aborted = why
+        self.summary.stopped_by = f"aborted: {why}"
+        self.log.error("reprocess run aborted", reason=why)
 
     def _runner(self) -> RecordRunner:
         try:  # import the consumer (and fail on a broken one) before taking anything

@@ -41,12 +41,14 @@ def send_batch(
     partial_retries: int = DEFAULT_PARTIAL_RETRIES,
     on_error: Callable[[dict, str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    on_call_error: Callable[[Exception], None] | None = None,
 ) -> list[dict]:
     """Send ``messages`` (dicts with ``Id``, ``MessageBody``, optional ``MessageAttributes``).
 
     Returns the messages that were NOT accepted, after retrying entries SQS reported as
     failed through no fault of the sender. A call that raises (after botocore's own
-    retries) fails all its entries. ``on_error(message, reason)`` is told why.
+    retries) fails all its entries. ``on_error(message, reason)`` is told why, and
+    ``on_call_error(exception)`` that the call itself failed (the service, not an entry).
     """
     failed: list[dict] = []
 
@@ -69,6 +71,8 @@ def send_batch(
             try:
                 resp = client.send_message_batch(QueueUrl=queue_url, Entries=pending)
             except Exception as exc:  # throttling/outage that botocore's retries did not absorb
+                if on_call_error is not None:
+                    on_call_error(exc)
                 for m in pending:
                     fail(m, f"{type(exc).__name__}: {exc}")
                 break

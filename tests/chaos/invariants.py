@@ -1,6 +1,7 @@
 """What must hold in every scenario, however the faults fell.
 
-Per invocation (``check_invocation``, after each normal return of a stream function):
+Per invocation: the handler never raises (only an injected crash ends one without an answer);
+after each normal return (``check_invocation``):
   * conservation: handled + captured + reported + dropped == records in the batch;
   * ``batchItemFailures`` names exactly the reported records, all of them in the batch;
   * only soft-fail drops, and every drop is logged ("record failed; soft-fail policy moves on");

@@ -6,29 +6,15 @@ correct pipeline always converges; what it converges to is checked by ``invarian
 """
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass, field
 
-from .faults import AwsFault
+from tests.awsfaults import AwsFault
 
 CONSUMERS = ("search-indexer", "slack-notifier", "crm-sync")
 FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Radia", "Ken", "Hedy")
 LAST = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Perlman", "Thompson", "Lamarr")
 PLANS = ("free", "pro", "team")
-
-# Fault classes that hit bugs still open (issue 14). Scenarios that would use them are
-# generated without them unless CHAOS_KNOWN_BUGS=1, so CI stays green until the fix lands;
-# each class is removed from this set in the commit that fixes it.
-KNOWN_BUG_CLASSES: dict[str, str] = {
-    "drain-stream-read": "issue 14 item 1: the worker deletes an on-failure message whose stream read failed",
-    "drain-sqs": "issue 14 items 3-4: a failing receive crashes the worker; failed deletes do not count in the exit status",
-}
-
-
-def known_bugs_enabled() -> bool:
-    return os.environ.get("CHAOS_KNOWN_BUGS", "") not in ("", "0")
-
 
 @dataclass(frozen=True)
 class Op:
@@ -175,7 +161,6 @@ def generate(seed: int) -> Scenario:
     """A scenario of one of three shapes: faults while the stream runs, faults while a backlog
     is drained (a schema-change window and small retry budgets guarantee one), or both."""
     rng = random.Random(seed)
-    allowed = lambda cls: known_bugs_enabled() or cls not in KNOWN_BUG_CLASSES  # noqa: E731
     focus = rng.choice(("stream", "stream", "drain", "both"))
     backlog = focus != "stream"
     schema_window = backlog or rng.random() < 0.4
@@ -215,7 +200,16 @@ def generate(seed: int) -> Scenario:
             scenario.invocation_faults.append(InvocationFault("slack-notifier", rng.randint(1, 2),
                                                               rng.choice(("crash", "lost-response"))))
             scenario.mappings["slack-notifier"]["max_retry_attempts"] = 0
-        choices = [d for d in DRAIN_AWS if allowed(d[0])]
+        choices = DRAIN_AWS
+        if rng.random() < 0.6:  # the worker's own reads and deletes, past botocore's retries
+            cls, service, op = rng.choice((("drain-stream-read", "dynamodb-streams", "GetShardIterator"),
+                                           ("drain-stream-read", "dynamodb-streams", "GetRecords"),
+                                           ("drain-sqs", "sqs", "ReceiveMessage"),
+                                           ("drain-sqs", "sqs", "DeleteMessageBatch")))
+            kind = rng.choice(("throttle", "500", "denied", "connection"))
+            scenario.aws_faults.append(AwsFault("drain", service, op, kind, after=rng.choice((0, 0, 1)),
+                                                times=1 if kind == "denied" else rng.choice((4, 8, 12))))
+            scenario.classes.add(cls)
         for _ in range(rng.randint(1, 3)):
             if rng.random() < 0.3:
                 sink = rng.choice(("slack", "crm"))
@@ -223,7 +217,8 @@ def generate(seed: int) -> Scenario:
                 scenario.http_faults.append(HttpFault("drain", rng.randint(0, 1), sink, kind, rng.randint(1, 3)))
                 scenario.classes.add(f"drain-http-{sink}")
                 continue
-            cls, service, op, target, kinds = rng.choice(choices)
+            cls = rng.choice(sorted({d[0] for d in choices}))  # each class as likely, whatever its size
+            _, service, op, target, kinds = rng.choice([d for d in choices if d[0] == cls])
             kind = rng.choice(kinds)
             times = 1 if kind == "crash" else rng.choice((1, 2, 4, 5, 8, 12))
             scenario.aws_faults.append(AwsFault("drain", service, op, kind, times=times,

@@ -10,15 +10,14 @@ import os
 
 import pytest
 
-from .scenario import KNOWN_BUG_CLASSES, generate, known_bugs_enabled
+from .scenario import generate
 
 SCENARIOS = int(os.environ.get("CHAOS_SCENARIOS") or 200)
 BASE_SEED = int(os.environ.get("CHAOS_SEED") or 1)
 
 
 def replay_command(seed: int) -> str:
-    extra = " CHAOS_KNOWN_BUGS=1" if known_bugs_enabled() else ""
-    return f"CHAOS_SEED={seed} CHAOS_SCENARIOS=1{extra} .venv/bin/python -m pytest tests/chaos -q"
+    return f"CHAOS_SEED={seed} CHAOS_SCENARIOS=1 .venv/bin/python -m pytest tests/chaos -q"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,3 @@ def test_scenario(world, seed):
             pytrace=False,
         )
 
-
-def test_known_bug_classes_are_named():
-    """The flag that keeps open bugs out of CI says which bug each class stands for."""
-    assert all(reason.startswith("issue ") for reason in KNOWN_BUG_CLASSES.values())

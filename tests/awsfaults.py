@@ -1,4 +1,4 @@
-"""Fault injection for the chaos suite, below our code: botocore and simulated time.
+"""Fault injection below our code, for the chaos suite and fault tests: botocore and simulated time.
 
 * ``AwsFaults`` registers a ``before-send`` hook on every botocore client our code creates
   while it is installed (the emulator's and the harness's own clients are made under
@@ -181,3 +181,14 @@ class AwsFaults:
 
             raise EndpointConnectionError(endpoint_url=str(request.url))
         return _error_response(request, service, fault.kind)
+
+
+@contextmanager
+def aws_faults(*faults: AwsFault, clock: SimClock | None = None) -> Iterator[AwsFaults]:
+    """For one test: ``faults`` (their ``phase`` must be ``"test"``) hit every client made
+    inside the block; botocore's backoff between retries runs in simulated time."""
+    injector = AwsFaults(clock or SimClock())
+    with injector:
+        injector.reset(list(faults))
+        injector.phase = "test"
+        yield injector
