@@ -16,9 +16,10 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 
 class SimulatedCrash(BaseException):
@@ -103,7 +104,7 @@ class AwsFaults:
         self._saved: dict[str, Any] = {}
 
     # --- installing -----------------------------------------------------------------------
-    def __enter__(self) -> "AwsFaults":
+    def __enter__(self) -> AwsFaults:
         import botocore.endpoint
         import botocore.session
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import urllib.request
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field, replace
@@ -31,8 +30,8 @@ from typing import Any
 
 from local.esm import Emulator, MappingConfig
 from local.functions import FunctionConfig, FunctionRuntime, applied_env
-
 from tests.awsfaults import AwsFaults, SimClock, SimulatedCrash
+
 from .scenario import CONSUMERS, HttpFault, InvocationFault, Scenario
 
 ACCOUNT = "123456789012"
@@ -64,7 +63,7 @@ class Deployment:
     buckets: list[str]
 
     @classmethod
-    def from_template(cls) -> "Deployment":
+    def from_template(cls) -> Deployment:
         from deploy.template import load_packaged_template, mapping_function, prepare_for_moto
 
         template = load_packaged_template()
@@ -94,7 +93,7 @@ class Deployment:
 class SimContext:
     """Lambda's context in simulated time, with the scenario's fault for this invocation."""
 
-    def __init__(self, run: "Run", function: str, timeout_s: float, fault: InvocationFault | None):
+    def __init__(self, run: Run, function: str, timeout_s: float, fault: InvocationFault | None):
         import uuid
 
         self.run, self.fault = run, fault
@@ -126,7 +125,7 @@ class SimContext:
 class ChaosFunction(FunctionRuntime):
     """A function as Lambda runs it, in simulated time; a crash means a fresh cold start."""
 
-    def __init__(self, config: FunctionConfig, run: "Run", consumer: str):
+    def __init__(self, config: FunctionConfig, run: Run, consumer: str):
         super().__init__(config)
         self.run, self.consumer = run, consumer
         self.invocations = 0
@@ -160,7 +159,7 @@ class Run:
     """The state of one scenario run; ``violations`` is what it found."""
 
     scenario: Scenario
-    world: "World"
+    world: World
     clock: SimClock = field(default_factory=SimClock)
     violations: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -213,7 +212,7 @@ class World:
         self.clock = SimClock()
         self.faults = AwsFaults(self.clock)
 
-    def __enter__(self) -> "World":
+    def __enter__(self) -> World:
         import boto3
 
         from local.fakes import FakeCRM, FakeSlack
