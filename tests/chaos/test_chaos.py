@@ -21,13 +21,13 @@ def replay_command(seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(moto_server, tmp_path_factory):
+def world(embedded_aws, tmp_path_factory):
     from .pipeline import World
 
     saved = os.environ.get("AWS_ENDPOINT_URL")
-    os.environ["AWS_ENDPOINT_URL"] = moto_server
+    os.environ["AWS_ENDPOINT_URL"] = embedded_aws.url
     try:
-        with World(moto_server, tmp_path_factory.mktemp("chaos")) as w:
+        with World(embedded_aws.url, tmp_path_factory.mktemp("chaos")) as w:
             yield w
     finally:
         if saved is None:
