@@ -49,7 +49,7 @@ test: venv lint package
 
 # The randomized whole-pipeline fault suite at length (tests/chaos, docs/chaos.md): CHAOS_SCENARIOS
 # scenarios (default 2000) from CHAOS_SEED (default: a new one each run, printed in the header).
-# `make test` runs 200 of them from seed 1. A failing scenario prints the command that replays it.
+# `make test` runs 100 of them from seed 1. A failing scenario prints the command that replays it.
 chaos: venv package
 	CHAOS_SCENARIOS=$${CHAOS_SCENARIOS:-2000} CHAOS_SEED=$${CHAOS_SEED:-$$(date +%s)} $(BIN)/python -m pytest tests/chaos -q
 

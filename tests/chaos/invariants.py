@@ -29,9 +29,11 @@ def check_invocation(consumer: str, handler: Any, event: dict, response: Any, co
     problems: list[str] = []
     batch = handler.loop.last_batch
     policy = handler.loop.policy.name
+    from streamkit import StreamRecord
+
     records = event["Records"]
     n = len(records)
-    seqs = [r["dynamodb"]["SequenceNumber"] for r in records]
+    seqs = [StreamRecord(r).sequence_number for r in records]  # either source
     reported = sorted(set(batch.reported))
     accounted = batch.handled + batch.captured + len(reported) + batch.dropped
     if accounted != n:

@@ -61,6 +61,8 @@ class Deployment:
     queues: dict[str, dict]  # logical id -> properties
     tables: dict[str, dict]
     buckets: list[str]
+    kinesis_streams: dict[str, dict]  # logical id -> properties (the kinesis source)
+    stream_consumers: dict[str, dict]  # logical id -> properties (enhanced fan-out)
 
     @classmethod
     def from_template(cls) -> Deployment:
@@ -87,6 +89,8 @@ class Deployment:
             queues={k: r["Properties"] for k, r in res.items() if r["Type"] == "AWS::SQS::Queue"},
             tables={k: r["Properties"] for k, r in res.items() if r["Type"] == "AWS::DynamoDB::Table"},
             buckets=[k for k, r in res.items() if r["Type"] == "AWS::S3::Bucket" and k != "ServerlessDeploymentBucket"],
+            kinesis_streams={k: r["Properties"] for k, r in res.items() if r["Type"] == "AWS::Kinesis::Stream"},
+            stream_consumers={k: r["Properties"] for k, r in res.items() if r["Type"] == "AWS::Kinesis::StreamConsumer"},
         )
 
 
@@ -219,7 +223,7 @@ class World:
 
         self.faults.__enter__()
         with self.faults.exempt():  # AWS's own (the emulator's) and the harness's clients
-            self.aws = {s: boto3.client(s) for s in ("dynamodb", "sqs", "s3", "dynamodbstreams")}
+            self.aws = {s: boto3.client(s) for s in ("dynamodb", "sqs", "s3", "dynamodbstreams", "kinesis")}
         # Made once: client creation (models, SSL contexts) would cost more than a scenario.
         # Our code's clients are made under the fault hooks and reused like a warm Lambda's.
         _reset_process_caches(all_clients=True)
@@ -301,14 +305,35 @@ class World:
             run.urls[logical] = name
         users = next(v for k, v in run.urls.items() if k == "UsersTable")
         stream_arn = ddb.describe_table(TableName=users)["Table"]["LatestStreamArn"]
-        run.stream_arn = stream_arn  # type: ignore[attr-defined]
+        run.stream_arn = stream_arn  # type: ignore[attr-defined]  # the table's DynamoDB stream
+        attrs: dict[tuple[str, str], str] = {("UsersTable", "StreamArn"): stream_arn}
+        kinesis = self.aws["kinesis"]
+        for logical, props in dep.kinesis_streams.items():  # the kinesis source: the changes stream
+            # ON_DEMAND on AWS; here the scenario's shard count (moto's on-demand gives 4 shards,
+            # and every shard costs a poll per mapping per round)
+            kinesis.create_stream(StreamName=props["Name"], ShardCount=run.scenario.shards,
+                                  StreamModeDetails={"StreamMode": "PROVISIONED"})
+            arn = kinesis.describe_stream_summary(StreamName=props["Name"])["StreamDescriptionSummary"]["StreamARN"]
+            attrs[(logical, "Arn")] = run.urls[logical] = arn
+        for logical, props in dep.stream_consumers.items():  # moto's CloudFormation makes none either
+            stream = attrs[(props["StreamARN"]["Fn::GetAtt"][0], "Arn")]
+            run.urls[logical] = kinesis.register_stream_consumer(StreamARN=stream, ConsumerName=props["ConsumerName"])[
+                "Consumer"]["ConsumerARN"]
+        bridges = []
+        for props in dep.tables.values():  # the table publishing to Kinesis: the local bridge
+            spec = props.get("KinesisStreamSpecification")
+            if spec:
+                from local.bridge import KinesisBridge
+
+                bridges.append(KinesisBridge(props["TableName"], stream_arn, attrs[(spec["StreamArn"]["Fn::GetAtt"][0], "Arn")],
+                                             streams=self.aws["dynamodbstreams"], kinesis=kinesis))
 
         overrides = {"SEARCH_URL": f"sqlite:///{self.tmp}/index-{run.scenario.seed}.sqlite3",
                      "SLACK_WEBHOOK_URL": run.slack.webhook_url,  # type: ignore[attr-defined]
                      "CRM_BASE_URL": run.crm.url, "CRM_TOKEN": "chaos-token"}  # type: ignore[attr-defined]
         legacy = run.scenario.fix_round is not None
         for consumer, spec in dep.functions.items():
-            env = _resolve_env(spec["env"], run.urls)
+            env = _resolve_env(spec["env"], run.urls, attrs)
             env = _local(env, overrides)
             if legacy and consumer != "reprocess":
                 env["USER_SCHEMA_MODE"] = "legacy"
@@ -323,20 +348,32 @@ class World:
         for consumer, props in dep.mappings.items():
             dest = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
             on_failure = arns[dest["Fn::GetAtt"][0]] if dest else None
+            source = props["EventSourceArn"]
+            if "Ref" in source:  # an enhanced fan-out consumer of the changes stream
+                consumer_arn = run.urls[source["Ref"]]
+                from local.shards import stream_of_consumer
+
+                where = dict(stream_arn=stream_of_consumer(consumer_arn), source="kinesis", consumer_arn=consumer_arn)
+            else:
+                arn = attrs[tuple(source["Fn::GetAtt"])]  # type: ignore[index]
+                where = dict(stream_arn=arn, source="kinesis" if ":kinesis:" in arn else "dynamodb")
             config = MappingConfig.from_properties(f"{consumer}-mapping", props, function=dep.functions[consumer]["name"],
-                                                   stream_arn=stream_arn, on_failure_arn=on_failure)
+                                                   on_failure_arn=on_failure, **where)
             configs.append(replace(config, **run.scenario.mappings.get(consumer, {})))
         run.emulator = Emulator(configs, {f.config.name: f for f in run.functions.values()},
-                                streams_client=run.aws["dynamodbstreams"], sqs_client=sqs,  # type: ignore[attr-defined]
+                                streams_client=run.aws["dynamodbstreams"], kinesis_client=kinesis, bridges=bridges,
+                                sqs_client=sqs,  # type: ignore[attr-defined]
                                 clock=self.clock.now, sleep=self.clock.sleep, retry_backoff_s=1.0, max_backoff_s=30.0,
                                 state_path=self.tmp / f"esm-{run.scenario.seed}.json")
 
 
-def _resolve_env(env: dict, urls: dict[str, str]) -> dict[str, str]:
+def _resolve_env(env: dict, urls: dict[str, str], attrs: dict[tuple[str, str], str]) -> dict[str, str]:
     out = {}
     for key, value in env.items():
         if isinstance(value, dict) and "Ref" in value:
             value = urls[value["Ref"]]
+        elif isinstance(value, dict) and "Fn::GetAtt" in value:
+            value = attrs[tuple(value["Fn::GetAtt"])]
         elif not isinstance(value, str):
             raise ValueError(f"the chaos deployment cannot resolve {key}={value!r}")
         out[key] = value

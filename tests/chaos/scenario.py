@@ -69,6 +69,7 @@ class Scenario:
     clock_jumps: dict[int, float] = field(default_factory=dict)  # round -> seconds
     drain_order: tuple[str, ...] = CONSUMERS
     classes: set[str] = field(default_factory=set)
+    shards: int = 1  # of the Kinesis changes stream (the kinesis source)
 
     @property
     def last_round(self) -> int:
@@ -77,7 +78,7 @@ class Scenario:
         return max(rounds, default=0)
 
     def describe(self) -> str:
-        lines = [f"seed {self.seed}: {len(self.ops)} writes, fix at round {self.fix_round}, "
+        lines = [f"seed {self.seed}: {len(self.ops)} writes, {self.shards} shard(s), fix at round {self.fix_round}, "
                  f"classes {sorted(self.classes)}, drain order {list(self.drain_order)}"]
         lines += [f"  mapping {c}: {m}" for c, m in self.mappings.items() if m]
         lines += [f"  {o.round:>3} {o.kind} {o.user} {_short(o.item)}" for o in self.ops]
@@ -174,6 +175,7 @@ def generate(seed: int) -> Scenario:
         mappings={c: {} for c in CONSUMERS},
         drain_order=tuple(rng.sample(CONSUMERS, 3)),
         classes={f"focus-{focus}"},
+        shards=2 if rng.random() < 0.2 else 1,
     )
     if schema_window:
         scenario.classes.add("schema-window")

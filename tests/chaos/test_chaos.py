@@ -1,6 +1,6 @@
 """The randomized whole-pipeline fault suite (issue 14): seeded scenarios, invariants at the end.
 
-``make test`` runs ``CHAOS_SCENARIOS`` (default 200) scenarios from ``CHAOS_SEED`` (default
+``make test`` runs ``CHAOS_SCENARIOS`` (default 100) scenarios from ``CHAOS_SEED`` (default
 1, so CI runs the same ones every time); ``make chaos`` runs more from a fresh seed. A
 failing scenario prints its seed and the one-line command that replays it alone.
 """
@@ -12,7 +12,7 @@ import pytest
 
 from .scenario import generate
 
-SCENARIOS = int(os.environ.get("CHAOS_SCENARIOS") or 200)
+SCENARIOS = int(os.environ.get("CHAOS_SCENARIOS") or 100)
 BASE_SEED = int(os.environ.get("CHAOS_SEED") or 1)
 
 
