@@ -221,10 +221,9 @@ class Batch:
         self.check()
         self.failure_log.summary({**self.tally(), "retried": self._retried, "stopped_by": self.stopped_by})
 
-    def lowest_reported(self) -> int | None:
-        """The record Lambda resumes from: it checkpoints at the lowest reported one and
-        delivers everything after it again, so naming that one is enough."""
-        return min(self._reported) if self._reported else None
+    def reported_in_order(self) -> list[int]:
+        """The reported records in stream order; Lambda resumes from the first."""
+        return sorted(self._reported)
 
     def result(self) -> BatchResult:
         """The outcome as counts (no records): what may outlive the invocation."""

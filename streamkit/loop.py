@@ -163,18 +163,23 @@ class BatchLoop:
         return response
 
     def _response(self, batch: Batch) -> dict:
-        """``batchItemFailures`` naming the lowest reported record only: Lambda checkpoints
-        before the lowest reported sequence number and delivers everything from it again, so
-        the records after it need no entry (naming each cost ~1 µs). A reported record with no
-        sequence number cannot be named: the whole batch fails instead, so nothing is skipped."""
-        lowest = batch.lowest_reported()
-        if lowest is None:
+        """``batchItemFailures``: every reported record, in stream order (contract 3: the failed
+        record and what follows it, never anything before it). Lambda checkpoints before the
+        lowest one and delivers everything from it again. A reported record with no sequence
+        number cannot be named; that is safe only when a lower reported record is named, else
+        the whole batch fails instead, so nothing is skipped."""
+        reported = batch.reported_in_order()
+        if not reported:
             return {"batchItemFailures": []}
-        seq = batch.sequence_number(lowest)
-        if seq is None:
-            raise MalformedEventError(
-                f"{self.consumer}: record #{lowest} of the batch failed and has no "
-                "sequence number (dynamodb.SequenceNumber / kinesis.sequenceNumber) to report it by; "
-                "failing the whole batch so Lambda retries it"
-            )
-        return {"batchItemFailures": [{"itemIdentifier": seq}]}
+        failures = []
+        for index in reported:
+            seq = batch.sequence_number(index)
+            if seq is not None:
+                failures.append({"itemIdentifier": seq})
+            elif not failures:
+                raise MalformedEventError(
+                    f"{self.consumer}: record #{index} of the batch failed and has no "
+                    "sequence number (dynamodb.SequenceNumber / kinesis.sequenceNumber) to report it by; "
+                    "failing the whole batch so Lambda retries it"
+                )
+        return {"batchItemFailures": failures}

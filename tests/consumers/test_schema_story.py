@@ -78,7 +78,7 @@ def test_crm_sync_hard_fails_blocks_the_shard_then_the_fix_unblocks_it(crm, monk
     records = batch_of_three()
 
     out = handler(make_event(records), LambdaContext())
-    blocked = [r["dynamodb"]["SequenceNumber"] for r in records[1:2]]  # Lambda resumes at the first failure
+    blocked = [r["dynamodb"]["SequenceNumber"] for r in records[1:]]  # Lambda resumes at the first failure
     assert [f["itemIdentifier"] for f in out["batchItemFailures"]] == blocked
     assert len(handler.loop.last_batch.reported) == 2  # 3 in = 1 handled + 2 reported
     assert [c["properties"]["email"] for c in crm.active()] == ["user1@example.com"]
