@@ -219,7 +219,8 @@ class Batch:
             self._held.clear()
         self._closed = True
         self.check()
-        self.failure_log.summary({**self.tally(), "retried": self._retried, "stopped_by": self.stopped_by})
+        if self._failed:  # a healthy batch builds nothing here
+            self.failure_log.summary({**self.tally(), "retried": self._retried, "stopped_by": self.stopped_by})
 
     def reported_in_order(self) -> list[int]:
         """The reported records in stream order; Lambda resumes from the first."""

@@ -202,6 +202,11 @@ def _list(values: list) -> list:
     return out
 
 
+def deserialize_map(image: dict) -> dict:
+    """``deserialize_image`` for an image known to be a dict (the hot path skips the checks)."""
+    return _map(image)
+
+
 def deserialize_image(image: dict | None) -> dict | None:
     """A whole image (``NewImage``/``OldImage``/``Keys``) -> dict of plain values."""
     if image is None:

@@ -41,6 +41,11 @@ class Deadline:
             d._end = time.monotonic() + budget_s - d.margin_s
         return d
 
+    @staticmethod
+    def clock() -> Any:
+        """The clock ``end`` is on (``time.monotonic``), for a loop that checks it inline."""
+        return time.monotonic
+
     @property
     def end(self) -> float:
         """``time.monotonic()`` value at which ``expired()`` turns true (``inf``: never)."""

@@ -24,13 +24,19 @@ from .errors import MalformedRecordError
 class LazyImage(Mapping):
     """A read-only mapping over one image in DynamoDB JSON (``{"name": {"S": "Ada"}, ...}``)."""
 
-    __slots__ = ("_raw", "_values", "_where", "_seq")
+    __slots__ = ("_raw", "_values", "_where", "_record")
 
-    def __init__(self, raw: dict, where: str = "image", sequence_number: str | None = None):
+    def __init__(self, raw: dict, where: str = "image", record: Any = None):
         self._raw = raw  # the attribute values as delivered, never changed
         self._values: dict[str, Any] = {}  # decoded so far, by name
         self._where = where  # "dynamodb.NewImage": names the attribute in errors
-        self._seq = sequence_number
+        self._record = record  # the Lambda record the image is in (its sequence number, for errors)
+
+    @classmethod
+    def _make(cls, raw: dict, where: str, record: Any) -> LazyImage:
+        image = _new(cls)  # no __init__ frame: one is made per record
+        image._raw, image._values, image._where, image._record = raw, {}, where, record
+        return image
 
     def _decode(self, name: str) -> Any:
         """Decode, cache and return attribute ``name`` (``KeyError`` when there is none)."""
@@ -38,7 +44,9 @@ class LazyImage(Mapping):
         try:
             value = deserialize_value(av)
         except DeserializationError as exc:
-            raise MalformedRecordError(f"{self._where}.{name}: {exc}", self._seq) from exc
+            from .sources import sequence_number_of
+
+            raise MalformedRecordError(f"{self._where}.{name}: {exc}", sequence_number_of(self._record)) from exc
         self._values[name] = value
         return value
 
@@ -132,3 +140,7 @@ class LazyImage(Mapping):
 
     def __repr__(self) -> str:
         return repr(self.to_dict())
+
+
+_new = object.__new__
+lazy_image = LazyImage._make

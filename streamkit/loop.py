@@ -61,7 +61,7 @@ class BatchLoop:
 
             sleep = time.sleep
         self.sleep = sleep
-        self.last_batch: BatchResult | None = None  # counts of the last batch (tests, local runtime)
+        self._last: Batch | None = None  # the last batch, released: counts only
 
     def _retry(self, record: StreamRecord, first_error: Exception, batch: Batch, deadline: Deadline) -> None:
         """After a first failure: bounded retries of transient errors, within the deadline.
@@ -113,18 +113,24 @@ class BatchLoop:
         try:
             return self._run(batch, records, Deadline(context, self.settings.deadline_margin_ms))
         finally:
-            self.last_batch = batch.result()
             batch.release()
+            self._last = batch
+
+    @property
+    def last_batch(self) -> BatchResult | None:
+        """How the last batch ended, in counts (for tests and the local runtime): never its records."""
+        return None if self._last is None else self._last.result()
 
     def _run(self, batch: Batch, records: list, deadline: Deadline) -> dict:
         policy = self.policy
         handle = self.handle_record
         request_id = batch.request_id
-        expired = deadline.expired  # the context was asked once, when the Deadline was made
+        # The context was asked once, when the Deadline was made: per record, the clock against its end.
+        clock, end = deadline.clock(), deadline.end
         attempted = len(records)
 
         for index, raw in enumerate(records):
-            if expired():
+            if clock() >= end:
                 attempted = index
                 batch.stop(index, "deadline")
                 break

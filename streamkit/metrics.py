@@ -26,7 +26,7 @@ SETTINGS = (METRICS_NAMESPACE,)
 class EmfTemplate:
     """One EMF document shape (namespace, consumer, metric names), rendered with new values."""
 
-    __slots__ = ("names", "_head", "_middle", "_fields")
+    __slots__ = ("names", "_head", "_middle", "_fields", "_format")
 
     def __init__(self, consumer: str, names: tuple[str, ...], namespace: str | None = None):
         self.names = names
@@ -39,11 +39,17 @@ class EmfTemplate:
         self._head = '{"_aws":{"Timestamp":'
         self._middle = ',"CloudWatchMetrics":[' + json.dumps(directive, separators=(",", ":")) + "]}," + dims[1:-1]
         self._fields = tuple((name, f",{json.dumps(name)}:[") for name in names)
+        # one %-format for whole counts (what a batch publishes): "[3.0]", as Powertools writes them
+        body = "".join(key.replace("%", "%%") + "%d.0]" for _, key in self._fields)
+        self._format = self._head.replace("%", "%%") + "%d" + self._middle.replace("%", "%%") + body + "}"
 
     def render(self, values: Mapping[str, float], timestamp_ms: int | None = None) -> str:
         """The document for ``values`` (missing names count 0)."""
         ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         get = values.get
+        counts = tuple(get(name, 0) or 0 for name in self.names)
+        if all(type(c) is int for c in counts):
+            return self._format % (ts, *counts)
         body = "".join(f"{key}{float(get(name, 0) or 0)!r}]" for name, key in self._fields)
         return f"{self._head}{ts}{self._middle}{body}}}"
 

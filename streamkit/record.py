@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from .ddbjson import DeserializationError, deserialize_image
+from .ddbjson import DeserializationError, deserialize_image, deserialize_map
 from .errors import MalformedRecordError
-from .image import LazyImage
+from .image import LazyImage, lazy_image
 from .ordering import OrderError, dynamodb_order, kinesis_order, micros_from_creation
 from .sources import DYNAMODB, KINESIS, decode_data
 
 EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
+_WHERE = {"NewImage": "dynamodb.NewImage", "OldImage": "dynamodb.OldImage"}
 _UNSET: Any = object()
 
 
@@ -110,21 +111,26 @@ class StreamRecord:
         if image is None:
             return None
         if field == "Keys":
+            if type(image) is dict and len(image) == 1:  # the commonest key: one string attribute
+                for name, av in image.items():
+                    if type(av) is dict and len(av) == 1 and type(av.get("S")) is str:
+                        return {name: av["S"]}
             try:
-                return deserialize_image(image)
+                return deserialize_map(image) if type(image) is dict else deserialize_image(image)
             except DeserializationError as exc:
                 raise MalformedRecordError(f"dynamodb.{field}: {exc}", self.sequence_number) from exc
-        if not isinstance(image, dict):
+        if type(image) is not dict:
             raise MalformedRecordError(
                 f"dynamodb.{field}: image must be a dict, got {type(image).__name__}", self.sequence_number
             )
-        return LazyImage(image, f"dynamodb.{field}", self.sequence_number)
+        return lazy_image(image, _WHERE.get(field, field), self.raw)  # the record names itself only on error
 
     @property
     def keys(self) -> dict:
-        if self._keys is _UNSET:
-            self._keys = self._image("Keys") or {}
-        return self._keys
+        keys = self._keys
+        if keys is _UNSET:
+            keys = self._keys = self._image("Keys") or {}
+        return keys
 
     @property
     def new_image(self) -> LazyImage | None:

@@ -79,7 +79,8 @@ def test_pii_masking_sees_inside_it():
 
 def test_only_what_is_read_is_decoded():
     # The malformed attribute is never read: nothing fails.
-    image = LazyImage(_broken("logins"), "dynamodb.NewImage", "123")
+    record = make_record("INSERT", keys={"user_id": "u1"}, sequence_number="123")
+    image = LazyImage(_broken("logins"), "dynamodb.NewImage", record)
     assert image["fullname"] == "Ada Lovelace" and image["address"] == {"city": "London", "zip": "N1"}
     assert image.get("score") == Decimal("1.25") and "logins" in image and len(image) == len(ITEM)
     # Reading it names the attribute and the record.
@@ -89,7 +90,7 @@ def test_only_what_is_read_is_decoded():
     # Everything-at-once reads say which attribute too (and still fail on it).
     for whole in (dict, lambda i: i.to_dict(), lambda i: list(i.items()), lambda i: i == ITEM):
         with pytest.raises(MalformedRecordError, match=r"dynamodb\.NewImage\.logins"):
-            whole(LazyImage(_broken("logins"), "dynamodb.NewImage", "123"))
+            whole(LazyImage(_broken("logins"), "dynamodb.NewImage", record))
 
 
 def test_an_attribute_is_decoded_once_and_the_same_object_is_handed_out():
