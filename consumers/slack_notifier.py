@@ -53,13 +53,11 @@ class SlackWebhookError(PermanentError):
 def _client(url: str) -> Any:
     client = _clients.get(url)
     if client is None:
-        from slack_sdk.webhook import WebhookClient
+        from .slack_webhook import WebhookClient
 
-        # No slack_sdk retries: the streamkit loop retries within the Lambda deadline, and
-        # only failures that prove nothing was posted (the claim is released for those).
-        client = _clients[url] = WebhookClient(
-            url, timeout=SLACK_TIMEOUT_S.read(), retry_handlers=[]
-        )
+        # No client retries: the streamkit loop retries within the Lambda deadline, and only
+        # failures that prove nothing was posted (the claim is released for those).
+        client = _clients[url] = WebhookClient(url, timeout=SLACK_TIMEOUT_S.read())
     return client
 
 
@@ -125,8 +123,8 @@ def post(payload: dict, client: Any = None) -> None:
 
 
 def warm_up() -> None:
-    """Import slack_sdk's webhook client during init, not on the first record."""
-    import slack_sdk.webhook  # noqa: F401
+    """Import the webhook client (urllib) during init, not on the first record."""
+    from . import slack_webhook  # noqa: F401
 
 
 def handle_record(record: StreamRecord) -> None:

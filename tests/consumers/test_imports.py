@@ -31,7 +31,7 @@ def imported_after(module: str, env: dict) -> set[str]:
     ("handlers.search_indexer", {"FAILURE_POLICY": "soft-fail", "SEARCH_URL": "https://search-x.us-east-1.es.amazonaws.com"},
      {"opensearchpy"}),
     ("handlers.slack_notifier", {"FAILURE_POLICY": "soft-fail", "IDEMPOTENCY_TABLE": "t",
-                                 "SLACK_WEBHOOK_URL_PARAM": "/p"}, {"slack_sdk"}),
+                                 "SLACK_WEBHOOK_URL_PARAM": "/p"}, set()),  # urllib: no slack_sdk
     ("handlers.crm_sync", {"FAILURE_POLICY": "hard-fail", "CRM_BASE_URL": "https://crm", "CRM_TOKEN_PARAM": "/p",
                            "IDEMPOTENCY_TABLE": "t"},
      {"httpx"}),
