@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from decimal import Clamped, Context, Decimal, Inexact, Overflow, Rounded, Underflow
+from decimal import Clamped, Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded, Underflow
 from typing import Any
 
 # Same context boto3 uses for DynamoDB numbers: 38 digits, exponent range of the service,
@@ -34,6 +34,11 @@ DYNAMODB_CONTEXT = Context(
     Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow]
 )
 _create_decimal = DYNAMODB_CONTEXT.create_decimal
+# The same, raising on text that is not a number too (instead of returning NaN): the inline fast
+# paths below need no is_finite() check, and an error there takes the strict path.
+_parse_decimal = Context(
+    Emin=-128, Emax=126, prec=38, traps=[Clamped, Overflow, Inexact, Rounded, Underflow, InvalidOperation]
+).create_decimal
 
 
 _SET_TAGS = frozenset({"SS", "NS", "BS"})
@@ -148,10 +153,10 @@ def _map(image: dict) -> dict:
                 # a non-str raises AttributeError and takes the strict path.
                 if value.isdigit() and len(value) < 39:
                     out[name] = int(value)
-                elif ("." in value and value[-1] in _NONZERO_DIGITS and len(value) < 39
-                      and "e" not in value and "E" not in value):
-                    number = _create_decimal(value)
-                    out[name] = number if number.is_finite() else _number(value)
+                elif "." in value and value[-1] in _NONZERO_DIGITS and "e" not in value and "E" not in value:
+                    out[name] = _parse_decimal(value)  # a fraction; garbage or > 38 digits raise
+                elif value[:1] == "-" and value[1:].isdigit() and len(value) < 40:
+                    out[name] = int(value)
                 else:
                     out[name] = _number(value)
             elif tag == "BOOL":
@@ -166,7 +171,7 @@ def _map(image: dict) -> dict:
                 out[name] = set(value)  # unhashable items raise TypeError: strict path
             else:
                 out[name] = deserialize_value(av)
-    except (TypeError, ValueError, KeyError, AttributeError):
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError):  # decimal signals too
         if not isinstance(image, dict):
             raise DeserializationError(f"M value must be an object, got {type(image).__name__}") from None
         return {name: deserialize_value(av) for name, av in image.items()}
@@ -185,17 +190,17 @@ def _list(values: list) -> list:
             elif tag == "N":
                 if value.isdigit() and len(value) < 39:
                     append(int(value))
-                elif ("." in value and value[-1] in _NONZERO_DIGITS and len(value) < 39
-                      and "e" not in value and "E" not in value):
-                    number = _create_decimal(value)
-                    append(number if number.is_finite() else _number(value))
+                elif "." in value and value[-1] in _NONZERO_DIGITS and "e" not in value and "E" not in value:
+                    append(_parse_decimal(value))  # a fraction; garbage or > 38 digits raise
+                elif value[:1] == "-" and value[1:].isdigit() and len(value) < 40:
+                    append(int(value))
                 else:
                     append(_number(value))
             elif tag == "M":
                 append(_map(value))
             else:
                 append(deserialize_value(av))
-    except (TypeError, ValueError, KeyError, AttributeError):
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError):  # decimal signals too
         if not isinstance(values, list):
             raise DeserializationError(f"L value must be a list, got {type(values).__name__}") from None
         return [deserialize_value(av) for av in values]

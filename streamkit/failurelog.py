@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import sources
+from .excinfo import error_message
 from .log import enabled, write_line
 from .pii import mask, mask_text
 
@@ -51,8 +52,8 @@ class FailureLog:
             "keys": mask(_plain_keys(change)),
             "error_type": error_type,
         }
-        if seen:
-            fields["error"] = mask_text(_capped(failure.error_info["message"]))
+        if seen:  # compact: the message only, no traceback formatted at all
+            fields["error"] = mask_text(_capped(error_message(exc)))
             fields["repeat"] = seen + 1  # the n-th failure of this type in the batch
         else:
             info = failure.error_info

@@ -20,6 +20,7 @@ from .settings import Setting, upper
 
 _configured = False
 _threshold: int | None = None  # LOG_LEVEL as a number, read on first use
+_encoder = json.JSONEncoder(default=str)  # made once: json.dumps(..., default=) makes one per call
 _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 LOG_LEVEL = Setting(
     "LOG_LEVEL", "level of the structlog JSON logs (failures log at error)",
@@ -70,7 +71,7 @@ def write_line(context: dict[str, Any], level: str, event: str, fields: dict[str
     line = {**context, "event": event, **fields, "level": level,
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
     out = sys.stdout  # looked up per call, like structlog's PrintLogger: Lambda's stdout or a capture
-    out.write(json.dumps(line, default=str) + "\n")
+    out.write(_encoder.encode(line) + "\n")
     out.flush()
 
 
