@@ -1,24 +1,27 @@
-"""Drain rate of the reprocess worker vs the article's reprocess loop (corrected), same run.
+"""Drain time of the reprocess worker vs the article's reprocess loop (corrected), same run.
 
-Contenders drain identical backlogs (BACKLOG envelopes, one fresh queue each) on the same
-moto server, through the same ``handle_record``: build a search document from the record
-and spend a simulated sink-call latency (2 ms and 20 ms by default) (a real consumer talks to OpenSearch,
-Slack or a CRM; without that wait the figure would only measure moto).
+Contenders drain identical backlogs (one fresh queue each) on the same moto server, through
+the same ``handle_record``: build a search document and spend a simulated sink call
+(``SINK_MS``; a real consumer talks to OpenSearch, Slack or a CRM).
 
-- article loop (corrected): ``receive_message`` 10 at a time, handle each, ``delete_message``
-  one by one (the article's code called a non-existent ``receive_messages`` with a queue
-  name; it also never stops while anything fails, which does not matter here: all succeed);
-- worker, concurrency 1 and 8: ``reprocess.worker.drain`` in replay mode.
+- article loop (corrected): ``receive_message`` 10 at a time (short polls), handle each,
+  ``delete_message`` one by one (the article's code called a non-existent
+  ``receive_messages`` with a queue name);
+- worker, concurrency 1 and 8: ``reprocess.worker.drain`` in replay mode with its default
+  options (a 2 s long poll on the first receive).
 
-moto SQS gets slower as the backlog grows (LOCAL-AWS-NOTES), so the backlog stays in the
-hundreds; absolute rates are moto's, the ratios are the point.
+Backlogs of 20 (where a fixed tail shows) and 2,000 (throughput). **moto** stands in for
+SQS: its ``ReceiveMessage`` gets slower as the backlog grows (LOCAL-AWS-NOTES: ~0.7 s per
+call at 1,000 queued), so at 2,000 the figures are mostly moto's; the ratios are the point.
+The 20-message backlog takes ``REPEATS`` turns per contender (min and median); 2,000 one.
 
-``run() -> list[dict]`` rows for ``python -m bench``; ``python -m bench.drain`` runs alone.
+``run() -> list[dict]``; ``python -m bench.drain`` runs alone.
 """
 from __future__ import annotations
 
 import itertools
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-BACKLOG = int(os.environ.get("BENCH_DRAIN_BACKLOG", "250"))
-# Simulated sink call per record, in ms: a fast local call, and a typical HTTPS API call.
-SINK_LATENCIES_MS = tuple(float(x) for x in os.environ.get("BENCH_DRAIN_SINK_MS", "2,20").split(","))
+BACKLOGS = tuple(int(x) for x in os.environ.get(
+    "BENCH_DRAIN_BACKLOGS", "20" if os.environ.get("BENCH_QUICK") else "20,2000").split(","))
+SINK_MS = float(os.environ.get("BENCH_DRAIN_SINK_MS", "5"))
+REPEATS = 1 if os.environ.get("BENCH_QUICK") else 5
 CONSUMER = "search-indexer"
 _names = itertools.count()
 
@@ -91,10 +95,8 @@ def article_loop(sqs, queue_url: str, handle_record) -> int:
 def worker(sqs, queue_url: str, handle_record, concurrency: int) -> int:
     from reprocess.worker import drain
 
-    s = drain(
-        CONSUMER, queue_url=queue_url, mode="replay", handle_record=handle_record,
-        concurrency=concurrency, wait_time_s=0, sqs=sqs,
-    )
+    s = drain(CONSUMER, queue_url=queue_url, mode="replay", handle_record=handle_record,
+              concurrency=concurrency, sqs=sqs)  # default options: the 2 s long poll included
     assert s.conserved and s.still_failing == 0 and s.parked == 0, s.to_dict()
     return s.succeeded
 
@@ -106,58 +108,49 @@ def _depth(sqs, url: str) -> int:
     return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
-def run(backlog: int = BACKLOG, sink_latencies_ms: tuple[float, ...] = SINK_LATENCIES_MS) -> list[dict]:
-    """Drain rates (messages/s) against the moto server at ``AWS_ENDPOINT_URL``; for each sink
-    latency, the article loop first (the baseline), then the worker at concurrency 1 and 8."""
+def run(backlogs: tuple[int, ...] = BACKLOGS, sink_ms: float = SINK_MS) -> list[dict]:
+    """Seconds to drain each backlog, per contender, against the moto server at ``AWS_ENDPOINT_URL``."""
     import boto3
     from botocore.config import Config
 
     sqs = boto3.client("sqs", config=Config(max_pool_connections=32))
+    handle = make_handle_record(sink_ms / 1000)
+    contenders = {
+        "article loop": lambda url: article_loop(sqs, url, handle),
+        "worker, concurrency 1": lambda url: worker(sqs, url, handle, 1),
+        "worker, concurrency 8": lambda url: worker(sqs, url, handle, 8),
+    }
     rows: list[dict] = []
-    for ms in sink_latencies_ms:
-        handle = make_handle_record(ms / 1000)
-        contenders = [
-            ("article loop", lambda url, handle=handle: article_loop(sqs, url, handle)),
-            ("worker, concurrency 1", lambda url, handle=handle: worker(sqs, url, handle, 1)),
-            ("worker, concurrency 8", lambda url, handle=handle: worker(sqs, url, handle, 8)),
-        ]
-        baseline = None
-        for name, fn in contenders:
-            url = _fill(sqs, backlog)
-            t0 = time.perf_counter()
-            done = fn(url)
-            elapsed = time.perf_counter() - t0
-            assert done == backlog and _depth(sqs, url) == 0, (name, done)
-            sqs.delete_queue(QueueUrl=url)
-            rate = done / elapsed
-            label = f"{name} (sink {ms:g} ms)"
-            row = {"contender": label, "messages": done, "rate": rate, "seconds": elapsed, "sink_ms": ms,
-                   "name": f"drain rate: {label}", "value": rate, "unit": "messages/s"}
-            if baseline is None:
-                baseline = rate
-            else:
-                row["vs_baseline"] = rate / baseline
-                row["baseline_ratio"] = row["vs_baseline"]
-            rows.append(row)
+    for backlog in backlogs:
+        repeats = REPEATS if backlog <= 100 else 1
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        names = list(contenders)
+        for r in range(repeats):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                url = _fill(sqs, backlog)
+                t0 = time.perf_counter()
+                done = contenders[name](url)
+                elapsed = time.perf_counter() - t0
+                assert done == backlog and _depth(sqs, url) == 0, (name, done)
+                sqs.delete_queue(QueueUrl=url)
+                times[name].append(elapsed)
+        base = statistics.median(times["article loop"])
+        for name, values in times.items():
+            med = statistics.median(values)
+            rows.append({"section": "drain", "contender": name, "backlog": backlog, "sink_ms": sink_ms,
+                         "repeats": repeats, "min_s": min(values), "median_s": med,
+                         "rate": backlog / med, "vs_article": base / med})
     return rows
-
-
-def _table(rows: list[dict]) -> str:
-    lines = [
-        f"Drain rate, {rows[0]['messages']} messages per contender, moto SQS (receive cost grows with the backlog)",
-        f"{'contender':<40}{'messages/s':>12}{'seconds':>10}{'vs article':>12}",
-    ]
-    for r in rows:
-        ratio = f"{r['vs_baseline']:.1f}x" if "vs_baseline" in r else "1.0x"
-        lines.append(f"{r['contender']:<40}{r['rate']:>12.1f}{r['seconds']:>10.2f}{ratio:>12}")
-    return "\n".join(lines)
 
 
 def _standalone() -> int:
     from local.aws import EmbeddedAws
 
     with EmbeddedAws():
-        print(_table(run()))
+        for r in run():
+            print(f"{r['contender']:<24} backlog {r['backlog']:>5}  {r['median_s']:7.2f} s  "
+                  f"{r['rate']:8.1f} msg/s  {r['vs_article']:.2f}x the article loop")
     return 0
 
 

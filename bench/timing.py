@@ -1,23 +1,48 @@
 """Timing that holds on a shared, noisy machine: contenders take turns (interleaved, order
-rotated every round) and each keeps its fastest round, so a burst of load from elsewhere
-hits every contender alike instead of one block of repetitions."""
+rotated every round) so a burst of load from elsewhere hits every contender alike; each keeps
+its fastest round (``min``) and its median. A ``setup`` runs before each timed call, untimed:
+the benchmarks use it to parse a fresh event per call, as Lambda delivers one."""
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 
-def interleaved_min(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Seconds of the fastest call of each contender over ``rounds`` rounds."""
+@dataclass(frozen=True)
+class Stats:
+    min: float
+    median: float
+
+    def per(self, n: int) -> Stats:
+        return Stats(self.min / n, self.median / n)
+
+    def ratio(self, other: Stats) -> Stats:
+        """This contender's time over ``other``'s, for the min and for the median."""
+        return Stats(self.min / other.min, self.median / other.median)
+
+
+def interleaved(contenders: dict[str, Callable[[Any], object]], rounds: int,
+                setup: Callable[[], Any] | None = None) -> dict[str, Stats]:
+    """Seconds per call of each contender: ``fn(setup())``, only the call timed."""
     names = list(contenders)
-    best = dict.fromkeys(names, float("inf"))
+    samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            arg = setup() if setup is not None else None
             fn = contenders[name]
             t0 = time.perf_counter()
-            fn()
+            fn(arg)
             elapsed = time.perf_counter() - t0
-            if elapsed < best[name]:
-                best[name] = elapsed
-    return best
+            del arg  # freed outside the timing, as Lambda's runtime drops the event after the call
+            samples[name].append(elapsed)
+    return {name: Stats(min(v), statistics.median(v)) for name, v in samples.items()}
+
+
+def interleaved_min(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Seconds of the fastest call of each contender over ``rounds`` rounds (no argument)."""
+    stats = interleaved({name: (lambda _arg, fn=fn: fn()) for name, fn in contenders.items()}, rounds)
+    return {name: s.min for name, s in stats.items()}
