@@ -3,8 +3,8 @@
 A round is what is received together (``DrainOptions.round_receives`` calls of 10); it is
 also the window in which records of one key are put in stream order. The next round is on
 its way while this one runs. Only the run's first receive long-polls (``wait_time_s``: a
-capture written as the run starts is still taken); once a receive has come back, every
-later one short-polls, so a drained queue ends the run at once instead of after a
+capture written as the run starts is still taken), alone, before the rest of its round;
+once it has come back, every later receive short-polls, so a drained queue ends the run at once instead of after a
 ``wait_time_s`` tail at the end of every run (a backlog that is a multiple of 10 ends with a
 receive that cannot tell it is the last). On AWS a short poll of a nearly empty queue can
 miss a straggler, as the article's loop could; the next run takes it. ``take`` decides which received messages this run takes:
@@ -88,30 +88,40 @@ class Receiver:
             wait = max(0, min(wait, int(remaining) - 1))
         count = 10 if want is None else max(1, min(10, want))
 
-        def one(i: int) -> list[dict]:
-            messages = self.sqs.receive_message(
+        def one(wait_s: int) -> list[dict]:
+            return self.sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=count,
-                WaitTimeSeconds=wait if i == 0 else 0,  # the others add throughput, never wait
+                WaitTimeSeconds=wait_s,
                 VisibilityTimeout=self.visibility_timeout_s,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-            self.long_poll = False
-            return messages
 
-        if calls == 1:
-            return one(0)
-        futures = [self._pool.submit(one, i) for i in range(calls)]
-        got: list[dict] = []
-        error: BaseException | None = None
-        for future in futures:
+        def parallel(n: int) -> list[dict]:
+            futures = [self._pool.submit(one, 0) for _ in range(n)]
+            got: list[dict] = []
+            error: BaseException | None = None
+            for future in futures:
+                try:
+                    got += future.result()
+                except Exception as exc:
+                    error = error or exc
+            if error is not None:
+                for m in got:  # received by the calls that worked: made visible again at the end
+                    self.holds.hold(m)
+                raise error
+            return got
+
+        self.long_poll = False
+        if wait:  # the run's first receive waits alone: parallel ones could empty the queue under it
+            first = one(wait)
+            if len(first) < count or calls == 1:
+                return first
             try:
-                got += future.result()
-            except Exception as exc:
-                error = error or exc
-        if error is not None:
-            for m in got:  # received by the calls that worked: made visible again at the end
-                self.holds.hold(m)
-            raise error
-        return got
+                return first + parallel(calls - 1)
+            except Exception:
+                for m in first:
+                    self.holds.hold(m)
+                raise
+        return one(0) if calls == 1 else parallel(calls)
