@@ -76,7 +76,8 @@ def streamkit_handler(policy: str, workload: str, queue_url: str | None = None):
 
     handler = stream_handler("bench", handle_record, policy=policy,
                              env=dict(os.environ, FAILURE_QUEUE_URL=queue_url or ""))
-    call = _quiet(lambda event: handler(event, LambdaContext(timeout_s=900)))
+    context = LambdaContext(timeout_s=24 * 3600)  # Lambda hands one in; making it is not the handler's work
+    call = _quiet(lambda event: handler(event, context))
     call.loop = handler.loop  # type: ignore[attr-defined]  # the bench points captures at a fresh queue
     return call
 
