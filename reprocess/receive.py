@@ -6,12 +6,14 @@ its way while this one runs. Only the run's first receive long-polls (``wait_tim
 capture written as the run starts is still taken), alone, before the rest of its round;
 once it has come back, every later receive short-polls, so a drained queue ends the run at once instead of after a
 ``wait_time_s`` tail at the end of every run (a backlog that is a multiple of 10 ends with a
-receive that cannot tell it is the last). On AWS a short poll of a nearly empty queue can
-miss a straggler, as the article's loop could; the next run takes it. ``take`` decides which received messages this run takes:
-not one it already tried (its id, or a re-sent copy tagged with this run), not past ``max``.
+receive that cannot tell it is the last). A short poll that comes back empty is checked
+against the queue's visible count before the run ends on it (``_stragglers``): on AWS a short
+poll samples only some of SQS's servers and can miss the last few messages. ``take``
+decides which received messages this run takes: not one it already tried (its id, or a re-sent copy tagged with this run), not past ``max``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +24,7 @@ from .options import DrainOptions
 from .summary import Summary
 
 RUN_ATTRIBUTE = "reprocessRun"  # message attribute on re-sent copies: the run that sent them
+STRAGGLER_CHECKS = 3  # short polls retried while the queue's visible count says it is not empty
 
 
 class Receiver:
@@ -124,4 +127,25 @@ class Receiver:
                 for m in first:
                     self.holds.hold(m)
                 raise
-        return one(0) if calls == 1 else parallel(calls)
+        got = one(0) if calls == 1 else parallel(calls)
+        return got or self._stragglers(one)
+
+    def _stragglers(self, one: Callable[[int], list[dict]]) -> list[dict]:
+        """An empty short poll is not proof of an empty queue: SQS answers it from a sample
+        of its servers, so a few messages can be missed. Before the run ends on it, the
+        queue's visible count decides (no wait on a really empty queue); while it says
+        messages are there, short-poll again, a bounded number of times."""
+        for _ in range(STRAGGLER_CHECKS):
+            try:
+                visible = int(self.sqs.get_queue_attributes(
+                    QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages"],
+                )["Attributes"].get("ApproximateNumberOfMessages", "0"))
+            except Exception as exc:  # the run ends as before; the messages stay in the queue
+                self.summary.note(f"could not confirm the queue is empty: {type(exc).__name__}: {exc}"[:300])
+                return []
+            if visible == 0 or self.deadline.remaining_s() < 1:
+                return []
+            got = one(0)
+            if got:
+                return got
+        return []

@@ -67,3 +67,32 @@ def test_deletes_run_behind_the_next_round(queues, index_table):
     s = drain("search-indexer", mode="replay", handle_record=handle, concurrency=1, wait_time_s=0, sqs=sqs)
     assert waited == [True]
     assert (s.taken, s.succeeded, s.delete_failures) == (30, 30, 0) and queue_count(failures) == 0
+
+
+def test_an_empty_short_poll_with_messages_left_does_not_end_the_run(queues, index_table):
+    """SQS answers a short poll from a sample of its servers: it can come back empty while
+    messages remain. The run asks the queue's visible count before it ends on one."""
+    from botocore.awsrequest import AWSResponse
+
+    failures, _ = queues
+    capture(failures, [envelope(insert(user_item(i))) for i in range(20)])
+    sqs = boto3.client("sqs")
+    receives = _watch_receives(sqs)
+    missed: list[int] = []
+
+    def wait_of(params, context, **kw):
+        context["short"] = not params.get("WaitTimeSeconds")
+
+    def sampled_servers_hold_none(context, **kw):
+        if context.get("short") and not missed:  # the first short poll, 10 messages still queued
+            missed.append(queue_count(failures))
+            return AWSResponse("https://sqs.local", 200, {}, None), {"Messages": []}
+        return None
+
+    sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", wait_of)
+    sqs.meta.events.register("before-call.sqs.ReceiveMessage", sampled_servers_hold_none)
+    s = drain("search-indexer", mode="replay", handle_record=sample_consumers.index_v1, concurrency=1,
+              wait_time_s=2, sqs=sqs)
+    assert missed and missed[0] > 0  # the miss happened with messages in the queue
+    assert (s.taken, s.succeeded, s.stopped_by) == (20, 20, "queue empty") and queue_count(failures) == 0
+    assert [wait for wait, _ in receives].count(2) == 1  # still only the first receive waits
