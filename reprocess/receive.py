@@ -9,7 +9,8 @@ once it has come back, every later receive short-polls, so a drained queue ends 
 receive that cannot tell it is the last). A short poll that comes back empty is checked
 against the queue's visible count before the run ends on it (``_stragglers``): on AWS a short
 poll samples only some of SQS's servers and can miss the last few messages. ``take``
-decides which received messages this run takes: not one it already tried (its id, or a re-sent copy tagged with this run), not past ``max``.
+decides which received messages this run takes: not one it already tried (its id, or a
+re-sent copy tagged with this run), not past ``max``.
 """
 from __future__ import annotations
 
