@@ -43,6 +43,20 @@ def test_duplicate_deliveries_post_once(slack, idempotency_table):
     assert len(slack.messages) == 2
 
 
+def test_a_kinesis_change_delivered_twice_posts_once(slack, idempotency_table):
+    """Kinesis Data Streams for DynamoDB may deliver one change as two Kinesis records (new
+    sequence numbers, same data): the claim is keyed on the DynamoDB change's eventID inside."""
+    from streamkit.testing import redeliver
+
+    first = rec("INSERT", v1_user(1), event_id="ev-kinesis", source="kinesis")
+    copy = redeliver(first)
+    assert first["eventID"] != copy["eventID"]  # Lambda's own Kinesis eventIDs differ
+    handler = stream_handler("slack-notifier", sn.handle_record, policy="soft-fail")
+    assert handler(make_event([first, copy]), LambdaContext()) == {"batchItemFailures": []}
+    assert handler(make_event([redeliver(first)]), LambdaContext()) == {"batchItemFailures": []}
+    assert len(slack.messages) == 1 and "slack-notifier#ev-kinesis" in table_items(idempotency_table)
+
+
 def test_modify_and_remove_are_ignored(slack, idempotency_table):
     sn.handle_record(sr("MODIFY", v1_user(1), old=v1_user(1)))
     sn.handle_record(sr("REMOVE", None, old=v1_user(1)))
