@@ -79,8 +79,15 @@ def micros_from_creation(value: Any) -> int:
     return int(round(value * scale))
 
 
+_KINESIS_SUFFIX = "." + KINESIS_TIEBREAK
+
+
 def dynamodb_order(created: Any, sequence_number: str) -> str:
     """The order of a DynamoDB Streams record: whole seconds, then its sequence number."""
+    if (type(created) is int and 0 <= created < _MS_FROM and type(sequence_number) is str
+            and len(sequence_number) <= TIEBREAK_DIGITS and sequence_number.isdigit()):
+        # what Lambda delivers (whole epoch seconds): one format call, no unit detection
+        return f"{created:011d}000000.{sequence_number:0>40}"
     if created is None:
         raise OrderError("the record has no dynamodb.ApproximateCreationDateTime")
     micros = micros_from_creation(created)
@@ -89,6 +96,8 @@ def dynamodb_order(created: Any, sequence_number: str) -> str:
 
 def kinesis_order(created: Any) -> str:
     """The order of a Kinesis Data Streams for DynamoDB record: its creation time alone."""
+    if type(created) is int and _US_FROM <= created < 10**MICROS_DIGITS:  # MICROSECOND precision
+        return f"{created:017d}{_KINESIS_SUFFIX}"
     if created is None:
         raise OrderError("the change record has no dynamodb.ApproximateCreationDateTime")
     return format_order(micros_from_creation(created))
