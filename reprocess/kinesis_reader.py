@@ -23,7 +23,7 @@ from typing import Any
 from streamkit import sources
 from streamkit.awsclient import error_code
 
-from .stream_reader import MAX_EMPTY_PAGES, StreamRangeUnavailable
+from .stream_reader import StreamRangeUnavailable, page_shard
 
 GET_RECORDS_LIMIT = 1000
 # A range that cannot be read (deleted stream or shard, a sequence number Kinesis rejects).
@@ -76,39 +76,20 @@ def iter_shard(
     max_pages: int = 10_000,
 ) -> Iterator[dict]:
     """Yield boto3 records from a shard position until ``end_sequence_number`` (inclusive),
-    the tip of the shard, or ``max_pages`` ``GetRecords`` calls (always bounded). An expired
-    iterator is renewed after the last record seen."""
-    end = int(end_sequence_number) if end_sequence_number is not None else None
-    it = iterator(kinesis, stream_arn, shard_id, iterator_type, sequence_number)
-    last_seq: str | None = None
-    empty = 0
-    for _ in range(max_pages):
-        try:
-            resp = kinesis.get_records(ShardIterator=it, Limit=GET_RECORDS_LIMIT, StreamARN=stream_arn)
-        except Exception as exc:
-            code = error_code(exc)
-            if code == "ExpiredIteratorException":
-                it = (iterator(kinesis, stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", last_seq) if last_seq
-                      else iterator(kinesis, stream_arn, shard_id, iterator_type, sequence_number))
-                continue
-            if code in _GONE:
-                raise StreamRangeUnavailable(f"GetRecords on {shard_id}: {code}: {exc}", code) from exc
-            raise
-        records = resp.get("Records") or []
-        for rec in records:
-            seq = rec["SequenceNumber"]
-            if end is not None and int(seq) > end:
-                return
-            last_seq = seq
-            yield rec
-            if end is not None and int(seq) == end:
-                return
-        it = resp.get("NextShardIterator")
-        if not it:  # a closed shard, read to its end
-            return
-        empty = 0 if records else empty + 1
-        if empty >= MAX_EMPTY_PAGES or (not records and resp.get("MillisBehindLatest") == 0 and end is None):
-            return
+    the tip of the shard, or ``max_pages`` ``GetRecords`` calls (``stream_reader.page_shard``,
+    the paging both sources share). An expired iterator is renewed after the last record seen."""
+    def renew(last_seq: str | None) -> str:
+        if last_seq:
+            return iterator(kinesis, stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", last_seq)
+        return iterator(kinesis, stream_arn, shard_id, iterator_type, sequence_number)
+
+    yield from page_shard(
+        iterator(kinesis, stream_arn, shard_id, iterator_type, sequence_number),
+        lambda it: kinesis.get_records(ShardIterator=it, Limit=GET_RECORDS_LIMIT, StreamARN=stream_arn),
+        renew,
+        lambda rec: rec["SequenceNumber"],
+        shard_id=shard_id, end_sequence_number=end_sequence_number, max_pages=max_pages, gone=_GONE,
+    )
 
 
 def read_range(

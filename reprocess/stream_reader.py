@@ -18,7 +18,7 @@ What differs between ``dynamodbstreams.get_records`` (boto3) and a Lambda event 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -113,6 +113,55 @@ def _iterator(streams, stream_arn: str, shard_id: str, kind: str, seq: str | Non
         raise
 
 
+def page_shard(
+    first_iterator: str,
+    get_records: Callable[[str], dict],
+    renew: Callable[[str | None], str],
+    sequence_of: Callable[[dict], str],
+    *,
+    shard_id: str,
+    end_sequence_number: str | None,
+    max_pages: int,
+    gone: Collection[str],
+) -> Iterator[dict]:
+    """The paging both sources share (``kinesis_reader`` too): ``GetRecords`` from
+    ``first_iterator`` until ``end_sequence_number`` (inclusive), a closed shard's end,
+    ``MAX_EMPTY_PAGES`` empty pages at the tip, or ``max_pages`` calls (always bounded). An
+    expired iterator is renewed with ``renew(last sequence number seen)``; an error whose code
+    is in ``gone`` raises ``StreamRangeUnavailable``."""
+    end = int(end_sequence_number) if end_sequence_number is not None else None
+    it = first_iterator
+    last_seq: str | None = None
+    empty = 0
+    for _ in range(max_pages):
+        try:
+            resp = get_records(it)
+        except Exception as exc:
+            code = error_code(exc)
+            if code == "ExpiredIteratorException":
+                it = renew(last_seq)
+                continue
+            if code in gone:
+                raise StreamRangeUnavailable(f"GetRecords on {shard_id}: {code}: {exc}", code) from exc
+            raise
+        records = resp.get("Records") or []
+        for rec in records:
+            seq = sequence_of(rec)
+            if end is not None and int(seq) > end:
+                return
+            last_seq = seq
+            yield rec
+            if end is not None and int(seq) == end:
+                return
+        next_it = resp.get("NextShardIterator")
+        if not next_it:  # closed shard, fully read
+            return
+        it = next_it
+        empty = 0 if records else empty + 1
+        if empty >= MAX_EMPTY_PAGES:  # at the tip of an open shard: nothing more to come
+            return
+
+
 def iter_shard(
     streams,
     stream_arn: str,
@@ -129,40 +178,18 @@ def iter_shard(
     An expired iterator is renewed after the last record seen. Trimmed data, a missing
     shard or stream raise ``StreamRangeUnavailable``.
     """
-    end = int(end_sequence_number) if end_sequence_number is not None else None
-    it = _iterator(streams, stream_arn, shard_id, iterator_type, sequence_number)
-    last_seq: str | None = None
-    empty = 0
-    for _ in range(max_pages):
-        try:
-            resp = streams.get_records(ShardIterator=it, Limit=GET_RECORDS_LIMIT)
-        except Exception as exc:
-            code = error_code(exc)
-            if code == "ExpiredIteratorException":
-                it = (
-                    _iterator(streams, stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", last_seq)
-                    if last_seq
-                    else _iterator(streams, stream_arn, shard_id, iterator_type, sequence_number)
-                )
-                continue
-            if code in _GONE:
-                raise StreamRangeUnavailable(f"GetRecords on {shard_id}: {code}: {exc}", code) from exc
-            raise
-        records = resp.get("Records") or []
-        for rec in records:
-            seq = rec["dynamodb"]["SequenceNumber"]
-            if end is not None and int(seq) > end:
-                return
-            last_seq = seq
-            yield rec
-            if end is not None and int(seq) == end:
-                return
-        it = resp.get("NextShardIterator")
-        if not it:  # closed shard, fully read
-            return
-        empty = 0 if records else empty + 1
-        if empty >= MAX_EMPTY_PAGES:  # at the tip of an open shard: nothing more to come
-            return
+    def renew(last_seq: str | None) -> str:
+        if last_seq:
+            return _iterator(streams, stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", last_seq)
+        return _iterator(streams, stream_arn, shard_id, iterator_type, sequence_number)
+
+    yield from page_shard(
+        _iterator(streams, stream_arn, shard_id, iterator_type, sequence_number),
+        lambda it: streams.get_records(ShardIterator=it, Limit=GET_RECORDS_LIMIT),
+        renew,
+        lambda rec: rec["dynamodb"]["SequenceNumber"],
+        shard_id=shard_id, end_sequence_number=end_sequence_number, max_pages=max_pages, gone=_GONE,
+    )
 
 
 def read_range(
