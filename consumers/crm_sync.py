@@ -99,6 +99,14 @@ def warm_up() -> None:
     import httpx  # noqa: F401
 
 
+def slowest_call_s() -> float:
+    """The longest one record can wait on the CRM (the stream loop's deadline margin covers it):
+    a REMOVE makes two requests, each at most the connect timeout, then the read timeout (the
+    request body goes out in one write)."""
+    timeout = CRM_TIMEOUT_S.read()
+    return 2 * (min(2.0, timeout) + timeout)
+
+
 def _request(method: str, path: str, **kwargs: Any) -> Any:
     """One CRM call; returns the response for 2xx and 404, raises streamkit errors otherwise."""
     import httpx

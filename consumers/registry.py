@@ -89,6 +89,7 @@ class Consumer:
             module.handle_record,
             settings=getattr(module, "SETTINGS", ()),
             warm_up=getattr(module, "warm_up", None),
+            slowest_call_s=getattr(module, "slowest_call_s", None),
             **options,
         )
 

@@ -62,6 +62,16 @@ def warm_up() -> None:
         from .sinks import opensearch  # noqa: F401
 
 
+def slowest_call_s() -> float:
+    """The longest one index write can take (the stream loop's deadline margin covers it):
+    OpenSearch's timeout for the connect and again for the answer; SQLite's busy timeout."""
+    if search_url().startswith(("http://", "https://")):
+        return 2 * SEARCH_TIMEOUT_S.read()
+    from .sinks.sqlite_fts import BUSY_TIMEOUT_S
+
+    return float(BUSY_TIMEOUT_S)
+
+
 def build_document(item: Mapping[str, Any], uid: str | None = None) -> dict:
     """The searchable document for a user item (raises KeyError on v2 items in legacy mode).
     Reads only the fields it copies: a record's ``LazyImage`` decodes nothing else."""

@@ -127,6 +127,12 @@ def warm_up() -> None:
     from . import slack_webhook  # noqa: F401
 
 
+def slowest_call_s() -> float:
+    """The longest one post can take (the stream loop's deadline margin covers it): urllib
+    applies SLACK_TIMEOUT_S to the connect and again to the wait for the answer."""
+    return 2 * SLACK_TIMEOUT_S.read()
+
+
 def handle_record(record: StreamRecord) -> None:
     """Post a signup message for an INSERT, at most once per eventID; ignore other events."""
     if record.event_name != "INSERT":

@@ -1,6 +1,8 @@
 """``stream_handler``: build a Lambda handler for one consumer, validating its settings once."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -41,6 +43,7 @@ def stream_handler(
     policy: str | FailurePolicy | None = None,
     settings: Iterable[Setting] = (),
     warm_up: Callable[[], Any] | None = None,
+    slowest_call_s: float | Callable[[], float] | None = None,
     env: Mapping[str, str] | None = None,
     metrics: bool = True,
 ) -> LambdaHandler:
@@ -52,6 +55,11 @@ def stream_handler(
     dlq-capture's queue) and ``settings``, the consumer's own declarations (a consumer module's
     ``SETTINGS``; ``consumers.registry.consumer_handler`` passes them). ``warm_up`` runs after
     the checks, during init (e.g. importing the sink's client library).
+
+    ``slowest_call_s`` (seconds, or a function of the consumer's settings: its module's
+    ``slowest_call_s``) is the longest one record can wait on its sink, from the sink client's
+    timeouts; it is added to ``DEADLINE_MARGIN_MS``, so no record or retry starts unless even
+    a hanging sink lets it end before the deadline.
     """
     if not isinstance(name, str) or not name:
         raise ConfigError("stream_handler needs a consumer name, e.g. stream_handler('search-indexer', handle_record)")
@@ -66,7 +74,8 @@ def stream_handler(
         found.insert(0, str(exc).removeprefix(f"consumer {name!r}: "))
     raise_problems(found, owner=f"consumer {name!r}")
     assert bound_policy is not None
-    loop_settings = load_settings(env)
+    slowest = slowest_call_s() if callable(slowest_call_s) else (slowest_call_s or 0.0)
+    loop_settings = dataclasses.replace(load_settings(env), slowest_call_ms=math.ceil(float(slowest) * 1000))
     if warm_up is not None:
         warm_up()
     consumer_metrics = None

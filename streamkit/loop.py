@@ -31,6 +31,13 @@ class LoopSettings:
     base_delay_s: float = _retry.DEFAULT_BASE_DELAY_S
     max_delay_s: float = _retry.DEFAULT_MAX_DELAY_S
     deadline_margin_ms: int = _deadline.DEFAULT_MARGIN_MS
+    slowest_call_ms: int = 0  # the consumer's slowest sink call, from its client timeouts
+
+    @property
+    def margin_ms(self) -> int:
+        """Stop this long before the deadline: wrap-up time plus one sink call at its timeout,
+        so a record (or a retry) is started only when even a hanging sink lets it end in time."""
+        return self.deadline_margin_ms + self.slowest_call_ms
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> LoopSettings:
@@ -50,17 +57,17 @@ class BatchLoop:
         settings: LoopSettings = LoopSettings(),
         metrics: Any = None,
         sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ):
+        import time
+
         self.consumer = consumer
         self.handle_record = handle_record
         self.policy = policy
         self.settings = settings
         self.metrics = metrics
-        if sleep is None:
-            import time
-
-            sleep = time.sleep
-        self.sleep = sleep
+        self.sleep = sleep or time.sleep
+        self.clock = clock  # the deadline's (None: time.monotonic); simulated in the chaos suite
         self._last: Batch | None = None  # the last batch, released: counts only
 
     def _retry(self, record: StreamRecord, first_error: Exception, batch: Batch, deadline: Deadline) -> None:
@@ -111,7 +118,7 @@ class BatchLoop:
             request_id,
         )
         try:
-            return self._run(batch, records, Deadline(context, self.settings.deadline_margin_ms))
+            return self._run(batch, records, Deadline(context, self.settings.margin_ms, self.clock))
         finally:
             batch.release()
             self._last = batch
@@ -150,6 +157,13 @@ class BatchLoop:
                     batch.stop(index + 1, "policy")
                     break
 
+        if batch.stopped_by == "deadline" and attempted == 0 and records:
+            batch.log.error(
+                "no time for a single record: the function's timeout is shorter than the deadline margin "
+                "(DEADLINE_MARGIN_MS plus the sink's slowest call); raise the function's timeout or lower "
+                "the sink's client timeout",
+                margin_ms=self.settings.margin_ms,
+            )
         if batch.stopped_by == "deadline":
             batch.log.warning(
                 "deadline near; reporting the rest of the batch for retry",

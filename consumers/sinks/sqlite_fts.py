@@ -39,6 +39,9 @@ def path_from_url(url: str) -> str:
     return url[len("sqlite:///"):] or ":memory:"
 
 
+BUSY_TIMEOUT_S = 30  # how long a write waits for another writer's lock
+
+
 class SqliteSink:
     def __init__(self, path: str, index: str = "users"):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", index):
@@ -48,7 +51,7 @@ class SqliteSink:
         self.path, self.t = path, index
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
