@@ -86,8 +86,11 @@ def is_transient(exc: BaseException) -> bool:
         code = (response.get("Error") or {}).get("Code", "")
         status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
         return code in _TRANSIENT_AWS_CODES or (isinstance(status, int) and status >= 500)
+    kind = type(exc)
+    if kind.__module__ == "builtins":  # KeyError, ValueError...: the commonest failures, none of the names below
+        return False
     # botocore connection/timeout errors and httpx transport errors, by class name.
-    for cls in type(exc).__mro__:
+    for cls in kind.__mro__:
         name = cls.__name__
         if name in (
             "EndpointConnectionError",

@@ -15,7 +15,7 @@ from . import deadline as _deadline
 from . import retry as _retry
 from .batch import Batch, BatchResult, ConservationError, Policy
 from .deadline import Deadline
-from .errors import MalformedEventError
+from .errors import MalformedEventError, is_transient
 from .log import LazyLogger
 from .record import StreamRecord
 from .retry import call_with_retries
@@ -135,6 +135,7 @@ class BatchLoop:
         # The context was asked once, when the Deadline was made: per record, the clock against its end.
         clock, end = deadline.clock(), deadline.end
         attempted = len(records)
+        retries = self.settings.max_retries
 
         for index, raw in enumerate(records):
             if clock() >= end:
@@ -146,6 +147,8 @@ class BatchLoop:
                 try:
                     handle(record)  # the hot path: no retry machinery unless something fails
                 except Exception as first:
+                    if not (retries and is_transient(first)):
+                        raise  # a permanent error (the common failure) goes straight to the policy
                     self._retry(record, first, batch, deadline)
             except Exception as exc:
                 failure = batch.failure(index, exc)
