@@ -36,7 +36,10 @@ MISS_NOTES = {
         "more than 0.5x `import boto3` (see the 'import boto3 + make the SQS client' row; the rest of the "
         "handler's import is the difference). The two targets cannot both hold for a dlq-capture consumer "
         "on this runtime; the first failing invocation no longer pays for the client (first invocation "
-        "column). On AWS with a SigV4 OpenSearch domain the sink imports boto3 anyway."),
+        "column). On AWS with a SigV4 OpenSearch domain the sink imports boto3 anyway. opensearch-py comes on "
+        "top (its import is about three quarters of boto3's, more than half of it `requests`, which its "
+        "Urllib3HttpConnection does not use; not shipping `requests` in search-indexer's package would "
+        "leave opensearch-py on urllib3, which boto3 brings already: a packaging change, not made here)."),
     "deserializer vs TypeDeserializer (decimal-heavy": (
         "Each fraction costs one `Context.create_decimal` call in both deserializers (boto3 makes the same "
         "call; it is about a third of streamkit's time per decimal attribute, see the per-type table), and "
@@ -95,7 +98,7 @@ class Report:
         self.sections: list[str] = []
         self.verdicts: list[tuple[str, str, str, bool]] = []
         self.missed: list[dict] = []
-        self.failures: list[str] = []  # benchmarks that failed this run (the others' figures are kept)
+        self.failures: list[str] = []  # benchmarks that raised: named at the top of the doc, exit code 1
 
     def verdict(self, name: str, value: float, goal: float, *, higher_is_better: bool = False,
                 fmt=_x, row: dict | None = None) -> None:
@@ -193,80 +196,109 @@ def per_record_sections(report: Report, rows: list[dict]) -> None:
         "invocation). streamkit keeps the last batch's counts.\n\n" + "\n".join(lines))
 
 
+def deserializer_section(report: Report) -> None:
+    from . import deserializer
+
+    drows = deserializer.run()
+    lines = ["| images | TypeDeserializer µs/image | streamkit µs/image | speedup |", "|---|---:|---:|---:|"]
+    for r in (r for r in drows if r["bench"] == "deserializer"):
+        lines.append(f"| {r['images']} | {r['boto3_us']:,.1f} | {r['ours_us']:,.1f} | {_x(r['speedup'])} |")
+        report.verdict(f"deserializer vs TypeDeserializer ({r['images']})", r["speedup"], TARGETS["deserializer"],
+                       higher_is_better=True)
+    lines += ["", "Per attribute type (20 attributes of one type per image):", "",
+              "| type | TypeDeserializer ns/attr | streamkit ns/attr | speedup |", "|---|---:|---:|---:|"]
+    for r in (r for r in drows if r["bench"] == "deserializer per type"):
+        lines.append(f"| {r['contender']} | {r['boto3_ns']:,.0f} | {r['ours_ns']:,.0f} | {_x(r['speedup'])} |")
+    report.sections.append("## Deserializer: whole images, streamkit vs boto3's TypeDeserializer (fastest of "
+                           f"{deserializer.ROUNDS} interleaved rounds)\n\n" + "\n".join(lines))
+
+
+def fixed_section(report: Report) -> None:
+    from . import fixed
+
+    lines = ["| what | streamkit | µs | replaced | µs | ratio |", "|---|---|---:|---|---:|---:|"]
+    for r in fixed.run():
+        lines.append(f"| {r['what']} | {r['ours']} | {r['ours_us']:.2f} | {r['theirs']} | {r['theirs_us']:.2f} | {_x(r['ratio'])} |")
+    report.sections.append("## Fixed costs, each against what it replaced\n\n" + "\n".join(lines))
+
+
+def per_record_section(report: Report) -> None:
+    from . import handler
+
+    per_record_sections(report, handler.run(_queue_factory()))
+
+
+def cold_start_section(report: Report) -> None:
+    from . import imports
+
+    irows = imports.run(_queue_factory()())
+    lines = ["| process | whole process ms | import ms (start subtracted) | first invocation ms | vs `import boto3` process | import vs boto3's |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in irows:
+        if "error" in r:
+            lines.append(f"| {r['contender']} | failed: {r['error'][-200:]!r} | | | | |")
+            report.failures.append(f"cold start of {r['contender']}: {r['error'][-200:]!r}")
+            continue
+        lines.append(f"| {r['contender']} | {r['process_ms']:,.0f} | {r['import_ms']:,.0f} | "
+                     f"{r.get('first_ms', 0):,.0f} | {_x(r['vs_boto3_process']) if 'vs_boto3_process' in r else ''} | "
+                     f"{_x(r['vs_boto3_import']) if 'vs_boto3_import' in r else ''} |")
+        if "vs_boto3_process" in r:
+            report.verdict(f"cold start vs `import boto3` ({r['contender']}, whole process)", r["vs_boto3_process"],
+                           TARGETS["import vs boto3"])
+    report.sections.append(
+        f"## Cold start per handler, and its first invocation (median of {imports.RUNS} fresh processes)\n\n"
+        "A new `python` process imports the handler module with its function's environment (the policy "
+        "of serverless.yml; sinks at a closed port; the failure queue on moto), which checks settings, "
+        "runs `warm_up` and, under dlq-capture, makes the SQS client. The first invocation is one record "
+        "that fails before any sink call (INSERT without NewImage): the first failure line, and the "
+        "first capture sent under dlq-capture. 'Whole process' is interpreter start plus import; the "
+        "target compares it with a process that only imports boto3. Packages as the local venv has "
+        "them (every requirement installed).\n\n" + "\n".join(lines))
+
+
+def drain_section(report: Report) -> None:
+    from . import drain
+
+    rrows = drain.run()
+    lines = ["| backlog | contender | seconds min / median | messages/s (median) | vs article loop |",
+             "|---:|---|---:|---:|---:|"]
+    for r in rrows:
+        lines.append(f"| {r['backlog']:,} | {r['contender']} | {r['min_s']:.2f} / {r['median_s']:.2f} | "
+                     f"{r['rate']:,.1f} | {_x(r['vs_article'])} |")
+        if r["contender"] != "article loop":
+            report.verdict(f"drain vs article loop ({r['contender']}, backlog {r['backlog']:,}, moto)",
+                           r["vs_article"], TARGETS["drain vs article"], higher_is_better=True)
+    report.sections.append(
+        f"## Reprocess drain against **moto SQS** (sink {rrows[0]['sink_ms']:g} ms per record)\n\n"
+        "moto's receive cost grows with the backlog (LOCAL-AWS-NOTES): at 2,000 most of the time is "
+        "moto's, on real SQS both contenders would be faster. The worker runs with its default options "
+        "(2 s long poll on the first receive). Higher 'vs article loop' is better.\n\n" + "\n".join(lines))
+
+
+SECTIONS = (
+    ("deserializer", deserializer_section),
+    ("fixed costs", fixed_section),
+    ("per-record cost (several minutes)", per_record_section),
+    ("cold starts", cold_start_section),
+    ("drain (moto; the 2,000 backlog takes minutes)", drain_section),
+)
+
+
 def main() -> int:
+    started = datetime.now(UTC)
+    load_at_start = os.getloadavg()
     moto, _ = _moto()
     report = Report()
     try:
-        from . import deserializer, drain, fixed, handler, imports
+        for name, section in SECTIONS:
+            print(f"running: {name}...", flush=True)
+            try:
+                section(report)
+            except Exception as exc:  # one failed benchmark must not lose every other figure (b1)
+                import traceback
 
-        print("running: deserializer...", flush=True)
-        drows = deserializer.run()
-        lines = ["| images | TypeDeserializer µs/image | streamkit µs/image | speedup |", "|---|---:|---:|---:|"]
-        for r in (r for r in drows if r["bench"] == "deserializer"):
-            lines.append(f"| {r['images']} | {r['boto3_us']:,.1f} | {r['ours_us']:,.1f} | {_x(r['speedup'])} |")
-            report.verdict(f"deserializer vs TypeDeserializer ({r['images']})", r["speedup"], TARGETS["deserializer"],
-                           higher_is_better=True)
-        lines += ["", "Per attribute type (20 attributes of one type per image):", "",
-                  "| type | TypeDeserializer ns/attr | streamkit ns/attr | speedup |", "|---|---:|---:|---:|"]
-        for r in (r for r in drows if r["bench"] == "deserializer per type"):
-            lines.append(f"| {r['contender']} | {r['boto3_ns']:,.0f} | {r['ours_ns']:,.0f} | {_x(r['speedup'])} |")
-        report.sections.append("## Deserializer: whole images, streamkit vs boto3's TypeDeserializer (fastest of "
-                               f"{deserializer.ROUNDS} interleaved rounds)\n\n" + "\n".join(lines))
-
-        print("running: fixed costs...", flush=True)
-        lines = ["| what | streamkit | µs | replaced | µs | ratio |", "|---|---|---:|---|---:|---:|"]
-        for r in fixed.run():
-            lines.append(f"| {r['what']} | {r['ours']} | {r['ours_us']:.2f} | {r['theirs']} | {r['theirs_us']:.2f} | {_x(r['ratio'])} |")
-        report.sections.append("## Fixed costs, each against what it replaced\n\n" + "\n".join(lines))
-
-        print("running: per-record cost (several minutes)...", flush=True)
-        rows = handler.run(_queue_factory())
-        per_record_sections(report, rows)
-
-        print("running: cold starts...", flush=True)
-        irows = imports.run(_queue_factory()())
-        lines = ["| process | whole process ms | import ms (start subtracted) | first invocation ms | vs `import boto3` process | import vs boto3's |",
-                 "|---|---:|---:|---:|---:|---:|"]
-        for r in irows:
-            if "error" in r:
-                lines.append(f"| {r['contender']} | failed: {r['error'][-200:]!r} | | | | |")
-                continue
-            lines.append(f"| {r['contender']} | {r['process_ms']:,.0f} | {r['import_ms']:,.0f} | "
-                         f"{r.get('first_ms', 0):,.0f} | {_x(r['vs_boto3_process']) if 'vs_boto3_process' in r else ''} | "
-                         f"{_x(r['vs_boto3_import']) if 'vs_boto3_import' in r else ''} |")
-            if "vs_boto3_process" in r:
-                report.verdict(f"cold start vs `import boto3` ({r['contender']}, whole process)", r["vs_boto3_process"],
-                               TARGETS["import vs boto3"])
-        report.sections.append(
-            f"## Cold start per handler, and its first invocation (median of {imports.RUNS} fresh processes)\n\n"
-            "A new `python` process imports the handler module with its function's environment (the policy "
-            "of serverless.yml; sinks at a closed port; the failure queue on moto), which checks settings, "
-            "runs `warm_up` and, under dlq-capture, makes the SQS client. The first invocation is one record "
-            "that fails before any sink call (INSERT without NewImage): the first failure line, and the "
-            "first capture sent under dlq-capture. 'Whole process' is interpreter start plus import; the "
-            "target compares it with a process that only imports boto3. Packages as the local venv has "
-            "them (every requirement installed).\n\n" + "\n".join(lines))
-
-        print("running: drain (moto; the 2,000 backlog takes minutes)...", flush=True)
-        try:
-            rrows = drain.run()
-        except AssertionError as exc:  # one failed benchmark must not lose every other figure
-            report.failures.append(f"reprocess drain: {exc!r}")
-            rrows = []
-        lines = ["| backlog | contender | seconds min / median | messages/s (median) | vs article loop |",
-                 "|---:|---|---:|---:|---:|"]
-        for r in rrows:
-            lines.append(f"| {r['backlog']:,} | {r['contender']} | {r['min_s']:.2f} / {r['median_s']:.2f} | "
-                         f"{r['rate']:,.1f} | {_x(r['vs_article'])} |")
-            if r["contender"] != "article loop":
-                report.verdict(f"drain vs article loop ({r['contender']}, backlog {r['backlog']:,}, moto)",
-                               r["vs_article"], TARGETS["drain vs article"], higher_is_better=True)
-        report.sections.append(
-            f"## Reprocess drain against **moto SQS** (sink {format(rrows[0]['sink_ms'], 'g') if rrows else '?'} ms per record)\n\n"
-            "moto's receive cost grows with the backlog (LOCAL-AWS-NOTES): at 2,000 most of the time is "
-            "moto's, on real SQS both contenders would be faster. The worker runs with its default options "
-            "(2 s long poll on the first receive). Higher 'vs article loop' is better.\n\n" + "\n".join(lines))
-
+                traceback.print_exc()
+                report.failures.append(f"{name.split(' (')[0]}: {type(exc).__name__}: {str(exc)[:300]}")
         if report.missed:
             from . import profile
 
@@ -284,13 +316,16 @@ def main() -> int:
     for name, value, goal, ok in report.verdicts:
         vlines.append(f"| {name} | {value} | {goal} | {'PASS' if ok else 'MISS'} |")
     load = os.getloadavg()
+    minutes = (datetime.now(UTC) - started).total_seconds() / 60
     header = (
         "# Benchmarks\n\nGenerated by `make bench` (`python -m bench`) on "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores, load average at the end {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f} (a shared machine: contenders are interleaved and compared in the same run). "
-        "Each table claims only its rows: these shapes, batch sizes and failure rates, on this machine, "
-        "with moto standing in for SQS where it says so.\n"
+        f"{started:%Y-%m-%d %H:%M UTC} (a {minutes:.0f}-minute run), Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} cores; load average (1 / 5 / 15 min) "
+        f"{load_at_start[0]:.1f} / {load_at_start[1]:.1f} / {load_at_start[2]:.1f} at the start and "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end (a shared machine: contenders are "
+        "interleaved and compared in the same run, so load slows them alike; absolute µs are not "
+        "comparable across runs). Each table claims only its rows: these shapes, batch sizes and "
+        "failure rates, on this machine, with moto standing in for SQS where it says so.\n"
     )
     failed = "".join(f"\n**FAILED this run**: {f}\n" for f in report.failures)
     doc = header + failed + "\n## Targets (issue 16)\n\n" + "\n".join(vlines) + "\n\n" + "\n\n".join(report.sections) + "\n"
