@@ -11,8 +11,14 @@ partitioned by a hash of the item's key as DynamoDB does (one item's changes sha
 ``ApproximateCreationDateTime`` is written in microseconds (the stack's MICROSECOND
 precision). moto stamps its stream records to the millisecond, so a change of an item is
 never given a time at or below that item's previous change: it gets one microsecond more
-(what distinct real microseconds would give). Not emulated: Kinesis' occasional duplicates and
-reordering (tests build those records directly), the delay before a change appears.
+(what distinct real microseconds would give). Not emulated: the delay before a change appears.
+
+Kinesis Data Streams for DynamoDB may deliver a change twice, and the changes of one item out
+of order (AWS documents both); the bridge copies each change once and in order unless told
+otherwise: ``duplicate_every=N`` writes every Nth change a second time, and ``late_every=N``
+holds every Nth change back, both written after the rest of that pump (so behind newer changes
+of the same item, in the same shard). Tests turn them on to check the sinks' ``change_order``
+guards end to end (tests/consumers/test_kinesis_delivery.py).
 
 One bridge per (table, Kinesis stream); ``pump()`` moves what is new and returns how many
 changes it wrote, so the mapping emulator can call it before each poll.
@@ -58,7 +64,12 @@ class KinesisBridge:
     kinesis_stream_arn: str
     streams: Any = None  # dynamodbstreams client
     kinesis: Any = None  # kinesis client
+    duplicate_every: int = 0  # every Nth change is written twice (0: never)
+    late_every: int = 0  # every Nth change is written after the rest of its pump (0: never)
     written: int = 0
+    duplicated: int = 0
+    delayed: int = 0
+    _changes: int = 0  # changes read so far (what duplicate_every/late_every count)
     _iterators: dict[str, str | None] = field(default_factory=dict)  # shard -> live iterator (None: closed)
     _last_us: dict[str, int] = field(default_factory=dict)  # item key -> last creation time given
 
@@ -67,6 +78,10 @@ class KinesisBridge:
 
         self.streams = self.streams or boto3.client("dynamodbstreams")
         self.kinesis = self.kinesis or boto3.client("kinesis")
+        for name in ("duplicate_every", "late_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"KinesisBridge {name} must be an integer >= 0 (0: off), got {value!r}")
 
     @classmethod
     def for_table(cls, table_name: str, kinesis_stream_arn: str, **clients: Any) -> KinesisBridge:
@@ -90,6 +105,7 @@ class KinesisBridge:
         """Copy every change not copied yet; returns how many were written."""
         desc = self.streams.describe_stream(StreamArn=self.ddb_stream_arn)["StreamDescription"]
         entries: list[dict] = []
+        behind: list[dict] = []  # late changes and second copies: written after the rest
         for shard in desc.get("Shards", []):
             sid = shard["ShardId"]
             if sid not in self._iterators:
@@ -105,10 +121,20 @@ class KinesisBridge:
                     change = change_from_stream_record(raw, self.ddb_stream_arn, self.table_name, 0)
                     key = json.dumps(change["dynamodb"]["Keys"], sort_keys=True)
                     change["dynamodb"]["ApproximateCreationDateTime"] = self._created_us(raw, key)
-                    entries.append({"Data": json.dumps(change, separators=(",", ":")).encode(),
-                                    "PartitionKey": sources.partition_key(change["dynamodb"]["Keys"])})
+                    entry = {"Data": json.dumps(change, separators=(",", ":")).encode(),
+                             "PartitionKey": sources.partition_key(change["dynamodb"]["Keys"])}
+                    self._changes += 1
+                    if self.late_every and self._changes % self.late_every == 0:
+                        behind.append(entry)
+                        self.delayed += 1
+                    else:
+                        entries.append(entry)
+                    if self.duplicate_every and self._changes % self.duplicate_every == 0:
+                        behind.append(entry)
+                        self.duplicated += 1
                 if not records:
                     break
+        entries += behind
         for i in range(0, len(entries), PUT_RECORDS_MAX):
             chunk = entries[i:i + PUT_RECORDS_MAX]
             resp = self.kinesis.put_records(StreamARN=self.kinesis_stream_arn, Records=chunk)

@@ -82,3 +82,9 @@ def test_a_table_without_a_dynamodb_stream_is_a_clear_error(aws):
                                           BillingMode="PAY_PER_REQUEST")
     with pytest.raises(ValueError, match="no DynamoDB stream"):
         KinesisBridge.for_table("plain", "arn:aws:kinesis:us-east-1:123456789012:stream/x")
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_fault_settings_must_be_counts(table_and_stream, bad):
+    with pytest.raises(ValueError, match="duplicate_every must be an integer >= 0"):
+        KinesisBridge.for_table("users", table_and_stream, duplicate_every=bad)
