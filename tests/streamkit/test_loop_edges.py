@@ -259,9 +259,9 @@ def test_failure_logs_are_json_with_context_and_pii_masked(quiet_env, capsys, so
     assert "user0@example.com" not in text and "u***@example.com" in text
 
 
-def test_metrics_are_emitted_as_emf_per_consumer(quiet_env, capsys):
+def test_metrics_are_emitted_as_emf_per_consumer(quiet_env, capsys, source):
     h = stream_handler("slack-notifier", Recorder(), policy="soft-fail")
-    h(event_of(user_records(5, bad={2})), LambdaContext())
+    h(event_of(user_records(5, bad={2}, source=source)), LambdaContext())
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert len(emf) == 1
     doc = emf[0]
