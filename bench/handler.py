@@ -31,12 +31,16 @@ from .timing import Stats, interleaved
 # (shape, batch size): a small batch (per-invocation costs count) and a large one, both
 # within Lambda's 6 MB payload (the payload of each row is printed with it).
 HAPPY_ROWS = (("200 B", 50), ("200 B", 5_000), ("2.5 KB", 100), ("2.5 KB", 1_000), ("20 KB", 25), ("20 KB", 250))
+# The same shapes at 1% failing (issue 16's "0-1%"): batches of 100 (one failure, logged with its
+# traceback as the first of its type, and the summary line), 3-field handler.
+ONE_PERCENT_ROWS = (("200 B", 100), ("2.5 KB", 100), ("20 KB", 100))
 FAIL_BATCH = ("200 B", 100)
 FAIL_RATES = (0, 10, 50, 100)
 KINESIS_ROWS = (("2.5 KB", 100), ("2.5 KB", 1_000))
 QUICK = bool(os.environ.get("BENCH_QUICK"))  # a smoke run of the bench code itself: few rows, few rounds
 if QUICK:
     HAPPY_ROWS, FAIL_RATES, KINESIS_ROWS = (("200 B", 50), ("20 KB", 25)), (0, 50), (("2.5 KB", 100),)
+    ONE_PERCENT_ROWS = (("200 B", 100),)
 WORKLOADS: dict[str, Callable[[str, Any], dict]] = {"3 fields": to_document, "whole item": whole_document}
 
 
@@ -48,7 +52,7 @@ def _rounds(n_records: int, shape: str) -> int:
 
 
 def _fail_every(rate: int) -> int:
-    return {0: 0, 10: 10, 50: 2, 100: 1}[rate]
+    return {0: 0, 1: 100, 10: 10, 50: 2, 100: 1}[rate]
 
 
 class _Null(io.TextIOBase):
@@ -167,19 +171,20 @@ def _row(section: str, stats: dict[str, Stats], n: int, **fields) -> list[dict]:
 
 def happy_path() -> list[dict]:
     rows = []
-    for shape, n in HAPPY_ROWS:
-        text = event_text(n, shape)
+    cases = [(shape, n, 0, workload) for shape, n in HAPPY_ROWS for workload in WORKLOADS]
+    cases += [(shape, n, 1, "3 fields") for shape, n in ONE_PERCENT_ROWS]
+    for shape, n, failing, workload in cases:
+        text = event_text(n, shape, fail_every=_fail_every(failing))
         mb = len(text) / 1_048_576
-        for workload in WORKLOADS:
-            calls = {
-                "streamkit": streamkit_handler("soft-fail", workload),
-                "naive loop": naive_handler("soft-fail", workload),
-                "Powertools": powertools_handler(workload),
-            }
-            for fn in calls.values():  # warm-up: lazy imports, first-call caches
-                fn(json.loads(text))
-            stats = interleaved(calls, _rounds(n, shape), setup=lambda text=text: json.loads(text))
-            rows += _row("happy", stats, n, shape=shape, batch=n, payload_mb=mb, workload=workload)
+        calls = {
+            "streamkit": streamkit_handler("soft-fail", workload),
+            "naive loop": naive_handler("soft-fail", workload),
+            "Powertools": powertools_handler(workload),
+        }
+        for fn in calls.values():  # warm-up: lazy imports, first-call caches
+            fn(json.loads(text))
+        stats = interleaved(calls, _rounds(n, shape), setup=lambda text=text: json.loads(text))
+        rows += _row("happy", stats, n, shape=shape, batch=n, payload_mb=mb, workload=workload, failing=failing)
     return rows
 
 
