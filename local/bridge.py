@@ -15,10 +15,11 @@ never given a time at or below that item's previous change: it gets one microsec
 
 Kinesis Data Streams for DynamoDB may deliver a change twice, and the changes of one item out
 of order (AWS documents both); the bridge copies each change once and in order unless told
-otherwise: ``duplicate_every=N`` writes every Nth change a second time, and ``late_every=N``
-holds every Nth change back, both written after the rest of that pump (so behind newer changes
-of the same item, in the same shard). Tests turn them on to check the sinks' ``change_order``
-guards end to end (tests/consumers/test_kinesis_delivery.py).
+otherwise: ``duplicate_every=N`` writes every Nth change a second time, after the rest of that
+pump, and ``late_every=N`` holds every Nth change back until the next pump, written after the
+changes that pump copies (so behind newer changes of the same item, in the same shard; the
+emulator is not idle while one is held). Tests and the chaos suite turn them on to check the
+sinks' ``change_order`` guards end to end (tests/consumers/test_kinesis_delivery.py).
 
 One bridge per (table, Kinesis stream); ``pump()`` moves what is new and returns how many
 changes it wrote, so the mapping emulator can call it before each poll.
@@ -70,6 +71,7 @@ class KinesisBridge:
     duplicated: int = 0
     delayed: int = 0
     _changes: int = 0  # changes read so far (what duplicate_every/late_every count)
+    _held: list[dict] = field(default_factory=list)  # late changes: written at the end of the next pump
     _iterators: dict[str, str | None] = field(default_factory=dict)  # shard -> live iterator (None: closed)
     _last_us: dict[str, int] = field(default_factory=dict)  # item key -> last creation time given
 
@@ -101,11 +103,16 @@ class KinesisBridge:
         self._last_us[key] = micros
         return micros
 
+    @property
+    def pending(self) -> int:
+        """Late changes held for the next pump (the emulator is not idle while there are any)."""
+        return len(self._held)
+
     def pump(self) -> int:
         """Copy every change not copied yet; returns how many were written."""
         desc = self.streams.describe_stream(StreamArn=self.ddb_stream_arn)["StreamDescription"]
         entries: list[dict] = []
-        behind: list[dict] = []  # late changes and second copies: written after the rest
+        behind, self._held = self._held, []  # the late changes held at the last pump, then second copies
         for shard in desc.get("Shards", []):
             sid = shard["ShardId"]
             if sid not in self._iterators:
@@ -125,7 +132,7 @@ class KinesisBridge:
                              "PartitionKey": sources.partition_key(change["dynamodb"]["Keys"])}
                     self._changes += 1
                     if self.late_every and self._changes % self.late_every == 0:
-                        behind.append(entry)
+                        self._held.append(entry)
                         self.delayed += 1
                     else:
                         entries.append(entry)

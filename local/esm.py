@@ -491,6 +491,11 @@ class Emulator:
         """Let every bridge copy the table changes made since the last poll into Kinesis."""
         return sum(bridge.pump() for bridge in self.bridges)
 
+    @property
+    def pending(self) -> int:
+        """Changes a bridge holds back for its next pump (``KinesisBridge.late_every``)."""
+        return sum(getattr(bridge, "pending", 0) for bridge in self.bridges)
+
     # ---- destinations -----------------------------------------------------------------
     def send_to_destination(self, arn: str, message: dict) -> None:
         import boto3
@@ -539,7 +544,7 @@ class Emulator:
         while rounds < max_rounds:
             rounds += 1
             progressed = self.step()
-            if all(m.idle or m.stalled(stall_after) or not m.config.enabled for m in self.mappings):
+            if not self.pending and all(m.idle or m.stalled(stall_after) or not m.config.enabled for m in self.mappings):
                 break
             if not progressed:  # waiting on a retry backoff or a batching window: don't spin
                 self.sleep(min(max(self._wait_hint(), 0.01), 1.0))

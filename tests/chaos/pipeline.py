@@ -326,7 +326,9 @@ class World:
                 from local.bridge import KinesisBridge
 
                 bridges.append(KinesisBridge(props["TableName"], stream_arn, attrs[(spec["StreamArn"]["Fn::GetAtt"][0], "Arn")],
-                                             streams=self.aws["dynamodbstreams"], kinesis=kinesis))
+                                             streams=self.aws["dynamodbstreams"], kinesis=kinesis,
+                                             duplicate_every=run.scenario.kinesis_duplicate_every,
+                                             late_every=run.scenario.kinesis_late_every))
 
         overrides = {"SEARCH_URL": f"sqlite:///{self.tmp}/index-{run.scenario.seed}.sqlite3",
                      "SLACK_WEBHOOK_URL": run.slack.webhook_url,  # type: ignore[attr-defined]
@@ -464,7 +466,7 @@ def _stream_phase(run: Run) -> None:
             for fn in run.functions.values():
                 em.redeploy(fn.config.name, {"USER_SCHEMA_MODE": "compat"})
         progressed = em.step()
-        if rnd >= last and all(m.idle for m in em.mappings):
+        if rnd >= last and not em.pending and all(m.idle for m in em.mappings):
             break
         if not progressed:
             run.clock.sleep(_next_due(run))

@@ -70,6 +70,10 @@ class Scenario:
     drain_order: tuple[str, ...] = CONSUMERS
     classes: set[str] = field(default_factory=set)
     shards: int = 1  # of the Kinesis changes stream (the kinesis source)
+    # What Kinesis Data Streams for DynamoDB may do (local.bridge): every Nth change written
+    # twice, every Nth change written behind the newer ones (0: off)
+    kinesis_duplicate_every: int = 0
+    kinesis_late_every: int = 0
 
     @property
     def last_round(self) -> int:
@@ -86,6 +90,9 @@ class Scenario:
         lines += [f"  http {f.describe()}" for f in self.http_faults]
         lines += [f"  invocation {f.describe()}" for f in self.invocation_faults]
         lines += [f"  clock +{s:.0f}s @{r}" for r, s in sorted(self.clock_jumps.items())]
+        if self.kinesis_duplicate_every or self.kinesis_late_every:
+            lines.append(f"  kinesis: every {self.kinesis_duplicate_every or '-'}th change twice, "
+                         f"every {self.kinesis_late_every or '-'}th late")
         return "\n".join(lines)
 
 
@@ -193,6 +200,7 @@ def generate(seed: int) -> Scenario:
     if focus == "stream" and rng.random() < 0.08:
         scenario.classes.add("no-faults")
         return scenario
+    _kinesis_delivery(seed, scenario)
 
     if focus != "drain":
         for _ in range(rng.randint(1, 4)):
@@ -227,6 +235,16 @@ def generate(seed: int) -> Scenario:
                                                 after=rng.choice((0, 0, 1, 2)), target=target))
             scenario.classes.add(cls)
     return scenario
+
+
+def _kinesis_delivery(seed: int, scenario: Scenario) -> None:
+    """Duplicates and late changes on the Kinesis stream, drawn from a generator of their own
+    (the other draws of a seed stay what they were before this class existed)."""
+    krng = random.Random(f"{seed}/kinesis-delivery")
+    if krng.random() < 0.3:
+        scenario.kinesis_duplicate_every = krng.choice((0, 2, 3, 5))
+        scenario.kinesis_late_every = krng.choice((0, 2, 3, 4)) if scenario.kinesis_duplicate_every else krng.choice((2, 3))
+        scenario.classes.add("kinesis-delivery")
 
 
 def _stream_fault(rng: random.Random, scenario: Scenario, last: int) -> None:

@@ -88,3 +88,17 @@ def test_a_table_without_a_dynamodb_stream_is_a_clear_error(aws):
 def test_fault_settings_must_be_counts(table_and_stream, bad):
     with pytest.raises(ValueError, match="duplicate_every must be an integer >= 0"):
         KinesisBridge.for_table("users", table_and_stream, duplicate_every=bad)
+
+
+def test_a_late_change_is_held_for_one_pump_and_written_behind_the_newer_ones(table_and_stream):
+    arn = table_and_stream
+    table = boto3.resource("dynamodb").Table("users")
+    bridge = KinesisBridge.for_table("users", arn, late_every=2)  # every second change: late
+    table.put_item(Item={"user_id": "u1", "plan": "free"})
+    table.put_item(Item={"user_id": "u1", "plan": "pro"})
+    assert bridge.pump() == 1 and bridge.pending == 1  # "pro" held: the emulator is not idle
+    table.put_item(Item={"user_id": "u1", "plan": "team"})
+    assert bridge.pump() == 2 and bridge.pending == 0  # "team", then the late "pro" behind it
+    views = [StreamRecord(r) for r in all_records(arn)]
+    assert [v.new_image["plan"] for v in views] == ["free", "team", "pro"]
+    assert views[2].change_order < views[1].change_order and bridge.delayed == 1
