@@ -1,4 +1,5 @@
-"""The reprocess Lambda: drain one consumer's failure queue on demand (or on a schedule).
+"""The reprocess Lambda: drain one consumer's failure queue on demand (or on a schedule), or
+run a part of a backfill or a rewind (``"kind": "backfill" | "rewind"``: ``reprocess.remote``).
 
 Event: {"consumer": "search-indexer", "max"?: int, "mode"?: "replay"|"latest",
         "dryRun"?: bool, "concurrency"?: int, "maxAttempts"?: int, "jobId"?: str}
@@ -18,7 +19,7 @@ import os
 import re
 from typing import Any
 
-from reprocess.options import JOBS_BUCKET, LAMBDA_SETTINGS, DrainOptions
+from reprocess.options import JOB_KINDS, JOBS_BUCKET, LAMBDA_SETTINGS, DrainOptions
 from reprocess.summary import EXIT_USAGE
 from reprocess.worker import drain
 from streamkit.awsclient import make_client
@@ -36,6 +37,16 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def handler(event: Any, context: Any) -> dict:
+    kind = event.get("kind", "drain") if isinstance(event, dict) else "drain"
+    if kind in JOB_KINDS:  # a backfill or a rewind: checkpoints and summary in the jobs bucket
+        from reprocess.remote import handle_event
+
+        return handle_event(event, context, margin_ms=MARGIN_MS)
+    if kind != "drain":
+        return {"consumer": event.get("consumer"), "error": f"kind must be one of drain, "
+                f"{', '.join(JOB_KINDS)}, got {kind!r}", "exit_code": EXIT_USAGE}
+    if isinstance(event, dict):
+        event = {k: v for k, v in event.items() if k != "kind"}
     result = _run(event, context)
     job_id = event.get("jobId") if isinstance(event, dict) else None
     if job_id is not None:

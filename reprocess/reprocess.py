@@ -2,6 +2,11 @@
 
     python reprocess/reprocess.py --consumer NAME [--queue-url URL] [--max N] [--dry-run]
         [--mode replay|latest] [--json] [--concurrency N]
+    python reprocess/reprocess.py backfill --consumer NAME [--segments N] [--rate R] [--json]
+    python reprocess/reprocess.py rewind --consumer NAME --since ISO8601 [--until ISO8601] [--json]
+    python reprocess/reprocess.py jobs show|cancel JOB_ID
+
+(the subcommands live in ``reprocess/jobcli.py``).
 
 Exit codes: 0 everything taken succeeded (or a dry run), 1 failures remain or were parked,
 2 bad usage or configuration. It always terminates.
@@ -34,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reprocess.py",
         description="Drain a consumer's failure queue through the consumer's own handle_record.",
+        epilog="Beside the drain: 'reprocess.py backfill --consumer NAME' (every item of the table as its "
+               "current state), 'reprocess.py rewind --consumer NAME --since TIME' (re-run a time range of "
+               "the stream), 'reprocess.py jobs show|cancel JOB_ID'. Each has --help.",
     )
     p.add_argument("--consumer", required=True, help=f"one of: {', '.join(CONSUMERS)}")
     p.add_argument("--queue-url", help="failure queue (default: {KEY}_FAILURE_QUEUE_URL, else GetQueueUrl by name)")
@@ -125,6 +133,11 @@ def options_from_args(args: argparse.Namespace) -> DrainOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("backfill", "rewind", "jobs"):  # the subcommands beside the drain
+        from reprocess import jobcli
+
+        return jobcli.main(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

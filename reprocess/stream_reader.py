@@ -18,6 +18,7 @@ What differs between ``dynamodbstreams.get_records`` (boto3) and a Lambda event 
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from typing import Any
@@ -123,17 +124,27 @@ def page_shard(
     end_sequence_number: str | None,
     max_pages: int,
     gone: Collection[str],
+    min_interval_s: float = 0.0,
+    at_tip: Callable[[dict], bool] | None = None,
 ) -> Iterator[dict]:
     """The paging both sources share (``kinesis_reader`` too): ``GetRecords`` from
     ``first_iterator`` until ``end_sequence_number`` (inclusive), a closed shard's end,
-    ``MAX_EMPTY_PAGES`` empty pages at the tip, or ``max_pages`` calls (always bounded). An
-    expired iterator is renewed with ``renew(last sequence number seen)``; an error whose code
-    is in ``gone`` raises ``StreamRangeUnavailable``."""
+    ``MAX_EMPTY_PAGES`` empty pages at the tip (or the first empty page ``at_tip`` says is
+    at the tip, with no end given), or ``max_pages`` calls (always bounded). An expired
+    iterator is renewed with ``renew(last sequence number seen)``; an error whose code is in
+    ``gone`` raises ``StreamRangeUnavailable``. ``min_interval_s`` spaces the calls (a shard
+    allows 5 ``GetRecords`` a second, shared with its other polling readers: a rewind's pace)."""
     end = int(end_sequence_number) if end_sequence_number is not None else None
     it = first_iterator
     last_seq: str | None = None
     empty = 0
+    last_call = 0.0
     for _ in range(max_pages):
+        if min_interval_s > 0:
+            wait = last_call + min_interval_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            last_call = time.monotonic()
         try:
             resp = get_records(it)
         except Exception as exc:
@@ -160,6 +171,8 @@ def page_shard(
         empty = 0 if records else empty + 1
         if empty >= MAX_EMPTY_PAGES:  # at the tip of an open shard: nothing more to come
             return
+        if not records and end is None and at_tip is not None and at_tip(resp):
+            return
 
 
 def iter_shard(
@@ -171,12 +184,13 @@ def iter_shard(
     sequence_number: str | None = None,
     end_sequence_number: str | None = None,
     max_pages: int = 10_000,
+    min_interval_s: float = 0.0,
 ) -> Iterator[dict]:
     """Yield boto3 records from a shard position until ``end_sequence_number`` (inclusive),
     the end of the available data, or ``max_pages`` ``GetRecords`` calls (always bounded).
 
     An expired iterator is renewed after the last record seen. Trimmed data, a missing
-    shard or stream raise ``StreamRangeUnavailable``.
+    shard or stream raise ``StreamRangeUnavailable``. ``min_interval_s``: ``page_shard``'s.
     """
     def renew(last_seq: str | None) -> str:
         if last_seq:
@@ -189,6 +203,7 @@ def iter_shard(
         renew,
         lambda rec: rec["dynamodb"]["SequenceNumber"],
         shard_id=shard_id, end_sequence_number=end_sequence_number, max_pages=max_pages, gone=_GONE,
+        min_interval_s=min_interval_s,
     )
 
 

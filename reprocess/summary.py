@@ -136,3 +136,47 @@ class Summary:
         lines.append(f"stopped  {self.stopped_by} after {self.duration_s:.1f}s")
         lines += [f"note     {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def job_text(s: dict[str, Any]) -> str:
+    """A backfill or rewind summary (``reprocess.job.Job.summary``) for people."""
+    src = s.get("source") or {}
+    lines = [f"{s.get('kind')} of {s.get('consumer')}  job {s.get('job_id', '-')}  "
+             f"({s.get('status')}{', dry run' if s.get('dry_run') else ''})"]
+    if s.get("kind") == "backfill":
+        lines.append(f"table    {src.get('table')}: {src.get('segments')} segment(s), "
+                     f"about {src.get('itemCount')} items, rate {src.get('rate') or 'unlimited'} RCU/s")
+        if s.get("status") == "planned":
+            est = s.get("estimate") or {}
+            lines.append(f"estimate {est.get('readCapacityUnits')} read capacity units"
+                         + (f", about {est['secondsAtRate']}s at the rate" if est.get("secondsAtRate") else ""))
+    else:
+        lines.append(f"stream   {src.get('streamArn')}")
+        lines.append(f"range    {src.get('since')} .. {src.get('until')} in {src.get('windows')} window(s) of "
+                     f"{src.get('windowS')}s, {src.get('shards')} shard(s) in {s.get('parts')} lineage(s), "
+                     f"{src.get('mode')} mode")
+    if "taken" in s:
+        lines.append(f"{'read':<16}{s.get('read')}" + (f" ({s.get('skipped')} outside the range)"
+                                                       if s.get("skipped") else ""))
+        verb = "would run" if s.get("dry_run") else "taken"
+        lines.append(f"{verb:<16}{s.get('taken')}")
+        if not s.get("dry_run"):
+            lines.append(f"{'handled':<16}{s.get('handled')}")
+            lines.append(f"{'captured':<16}{s.get('captured')}  (failures, in the failure queue with attempts)")
+    if s.get("by_event"):
+        lines.append("by event:  " + ", ".join(f"{k} {v}" for k, v in s["by_event"].items()))
+    if s.get("by_error_type"):
+        lines.append("by error type:")
+        lines += [f"  {n:>6}  {t}" for t, n in s["by_error_type"].items()]
+    if s.get("consumed_rcu"):
+        lines.append(f"{'consumed':<16}{s['consumed_rcu']} RCU over {s.get('pages')} page(s)")
+    if s.get("part_status"):
+        lines.append("parts    " + ", ".join(f"{k} {v}" for k, v in s["part_status"].items()))
+    if s.get("stopped_by"):
+        lines.append(f"stopped  {s['stopped_by']}")
+    lines += [f"problem  {p}" for p in s.get("problems") or []]
+    lines += [f"note     {n}" for n in s.get("notes") or []]
+    if s.get("status") in ("paused", "failed", "running") and s.get("job_id"):
+        lines.append(f"resume   reprocess.py {s.get('kind')} --consumer {s.get('consumer')} --resume {s['job_id']}"
+                     + (f" --checkpoints {s['checkpoints']}" if s.get("checkpoints") else ""))
+    return "\n".join(lines)

@@ -22,12 +22,13 @@ if str(ROOT) not in sys.path:
 def groups() -> list[tuple[str, tuple]]:
     """(reader, declarations) for every component, in the table's order."""
     from consumers.registry import CONSUMERS
-    from reprocess.options import LAMBDA_ONLY_SETTINGS
+    from reprocess.options import JOB_SETTINGS, LAMBDA_ONLY_SETTINGS
     from reprocess.options import SETTINGS as WORKER_SETTINGS
     from streamkit.handler import framework_settings
 
     return [*framework_settings(), *((c.name, c.settings()) for c in CONSUMERS.values()),
-            ("reprocess worker", WORKER_SETTINGS), ("reprocess Lambda", LAMBDA_ONLY_SETTINGS)]
+            ("reprocess worker", WORKER_SETTINGS), ("reprocess Lambda", LAMBDA_ONLY_SETTINGS),
+            ("reprocess backfill and rewind", JOB_SETTINGS)]
 
 
 def table() -> str:

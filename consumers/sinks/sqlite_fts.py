@@ -55,6 +55,10 @@ class SqliteSink:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives a crash of the process, not a power cut (the
+            # index is rebuilt from the table then: reprocess.py backfill); ~14x cheaper
+            # than FULL's fsync per write (6 ms -> 0.4 ms per record measured here)
+            self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA.format(t=self.t))
             columns = {row[1] for row in self._conn.execute(f"PRAGMA table_info({self.t}_docs)")}
             if "change_order" not in columns:  # an index written before change_order existed

@@ -1,0 +1,98 @@
+"""Records of a backfill or a rewind through ``handle_record``; failures captured, never dropped.
+
+A batch of Lambda-format records runs in order, each with the stream path's bounded
+transient retries (``streamkit.retry``), in the job's mode: as read (a backfilled item is
+already the current state; a rewind in ``replay`` mode) or rebuilt from the table
+(``latest``, ``reprocess.latest``). A record that fails is captured to the consumer's
+failure queue by the stream path's own ``streamkit.capture.FailureCapture`` (a versioned
+envelope with ``attempts``, claim-checked to S3 when oversized), so the drain picks it up
+after the next fix. The record captured is the one read from the source, not its rebuilt
+copy (the drain re-reads the table in latest mode anyway).
+
+If a capture is refused (SQS down, throttled past retries, oversized with no bucket), the
+batch counts as done only up to the record before it: the caller's checkpoint stays there,
+the part stops, and a resume runs the rest again (handled ones again too: handle_record is
+idempotent by contract). Nothing is dropped.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from streamkit.capture import FailureCapture, PendingCapture
+from streamkit.deadline import Deadline
+from streamkit.record import StreamRecord
+from streamkit.retry import call_with_retries
+
+from .latest import build_latest
+
+
+@dataclass
+class FeedResult:
+    """What became of the first ``done`` records of a batch (the rest did not run, or must
+    run again because a capture before them was refused)."""
+
+    done: int = 0
+    handled: int = 0
+    captured: int = 0
+    by_error_type: Counter = field(default_factory=Counter)
+    capture_problem: str | None = None  # why a capture was refused (the part stops)
+
+
+class Feeder:
+    """Runs batches for one part of a job; one per thread (it holds no shared state)."""
+
+    def __init__(self, handle_record: Callable[[StreamRecord], Any], *, mode: str, capture: FailureCapture,
+                 request_id: str, deadline: Deadline, stop: threading.Event, max_retries: int,
+                 base_delay_s: float, dynamodb: Any = None, users_table: str | None = None):
+        if mode not in ("as-read", "replay", "latest"):
+            raise ValueError(f"unknown feed mode {mode!r}")
+        if mode == "latest" and not (dynamodb is not None and users_table):
+            raise ValueError("latest mode needs the users table and a DynamoDB client")
+        self.handle_record, self.mode, self.capture = handle_record, mode, capture
+        self.request_id, self.deadline, self.stop = request_id, deadline, stop
+        self.max_retries, self.base_delay_s = max_retries, base_delay_s
+        self.dynamodb, self.users_table = dynamodb, users_table
+
+    def halted(self) -> bool:
+        return self.stop.is_set() or self.deadline.expired()
+
+    def _one(self, record: dict) -> None:
+        if self.mode == "latest":
+            record = build_latest(self.dynamodb, self.users_table, record)
+        call_with_retries(self.handle_record, StreamRecord(record), deadline=self.deadline,
+                          max_retries=self.max_retries, base_delay_s=self.base_delay_s)
+
+    def run(self, records: list[dict]) -> FeedResult:
+        """Run ``records`` in order until the end, a stop or the deadline; capture the failures."""
+        failures: list[PendingCapture] = []
+        ran = 0
+        for i, record in enumerate(records):
+            if self.halted():
+                break
+            try:
+                self._one(record)
+            except Exception as exc:  # any failure, malformed records included: captured
+                seq = (record.get("dynamodb") or {}).get("SequenceNumber") if isinstance(record, dict) else None
+                failures.append(PendingCapture(index=i, record=record, error=exc, sequence_number=seq))
+            ran = i + 1
+        refused = self._capture(failures)
+        done = min(refused) if refused else ran
+        failed_before = [f for f in failures if f.index < done]
+        result = FeedResult(done=done, handled=done - len(failed_before), captured=len(failed_before),
+                            capture_problem=refused[min(refused)] if refused else None)
+        for f in failed_before:
+            result.by_error_type[type(f.error).__name__] += 1
+        return result
+
+    def _capture(self, failures: list[PendingCapture]) -> dict[int, str]:
+        """Capture; ``{index: why}`` of the ones refused."""
+        if not failures:
+            return {}
+        try:
+            refused = self.capture.capture(failures, self.request_id)
+        except Exception as exc:  # the queue unreachable past the client's retries
+            return {f.index: f"{type(exc).__name__}: {exc}"[:300] for f in failures}
+        return {f.index: f.reason or "not accepted by SQS" for f in refused}

@@ -1,0 +1,200 @@
+"""Helpers for the backfill and rewind tests: tables loaded fast, the index read back, handlers
+that count (and kill), and the reprocess Lambda invoked in-process.
+
+moto's Lambda needs Docker to run a function, so ``InProcessLambda`` stands in for the Lambda
+*service*: a botocore ``before-send`` hook on ``lambda.Invoke`` hands the request's payload
+to the real ``handlers.reprocess.handler`` on a thread (``InvocationType=Event``) and answers
+202, as Lambda does. Everything else (the invoke call, S3 checkpoints, the continuation the
+handler invokes itself) is the real code against moto.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from typing import Any
+
+import boto3
+
+from streamkit.testing import LambdaContext
+
+FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Radia", "Ken"]
+
+
+def make_users_table(name: str = "users", *, stream: bool = False) -> str:
+    kwargs: dict[str, Any] = {}
+    if stream:
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    boto3.client("dynamodb").create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        **kwargs,
+    )
+    return name
+
+
+def user_item(i: int, *, first: str | None = None, v2: bool = True) -> dict:
+    first = first or FIRST[i % len(FIRST)]
+    item = {"user_id": f"u{i:05d}", "email": f"{first.lower()}.{i}@example.com", "plan": ["free", "pro"][i % 2]}
+    if v2:
+        item.update(firstname=first, lastname=f"Number{i}")
+    else:
+        item["fullname"] = f"{first} Number{i}"
+    return item
+
+
+def load_table(table: str, items: list[dict]) -> None:
+    """BatchWriteItem, 25 at a time (moto's put_item costs ~7 ms each)."""
+    with boto3.resource("dynamodb").Table(table).batch_writer() as batch:
+        for item in items:
+            batch.put_item(Item=item)
+
+
+def table_items(table: str) -> dict[str, dict]:
+    t = boto3.resource("dynamodb").Table(table)
+    out: dict[str, dict] = {}
+    kwargs: dict[str, Any] = {"ConsistentRead": True}
+    while True:
+        page = t.scan(**kwargs)
+        out.update({i["user_id"]: i for i in page["Items"]})
+        if "LastEvaluatedKey" not in page:
+            return out
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def index_docs(search_url: str) -> dict[str, dict]:
+    """Every live document of the SQLite index (tombstones left out)."""
+    import sqlite3
+
+    from consumers.sinks.sqlite_fts import path_from_url
+
+    conn = sqlite3.connect(path_from_url(search_url))
+    try:
+        rows = conn.execute("SELECT id, doc, deleted FROM users_docs").fetchall()
+    finally:
+        conn.close()
+    return {r[0]: json.loads(r[1]) for r in rows if not r[2]}
+
+
+def index_matches_table(search_url: str, table: str) -> list[str]:
+    """Differences between the index and the table (empty when index == table)."""
+    from consumers.search_indexer import build_document
+
+    docs, items = index_docs(search_url), table_items(table)
+    problems = [f"missing {k}" for k in sorted(set(items) - set(docs))]
+    problems += [f"extra {k}" for k in sorted(set(docs) - set(items))]
+    for key in sorted(set(items) & set(docs)):
+        want = build_document(items[key])
+        got = {k: docs[key].get(k) for k in want}
+        if got != {k: (str(v) if k == "user_id" else v) for k, v in want.items()}:
+            problems.append(f"{key}: index {got} != table {want}")
+    return problems
+
+
+class CallLog:
+    """Appends one line per ``handle_record`` call (keys and event) to a file: counts survive
+    a killed process."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def lines(self) -> list[str]:
+        try:
+            with open(self.path) as f:
+                return [line.rstrip("\n") for line in f]
+        except FileNotFoundError:
+            return []
+
+
+class InProcessLambda:
+    """Answers ``lambda.Invoke`` for the reprocess function by running its real handler here."""
+
+    def __init__(self, function_name: str, *, context_factory=None):
+        self.function_name = function_name
+        self.context_factory = context_factory or (lambda: LambdaContext(timeout_s=900, function_name=function_name))
+        self.events: list[dict] = []
+        self.results: list[dict] = []
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._session = boto3._get_default_session()
+
+    def __enter__(self) -> "InProcessLambda":
+        self._session.events.register("before-send.lambda.Invoke", self._on_invoke)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.join()
+        self._session.events.unregister("before-send.lambda.Invoke", self._on_invoke)
+
+    def _on_invoke(self, request: Any, **kwargs: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        target = request.url.split("/functions/")[1].split("/")[0]
+        from urllib.parse import unquote
+
+        target = unquote(target)
+        if not (target == self.function_name or target.endswith(":" + self.function_name)):
+            return None  # not ours: let moto answer
+        payload = json.loads(request.body or b"{}")
+        with self._lock:
+            self.events.append(payload)
+        thread = threading.Thread(target=self._run, args=(payload,), daemon=True)
+        with self._lock:
+            self.threads.append(thread)
+        thread.start()
+        return AWSResponse(request.url, 202, {"x-amzn-requestid": uuid.uuid4().hex}, _Raw(b""))
+
+    def _run(self, payload: dict) -> None:
+        from handlers import reprocess as fn
+
+        try:
+            result = fn.handler(payload, self.context_factory())
+        except BaseException as exc:  # noqa: BLE001  (reported by the test)
+            with self._lock:
+                self.errors.append(exc)
+            return
+        with self._lock:
+            self.results.append(result)
+
+    def join(self, timeout_s: float = 300) -> None:
+        while True:
+            with self._lock:
+                alive = [t for t in self.threads if t.is_alive()]
+            if not alive:
+                return
+            for t in alive:
+                t.join(timeout_s)
+
+
+class _Raw:
+    def __init__(self, body: bytes):
+        self._body = body
+
+    def stream(self, **_: Any):
+        yield self._body
+
+
+class ShortLivedContext(LambdaContext):
+    """A Lambda context whose time runs out after ``checks`` looks at the clock: a part then
+    pauses at a checkpoint and continues in a new invocation, however fast the machine is."""
+
+    def __init__(self, checks: int, margin_ms: int, **kw: Any):
+        super().__init__(**kw)
+        self.checks, self.margin_ms = checks, margin_ms
+        self._lock = threading.Lock()
+
+    def get_remaining_time_in_millis(self) -> int:
+        with self._lock:
+            self.checks -= 1
+            left = self.checks
+        return self.margin_ms + 60_000 if left > 0 else max(0, self.margin_ms - 1)
+
+
+def env_for_cli(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(extra)
+    return env
