@@ -228,7 +228,7 @@ class Job:
             "source": self.source, "options": options, "checkpoints": self.store.location,
             "created_at": self.manifest.get("createdAt"),
             "stopped_by": Counter(stops).most_common(1)[0][0] if stops else None,
-            "problems": problems[:20], "exit_code": code,
+            "problems": problems[:20], "notes": list(self.source.get("notes") or []), "exit_code": code,
         }
         return out
 

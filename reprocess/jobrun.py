@@ -110,6 +110,7 @@ def open_job(options: JobOptions, *, store: JobStore, clients: ClientCache, job_
             raise JobError(f"job {resume} is a {job.kind} of {job.consumer}, not a {options.kind} of {options.consumer}")
         return job
     now = now or datetime.now(timezone.utc)
+    options = options.resolved()
     if isinstance(options, BackfillOptions):
         parts, source = plan_backfill(options, clients)
     else:

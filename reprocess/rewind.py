@@ -18,8 +18,10 @@ by ``stream_reader.to_lambda_record``), ``latest`` rebuilt from the item as it i
 (``reprocess.latest``), so a rewind never writes older state over newer. Failures are
 captured to the failure queue (``reprocess.feed``).
 
-Retention: DynamoDB Streams keep records for 24 hours, and nothing from before the stream
-was created. ``--since`` earlier than that is refused, naming the oldest time available.
+Retention: DynamoDB Streams keep records for 24 hours. ``--since`` earlier than that is
+refused, naming the oldest time available (records may already be trimmed, and a rewind
+must not look complete when it is not). A stream younger than ``--since`` is no loss: it
+holds every change since it began (the summary notes it).
 
 Reading pace: at most one ``GetRecords`` per shard every ``read_interval_s`` (0.5 s): the
 stream's consumers share a limit of 5 reads per second per shard.
@@ -111,26 +113,27 @@ def plan(streams: Any, stream_arn: str, since: datetime, until: datetime, window
     """The stream's lineages and the windows for ``[since, until)``; ``RetentionError`` when
     ``since`` is older than the stream can hold."""
     now = now or datetime.now(timezone.utc)
-    desc = describe_stream(streams, stream_arn)
-    created = desc.get("CreationRequestDateTime")
     oldest = now - DYNAMODB_STREAMS_RETENTION
-    why = "DynamoDB Streams keep records for 24 hours"
-    if isinstance(created, datetime):
-        created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
-        if created > oldest:
-            oldest, why = created, f"the stream was created at {iso(created)}"
     if since < oldest:
         raise RetentionError(
-            f"--since {iso(since)} is before the oldest record the stream can hold ({iso(oldest)}: {why}); "
-            f"rewind from {iso(oldest)} or later, or rebuild older state from the table with "
-            "'reprocess.py backfill'")
+            f"--since {iso(since)} is before the oldest record the stream can hold ({iso(oldest)}: DynamoDB "
+            f"Streams keep records for 24 hours); rewind from {iso(oldest)} or later, or rebuild older state "
+            "from the table with 'reprocess.py backfill'")
     if until > now + timedelta(seconds=1):
         raise JobError(f"--until {iso(until)} is in the future (now {iso(now)})")
+    desc = describe_stream(streams, stream_arn)
+    notes = []
+    created = desc.get("CreationRequestDateTime")
+    if isinstance(created, datetime):
+        created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+        if created > since:  # nothing is missing: the stream holds everything since it began
+            notes.append(f"the stream began at {iso(created)}, after --since: it holds nothing older (an "
+                         "earlier stream of the table, if any, is not read)")
     parts = lineages(desc["Shards"])
     return {
         "streamArn": stream_arn, "since": iso(since), "until": iso(until), "windowS": window_s,
         "windows": windows(since, until, window_s), "lineages": parts, "oldestAvailable": iso(oldest),
-        "shards": sum(len(p) for p in parts),
+        "shards": sum(len(p) for p in parts), "notes": notes,
     }
 
 

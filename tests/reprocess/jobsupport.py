@@ -112,8 +112,10 @@ class CallLog:
 class InProcessLambda:
     """Answers ``lambda.Invoke`` for the reprocess function by running its real handler here."""
 
-    def __init__(self, function_name: str, *, context_factory=None):
+    def __init__(self, function_name: str, *, context_factory=None, defer: bool = False):
         self.function_name = function_name
+        self.defer = defer  # hold invocations until run_deferred() (a cancel before they start)
+        self.deferred: list[dict] = []
         self.context_factory = context_factory or (lambda: LambdaContext(timeout_s=900, function_name=function_name))
         self.events: list[dict] = []
         self.results: list[dict] = []
@@ -142,11 +144,24 @@ class InProcessLambda:
         payload = json.loads(request.body or b"{}")
         with self._lock:
             self.events.append(payload)
+            if self.defer:
+                self.deferred.append(payload)
+        if not self.defer:
+            self._start(payload)
+        return AWSResponse(request.url, 202, {"x-amzn-requestid": uuid.uuid4().hex}, _Raw(b""))
+
+    def _start(self, payload: dict) -> None:
         thread = threading.Thread(target=self._run, args=(payload,), daemon=True)
         with self._lock:
             self.threads.append(thread)
         thread.start()
-        return AWSResponse(request.url, 202, {"x-amzn-requestid": uuid.uuid4().hex}, _Raw(b""))
+
+    def run_deferred(self) -> None:
+        with self._lock:
+            pending, self.deferred, self.defer = self.deferred, [], False
+        for payload in pending:
+            self._start(payload)
+        self.join()
 
     def _run(self, payload: dict) -> None:
         from handlers import reprocess as fn

@@ -1,0 +1,256 @@
+"""Rewind: a time range of the users table's stream (moto) through a consumer's handle_record:
+exactly the records in the range, in windows, resumable, latest mode, past retention refused."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+
+from reprocess import rewind
+from reprocess.jobrun import run_job
+from reprocess.jobstore import FileStore
+from reprocess.options import RewindOptions
+from streamkit.timefmt import iso
+
+from .conftest import depth, make_queues, run_cli, take_all
+from .jobsupport import make_users_table, user_item
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def stream(env, monkeypatch, tmp_path):
+    """A users table with a NEW_AND_OLD_IMAGES stream, written by one thread (moto may repeat
+    sequence numbers under concurrent writers), and both consumers' queues."""
+    monkeypatch.setenv("USERS_TABLE", make_users_table(stream=True))
+    for consumer in ("search-indexer", "crm-sync"):
+        make_queues(consumer)
+    ddb = boto3.client("dynamodb")
+    arn = ddb.describe_table(TableName="users")["Table"]["LatestStreamArn"]
+    return {"ddb": ddb, "arn": arn, "store": FileStore(tmp_path / "jobs")}
+
+
+_tables: dict[str, object] = {}
+
+
+def put(i: int, **extra) -> None:
+    """One write (a boto3 resource costs ~50 ms to make: one per endpoint)."""
+    import os
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    table = _tables.get(endpoint) or _tables.setdefault(endpoint, boto3.resource("dynamodb").Table("users"))
+    table.put_item(Item={**user_item(i), **extra})
+
+
+def stream_records(arn: str) -> list[dict]:
+    streams = boto3.client("dynamodbstreams")
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    return streams.get_records(ShardIterator=it, Limit=1000)["Records"]
+
+
+def recorder(seen: list, fail=lambda record: False):
+    lock = threading.Lock()
+
+    def handle(record) -> None:
+        with lock:
+            seen.append(record)
+        if fail(record):
+            raise KeyError("fullname")
+
+    return handle
+
+
+def test_a_rewind_window_handles_exactly_the_records_in_the_window(stream):
+    """Records before --since are skipped, from --until on the shard stops; in between every
+    record runs once, as Lambda would deliver it, in stream order, across 1-second windows."""
+    ddb = stream["ddb"]
+    for i in range(5):
+        put(i)  # before the range
+    time.sleep(0.2)
+    since = now()
+    time.sleep(0.05)
+    for i in range(5, 10):
+        put(i)
+    time.sleep(1.1)  # the next records fall in a later window
+    ddb.update_item(TableName="users", Key={"user_id": {"S": "u00001"}}, UpdateExpression="SET #p = :p",
+                    ExpressionAttributeNames={"#p": "plan"}, ExpressionAttributeValues={":p": {"S": "team"}})
+    ddb.delete_item(TableName="users", Key={"user_id": {"S": "u00002"}})
+    time.sleep(0.05)
+    until = now()
+    time.sleep(0.2)
+    for i in range(10, 13):
+        put(i)  # after the range
+
+    expected = [r for r in stream_records(stream["arn"])
+                if since <= rewind.created_at(r) < until]
+    assert len(expected) == 7
+    seen: list = []
+    summary = run_job(RewindOptions(consumer="search-indexer", since=since, until=until, window_s=1,
+                                    mode="replay"), store=stream["store"], handle_record=recorder(seen))
+    assert summary["status"] == "succeeded" and summary["exit_code"] == 0, summary
+    assert [r.event_id for r in seen] == [r["eventID"] for r in expected]
+    assert [r.sequence_number for r in seen] == [r["dynamodb"]["SequenceNumber"] for r in expected]
+    assert [r.event_name for r in seen] == ["INSERT"] * 5 + ["MODIFY", "REMOVE"]
+    assert all(r.source_arn == stream["arn"] and r.raw["eventVersion"] == "1.1" for r in seen)
+    assert seen[-1].old_image["user_id"] == "u00002" and seen[-1].new_image is None
+    assert summary["taken"] == summary["handled"] == 7 and summary["skipped"] == 5
+    assert summary["read"] == 12  # it stopped at the first record at or after --until
+    assert summary["source"]["windows"] >= 2 and summary["by_event"] == {"INSERT": 5, "MODIFY": 1, "REMOVE": 1}
+
+
+def test_a_rewind_past_retention_is_refused_clearly(stream, tmp_path):
+    put(1)
+    out = run_cli("rewind", "--consumer", "search-indexer", "--since", iso(now() - timedelta(hours=25)),
+                  "--checkpoints", str(tmp_path / "jobs"))
+    assert out.returncode == 2, out.stderr
+    oldest = out.stderr.split("stream can hold (")[1].split(":")[0:3]
+    assert "is before the oldest record the stream can hold" in out.stderr
+    assert "DynamoDB Streams keep records for 24 hours" in out.stderr and "backfill" in out.stderr
+    named = datetime.fromisoformat(":".join(oldest).replace("Z", "+00:00"))
+    assert abs((named - (now() - timedelta(hours=24))).total_seconds()) < 120  # names the oldest time
+    assert not (tmp_path / "jobs").exists()  # no job was started
+
+
+def test_retention_is_24_hours_and_a_younger_stream_is_no_loss(stream):
+    """A day and a half after the stream was created, the oldest time available is now - 24 h;
+    a range that starts before a young stream began is fine (with a note)."""
+    young = rewind.plan(boto3.client("dynamodbstreams"), stream["arn"], now() - timedelta(hours=2), now(), 900)
+    assert "the stream began at" in young["notes"][0]
+    streams = boto3.client("dynamodbstreams")
+    later = now() + timedelta(hours=36)
+    with pytest.raises(rewind.RetentionError) as err:
+        rewind.plan(streams, stream["arn"], later - timedelta(hours=25), later, 900, now=later)
+    oldest = iso(later - timedelta(hours=24))
+    assert f"({oldest}: DynamoDB Streams keep records for 24 hours)" in str(err.value)
+    ok = rewind.plan(streams, stream["arn"], later - timedelta(hours=23), later, 3600, now=later)
+    assert ok["windows"] == 23 and ok["oldestAvailable"] == oldest
+
+
+def test_a_stopped_rewind_resumes_where_it_stopped(stream):
+    since = now()
+    time.sleep(0.05)
+    for i in range(250):
+        put(i)
+    seen: list = []
+    stop = threading.Event()
+    first_handler = recorder(seen)
+
+    def stop_at_120(record) -> None:
+        first_handler(record)
+        if len(seen) == 120:
+            stop.set()
+
+    opts = RewindOptions(consumer="search-indexer", since=since, until=now(), mode="replay")
+    first = run_job(opts, store=stream["store"], handle_record=stop_at_120, stop=stop, job_id="rw")
+    assert first["status"] == "paused" and first["taken"] == 120 and first["exit_code"] == 1
+    second = run_job(opts, store=stream["store"], handle_record=recorder(seen), resume="rw")
+    assert second["status"] == "succeeded" and second["taken"] == second["handled"] == 250
+    assert [r.keys["user_id"] for r in seen] == [f"u{i:05d}" for i in range(250)]  # each once, in order
+
+
+def test_failures_are_captured_with_the_stream_record_and_attempts(stream):
+    since = now()
+    time.sleep(0.05)
+    for i in range(20):
+        put(i)
+    seen: list = []
+    summary = run_job(RewindOptions(consumer="search-indexer", since=since, mode="replay"), store=stream["store"],
+                      handle_record=recorder(seen, fail=lambda r: r.keys["user_id"] in ("u00003", "u00011")))
+    assert summary["exit_code"] == 1 and summary["status"] == "finished-with-failures"
+    assert summary["taken"] == 20 == summary["handled"] + summary["captured"] and summary["captured"] == 2
+    queue = boto3.client("sqs").get_queue_url(QueueName="userstream-dev-search-indexer-failures")["QueueUrl"]
+    messages = take_all(queue)
+    by_key = {m["body"]["record"]["dynamodb"]["Keys"]["user_id"]["S"]: m["body"] for m in messages}
+    assert set(by_key) == {"u00003", "u00011"}
+    originals = {r["dynamodb"]["Keys"]["user_id"]["S"]: r for r in stream_records(stream["arn"])}
+    for uid, body in by_key.items():
+        assert body["attempts"] == 1 and body["error"]["type"] == "KeyError"
+        assert body["record"]["eventID"] == originals[uid]["eventID"]
+        assert body["record"]["dynamodb"]["SequenceNumber"] == originals[uid]["dynamodb"]["SequenceNumber"]
+
+
+def test_a_dry_run_counts_the_range_and_handles_nothing(stream):
+    since = now()
+    time.sleep(0.05)
+    for i in range(6):
+        put(i)
+    stream["ddb"].delete_item(TableName="users", Key={"user_id": {"S": "u00000"}})
+    seen: list = []
+    summary = run_job(RewindOptions(consumer="search-indexer", since=since, dry_run=True), store=stream["store"],
+                      handle_record=recorder(seen))
+    assert seen == [] and summary["exit_code"] == 0 and summary["dry_run"]
+    assert summary["taken"] == 7 and summary["by_event"] == {"INSERT": 6, "REMOVE": 1}
+
+
+def test_latest_mode_rewinds_crm_sync_to_the_items_as_they_are_now(stream, monkeypatch):
+    """crm-sync re-run over a window: each record rebuilt from the item now, so a contact gets
+    today's name even though the window saw an older one, and a user deleted since is archived."""
+    from local.fakes import FakeCRM
+
+    import consumers.crm_sync as crm_sync
+
+    since = now()
+    time.sleep(0.05)
+    for i in range(4):
+        put(i, firstname="Old")
+    until = now()
+    time.sleep(0.05)
+    put(1, firstname="New")  # after the window
+    stream["ddb"].delete_item(TableName="users", Key={"user_id": {"S": "u00002"}})
+    with FakeCRM(token="t") as crm:
+        monkeypatch.setenv("CRM_BASE_URL", crm.url)
+        monkeypatch.setenv("CRM_TOKEN", "t")
+        crm_sync._client = None
+        crm.contacts["seed"] = {"id": "seed", "properties": {"email": user_item(2)["email"]}, "archived": False,
+                                "createdAt": "", "updatedAt": ""}
+        summary = run_job(RewindOptions(consumer="crm-sync", since=since, until=until), store=stream["store"])
+        assert summary["status"] == "succeeded" and summary["source"]["mode"] == "latest" and summary["handled"] == 4
+        assert crm.by_email(user_item(1)["email"])["properties"]["firstname"] == "New"
+        assert crm.by_email(user_item(0)["email"])["properties"]["firstname"] == "Old"
+        assert crm.by_email(user_item(2)["email"]) is None  # archived: the user is gone now
+        assert crm.by_email(user_item(2)["email"], archived=True) is not None
+        crm_sync._client = None
+
+
+def test_the_cli_rewind_of_crm_sync_since_ten_minutes_ago(stream, tmp_path):
+    from local.fakes import FakeCRM
+
+    for i in range(3):
+        put(i)
+    with FakeCRM(token="t") as crm:
+        out = run_cli("rewind", "--consumer", "crm-sync", "--since", "10m", "--json",
+                      "--checkpoints", str(tmp_path / "jobs"), extra_env={"CRM_BASE_URL": crm.url, "CRM_TOKEN": "t"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        summary = json.loads(out.stdout)
+        assert summary["handled"] == 3 and summary["kind"] == "rewind" and summary["status"] == "succeeded"
+        assert len(crm.active()) == 3
+
+
+def test_lineages_read_parents_before_children_and_split_roots_apart():
+    shards = [
+        {"ShardId": "c2", "ParentShardId": "p", "SequenceNumberRange": {"StartingSequenceNumber": "300"}},
+        {"ShardId": "p", "ParentShardId": "gone", "SequenceNumberRange": {"StartingSequenceNumber": "100"}},
+        {"ShardId": "c1", "ParentShardId": "p", "SequenceNumberRange": {"StartingSequenceNumber": "200"}},
+        {"ShardId": "g", "ParentShardId": "c1", "SequenceNumberRange": {"StartingSequenceNumber": "400"}},
+        {"ShardId": "q", "SequenceNumberRange": {"StartingSequenceNumber": "150"}},
+    ]
+    assert rewind.lineages(shards) == [["p", "c1", "c2", "g"], ["q"]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--since", "yesterday"], "since must be an ISO-8601 time"),
+    (["--since", "2h", "--until", "3h"], "must be after since"),
+    (["--since", "2h", "--window", "0"], "window must be an integer from 1 to 604800, got 0"),
+    (["--since", "2h", "--mode", "sideways"], "mode must be one of replay, latest"),
+    ([], "rewind needs --since"),
+])
+def test_bad_rewind_options_exit_2(stream, argv, message):
+    out = run_cli("rewind", "--consumer", "crm-sync", *argv)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
