@@ -21,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from streamkit.capture import FailureCapture, PendingCapture
+from streamkit.batch import Failure
+from streamkit.capture import FailureCapture
 from streamkit.deadline import Deadline
 from streamkit.record import StreamRecord
 from streamkit.retry import call_with_retries
@@ -46,14 +47,14 @@ class Feeder:
 
     def __init__(self, handle_record: Callable[[StreamRecord], Any], *, mode: str, capture: FailureCapture,
                  request_id: str, deadline: Deadline, stop: threading.Event, max_retries: int,
-                 base_delay_s: float, dynamodb: Any = None, users_table: str | None = None):
+                 base_delay_s: float, max_delay_s: float, dynamodb: Any = None, users_table: str | None = None):
         if mode not in ("as-read", "replay", "latest"):
             raise ValueError(f"unknown feed mode {mode!r}")
         if mode == "latest" and not (dynamodb is not None and users_table):
             raise ValueError("latest mode needs the users table and a DynamoDB client")
         self.handle_record, self.mode, self.capture = handle_record, mode, capture
         self.request_id, self.deadline, self.stop = request_id, deadline, stop
-        self.max_retries, self.base_delay_s = max_retries, base_delay_s
+        self.max_retries, self.base_delay_s, self.max_delay_s = max_retries, base_delay_s, max_delay_s
         self.dynamodb, self.users_table = dynamodb, users_table
 
     def halted(self) -> bool:
@@ -63,11 +64,12 @@ class Feeder:
         if self.mode == "latest":
             record = build_latest(self.dynamodb, self.users_table, record)
         call_with_retries(self.handle_record, StreamRecord(record), deadline=self.deadline,
-                          max_retries=self.max_retries, base_delay_s=self.base_delay_s)
+                          max_retries=self.max_retries, base_delay_s=self.base_delay_s,
+                          max_delay_s=self.max_delay_s)
 
     def run(self, records: list[dict]) -> FeedResult:
         """Run ``records`` in order until the end, a stop or the deadline; capture the failures."""
-        failures: list[PendingCapture] = []
+        failures: list[Failure] = []
         ran = 0
         for i, record in enumerate(records):
             if self.halted():
@@ -76,7 +78,7 @@ class Feeder:
                 self._one(record)
             except Exception as exc:  # any failure, malformed records included: captured
                 seq = (record.get("dynamodb") or {}).get("SequenceNumber") if isinstance(record, dict) else None
-                failures.append(PendingCapture(index=i, record=record, error=exc, sequence_number=seq))
+                failures.append(Failure(index=i, raw=record, sequence_number=seq, error=exc))
             ran = i + 1
         refused = self._capture(failures)
         done = min(refused) if refused else ran
@@ -87,12 +89,11 @@ class Feeder:
             result.by_error_type[type(f.error).__name__] += 1
         return result
 
-    def _capture(self, failures: list[PendingCapture]) -> dict[int, str]:
+    def _capture(self, failures: list[Failure]) -> dict[int, str]:
         """Capture; ``{index: why}`` of the ones refused."""
         if not failures:
             return {}
         try:
-            refused = self.capture.capture(failures, self.request_id)
+            return self.capture.capture(failures, self.request_id)
         except Exception as exc:  # the queue unreachable past the client's retries
             return {f.index: f"{type(exc).__name__}: {exc}"[:300] for f in failures}
-        return {f.index: f.reason or "not accepted by SQS" for f in refused}

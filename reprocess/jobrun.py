@@ -179,7 +179,8 @@ def execute(job: Job, options: JobOptions, *, clients: ClientCache, parts: list[
         def feeder_for(part: str, ctx: RunContext) -> Feeder:
             return Feeder(handle_record, mode=mode, capture=capture, request_id=f"{job.job_id}/{part}",
                           deadline=ctx.deadline, stop=ctx.stop, max_retries=options.max_retries or 0,
-                          base_delay_s=options.retry_base_delay_s or 0.0, dynamodb=dynamodb,
+                          base_delay_s=options.retry_base_delay_s or 0.0,
+                          max_delay_s=options.retry_max_delay_s or 0.0, dynamodb=dynamodb,
                           users_table=options.users_table)
 
     if isinstance(options, BackfillOptions):
