@@ -188,6 +188,7 @@ class Demo:
             self.phase_signups()
             self.phase_schema_change()
             self.phase_fix()
+            self.phase_backfill_and_rewind(state / f"search-demo-{os.getpid()}-rebuilt.sqlite3")
             checks = self.verify()
             self.table_out(checks)
         ok = all(c.ok for c in checks)
@@ -241,13 +242,46 @@ class Demo:
         self.say(f"   reprocess exit {self.reprocess['exit']}: " + ", ".join(
             f"{k} {self.reprocess.get(k)}" for k in ("taken", "succeeded", "still_failing", "parked")))
 
-    def run_reprocess(self) -> dict:
-        env = dict(os.environ)
-        env.update(self.fn("reprocess").environment)  # the reprocess function's settings, from the stack
-        env["AWS_ENDPOINT_URL"] = self.aws.url
-        cmd = [sys.executable, str(ROOT / "reprocess" / "reprocess.py"), "--consumer", "search-indexer",
-               "--json", "--no-progress", "--wait-seconds", "1"]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    def phase_backfill_and_rewind(self, rebuilt: Path) -> None:
+        self.step(4, "beyond the failure queue: rebuild the index from the table, re-run the stream")
+        self.rebuilt_url = f"sqlite:///{rebuilt}"
+        self.say("   operator: python reprocess/reprocess.py backfill --consumer search-indexer --segments 4"
+                 "   (into a new, empty index)")
+        self.backfill = self.run_reprocess("backfill", "--consumer", "search-indexer", "--segments", "4",
+                                           env={"SEARCH_URL": self.rebuilt_url})
+        self.say(f"   backfill exit {self.backfill['exit']}: " + ", ".join(
+            f"{k} {self.backfill.get(k)}" for k in ("read", "handled", "captured", "status")))
+        self.say("   operator: python reprocess/reprocess.py rewind --consumer crm-sync --since 10m")
+        self.stream_records = self.count_stream_records()
+        self.rewind = self.run_reprocess("rewind", "--consumer", "crm-sync", "--since", "10m")
+        self.say(f"   rewind exit {self.rewind['exit']}: " + ", ".join(
+            f"{k} {self.rewind.get(k)}" for k in ("taken", "handled", "captured", "mode", "status"))
+            + f" (the stream holds {self.stream_records} records)")
+
+    def count_stream_records(self) -> int:
+        import boto3
+
+        streams = boto3.client("dynamodbstreams")
+        arn = boto3.client("dynamodb").describe_table(TableName=self.table)["Table"]["LatestStreamArn"]
+        total = 0
+        for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+            it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                            ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            while it:
+                page = streams.get_records(ShardIterator=it, Limit=1000)
+                total += len(page["Records"])
+                it = page.get("NextShardIterator") if page["Records"] else None
+        return total
+
+    def run_reprocess(self, *args: str, env: dict | None = None) -> dict:
+        """reprocess.py as an operator runs it, with the reprocess function's settings."""
+        full = dict(os.environ)
+        full.update(self.fn("reprocess").environment)  # the reprocess function's settings, from the stack
+        full["AWS_ENDPOINT_URL"] = self.aws.url
+        full.update(env or {})
+        args = args or ("--consumer", "search-indexer", "--wait-seconds", "1")
+        cmd = [sys.executable, str(ROOT / "reprocess" / "reprocess.py"), *args, "--json", "--no-progress"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=full, capture_output=True, text=True, timeout=180)
         print(proc.stderr, flush=True)  # its logs -> functions.log
         try:
             summary = json.loads(proc.stdout)
@@ -260,7 +294,7 @@ class Demo:
     def verify(self) -> list[Check]:
         from consumers.sinks.sqlite_fts import SqliteSink
 
-        self.step(4, "verify")
+        self.step(5, "verify")
         checks: list[Check] = []
         index = self.fn("search-indexer").environment.get("SEARCH_INDEX") or "users"
         sink = SqliteSink.from_url(self.overrides["SEARCH_URL"], index)
@@ -318,6 +352,17 @@ class Demo:
                             ", ".join(f"{k}: {v}" for k, v in depths.items() if v) or f"{len(depths)} queues, all empty"))
         checks.append(Check("reprocess.py exited 0", self.reprocess.get("exit") == 0,
                             f"drained {self.reprocess.get('succeeded')} of {len(lost)} captured"))
+        rebuilt = SqliteSink.from_url(self.rebuilt_url, self.fn("search-indexer").environment.get("SEARCH_INDEX") or "users")
+        wrong = [u.uid for u in self.users if (rebuilt.get(u.uid) or {}).get("name") != u.name]
+        rebuilt.close()
+        checks.append(Check("backfill rebuilt a new index from the table: every user, right name",
+                            self.backfill.get("exit") == 0 and not wrong,
+                            f"{len(self.users) - len(wrong)}/{len(self.users)} in the new index, exit "
+                            f"{self.backfill.get('exit')}" + (f"; wrong: {wrong[:5]}" if wrong else "")))
+        checks.append(Check("rewind re-ran crm-sync's last ten minutes of the stream",
+                            self.rewind.get("exit") == 0 and self.rewind.get("handled") == self.stream_records,
+                            f"{self.rewind.get('handled')} of {self.stream_records} stream records handled in "
+                            f"{self.rewind.get('mode')} mode, exit {self.rewind.get('exit')}"))
         checks.append(Check("crm-sync blocked while the bug was live (iterator age climbed)",
                             self.blocked_age > 0, f"iterator age reached {self.blocked_age:.1f}s"))
         ages = self.em.iterator_ages()

@@ -36,6 +36,7 @@ from typing import Any, Iterator
 from streamkit.ddbjson import client_image_to_lambda, lambda_image_to_client
 from streamkit.timefmt import iso_from_epoch
 
+from .feed import run_batch
 from .job import PartState, RunContext
 from .ratelimit import TokenBucket
 from .stream_reader import region_of
@@ -188,26 +189,13 @@ class BackfillRunner:
                 state.counts.consumed_rcu += page.capacity
                 records = [backfill_record(it, key_names, read_at=page.read_at, job_id=ctx.job.job_id,
                                            source=source, clock_skew_s=self.clock_skew_s) for it in page.items]
-                if feeder is None:
-                    done = len(records)
-                else:
-                    result = feeder.run(records)
-                    done = result.done
-                    state.counts.handled += result.handled
-                    state.counts.captured += result.captured
-                    state.counts.by_error_type.update(result.by_error_type)
+                done = run_batch(feeder, records, state, ctx)
                 state.counts.read += done
-                state.counts.taken += done
                 if records:
                     state.counts.seen(iso_from_epoch(page.read_at))
                 if done < len(records):  # stopped inside the page: resume after the last item done
                     if done:
                         cp["lastKey"] = {k: client_image_to_lambda(page.items[done - 1])[k] for k in key_names}
-                    if feeder is not None and result.capture_problem:
-                        state.status = "failed"
-                        state.problem = f"capture refused, stopped before it: {result.capture_problem}"[:500]
-                    else:
-                        ctx.halt(state, ctx.stop_reason() or "interrupted")
                     ctx.save(state)
                     return
                 state.counts.pages += 1

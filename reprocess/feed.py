@@ -3,7 +3,8 @@
 A batch of Lambda-format records runs in order, each with the stream path's bounded
 transient retries (``streamkit.retry``), in the job's mode: as read (a backfilled item is
 already the current state; a rewind in ``replay`` mode) or rebuilt from the table
-(``latest``, ``reprocess.latest``). A record that fails is captured to the consumer's
+(``latest``, ``reprocess.latest``: the batch's items read in bulk with a consistent
+``BatchGetItem``). A record that fails is captured to the consumer's
 failure queue by the stream path's own ``streamkit.capture.FailureCapture`` (a versioned
 envelope with ``attempts``, claim-checked to S3 when oversized), so the drain picks it up
 after the next fix. The record captured is the one read from the source, not its rebuilt
@@ -27,7 +28,7 @@ from streamkit.deadline import Deadline
 from streamkit.record import StreamRecord
 from streamkit.retry import call_with_retries
 
-from .latest import build_latest
+from .latest import build_latest, current_items, key_text, latest_record
 
 
 @dataclass
@@ -60,9 +61,26 @@ class Feeder:
     def halted(self) -> bool:
         return self.stop.is_set() or self.deadline.expired()
 
-    def _one(self, record: dict) -> None:
+    def _prefetch(self, records: list[dict]) -> dict[str, dict | None]:
+        """latest mode: the batch's items in one consistent ``BatchGetItem`` per 100 keys
+        (empty when that fails: each record then reads its item alone, failing alone)."""
+        keys = [(r.get("dynamodb") or {}).get("Keys") for r in records if isinstance(r, dict)]
+        keys = [k for k in keys if isinstance(k, dict) and k]
+        if not keys:
+            return {}
+        try:
+            return current_items(self.dynamodb, self.users_table, keys)
+        except Exception:
+            return {}
+
+    def _one(self, record: dict, current: dict[str, dict | None]) -> None:
         if self.mode == "latest":
-            record = build_latest(self.dynamodb, self.users_table, record)
+            keys = (record.get("dynamodb") or {}).get("Keys")
+            text = key_text(keys) if isinstance(keys, dict) else None
+            if text in current:
+                record = latest_record(record, current[text])
+            else:
+                record = build_latest(self.dynamodb, self.users_table, record)
         call_with_retries(self.handle_record, StreamRecord(record), deadline=self.deadline,
                           max_retries=self.max_retries, base_delay_s=self.base_delay_s,
                           max_delay_s=self.max_delay_s)
@@ -71,11 +89,12 @@ class Feeder:
         """Run ``records`` in order until the end, a stop or the deadline; capture the failures."""
         failures: list[Failure] = []
         ran = 0
+        current = self._prefetch(records) if self.mode == "latest" and not self.halted() else {}
         for i, record in enumerate(records):
             if self.halted():
                 break
             try:
-                self._one(record)
+                self._one(record, current)
             except Exception as exc:  # any failure, malformed records included: captured
                 seq = (record.get("dynamodb") or {}).get("SequenceNumber") if isinstance(record, dict) else None
                 failures.append(Failure(index=i, raw=record, sequence_number=seq, error=exc))
@@ -97,3 +116,25 @@ class Feeder:
             return self.capture.capture(failures, self.request_id)
         except Exception as exc:  # the queue unreachable past the client's retries
             return {f.index: f"{type(exc).__name__}: {exc}"[:300] for f in failures}
+
+
+def run_batch(feeder: Feeder | None, records: list[dict], state: Any, ctx: Any) -> int:
+    """Feed ``records`` (a dry run, ``feeder`` None: only count them) for a part of a job,
+    adding to ``state.counts`` (``handled``, ``captured``, ``taken``, error types). When the
+    batch stopped short, the part's state says why: ``failed`` (a capture was refused) or
+    halted (a stop, a cancel, the deadline). Returns how many records are done."""
+    if feeder is None or not records:
+        done = len(records)
+    else:
+        result = feeder.run(records)
+        done = result.done
+        state.counts.handled += result.handled
+        state.counts.captured += result.captured
+        state.counts.by_error_type.update(result.by_error_type)
+        if done < len(records) and result.capture_problem:
+            state.status = "failed"
+            state.problem = f"capture refused, stopped before it: {result.capture_problem}"[:500]
+    state.counts.taken += done
+    if done < len(records) and state.status != "failed":
+        ctx.halt(state, ctx.stop_reason() or "interrupted")
+    return done

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -196,8 +197,11 @@ def execute(job: Job, options: JobOptions, *, clients: ClientCache, parts: list[
         runner = rewind.RewindRunner(streams=clients.get("dynamodbstreams"), feeder_for=feeder_for, dry_run=dry_run,
                                      read_interval_s=rewind.READ_INTERVAL_S if read_interval_s is None else read_interval_s)
         threads = options.threads(len(parts))
+    started = time.monotonic()
     run_parts(job, parts, runner, threads=threads, deadline=deadline, stop=stop, progress=progress, log=log)
-    return job.write_summary_if_finished()
+    summary = job.write_summary_if_finished()
+    summary["duration_s"] = round(time.monotonic() - started, 3)  # this run's (a job may take several)
+    return summary
 
 
 def run_job(options: JobOptions, *, store: JobStore | None = None, job_id: str | None = None,

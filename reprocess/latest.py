@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 from streamkit import sources
 from streamkit.ddbjson import client_image_to_lambda, lambda_image_to_client
@@ -43,6 +44,42 @@ def current_item(dynamodb, table: str, keys: dict) -> dict | None:
     )
     item = resp.get("Item")
     return client_image_to_lambda(item) if item else None
+
+
+BATCH_GET_MAX = 100  # keys per BatchGetItem
+BATCH_GET_ATTEMPTS = 5
+
+
+def key_text(keys: dict) -> str:
+    """One text per item key (Lambda JSON), to match items read in bulk to their records."""
+    return json.dumps(keys, sort_keys=True, separators=(",", ":"))
+
+
+def current_items(dynamodb, table: str, keys_list: list[dict], *, sleep=time.sleep) -> dict[str, dict | None]:
+    """Consistent ``BatchGetItem`` for many keys at once (a rewind's batch in latest mode):
+    ``{key_text(keys): item in Lambda's JSON shape, or None when gone}``. Unprocessed keys are
+    asked again with backoff; raises when some are still unanswered (the caller reads those
+    one by one)."""
+    wanted = {key_text(k): k for k in keys_list}
+    found: dict[str, dict | None] = dict.fromkeys(wanted)
+    names = sorted({name for k in wanted.values() for name in k})
+    pending = list(wanted.values())
+    for attempt in range(BATCH_GET_ATTEMPTS):
+        left: list[dict] = []
+        for i in range(0, len(pending), BATCH_GET_MAX):
+            chunk = pending[i : i + BATCH_GET_MAX]
+            resp = dynamodb.batch_get_item(RequestItems={table: {
+                "Keys": [lambda_image_to_client(k) for k in chunk], "ConsistentRead": True}})
+            for item in (resp.get("Responses") or {}).get(table, []):
+                image = client_image_to_lambda(item)
+                found[key_text({n: image[n] for n in names if n in image})] = image
+            unprocessed = ((resp.get("UnprocessedKeys") or {}).get(table) or {}).get("Keys") or []
+            left += [client_image_to_lambda(k) for k in unprocessed]
+        if not left:
+            return found
+        pending = left
+        sleep(min(2.0, 0.05 * 2**attempt))
+    raise RuntimeError(f"BatchGetItem left {len(pending)} key(s) unprocessed after {BATCH_GET_ATTEMPTS} attempts")
 
 
 def latest_record(record: dict, item: dict | None) -> dict:

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 from streamkit.timefmt import iso
 
+from .feed import run_batch
 from .job import JobError, PartState, RunContext
 from .stream_reader import iter_shard, to_lambda_record
 
@@ -236,15 +237,7 @@ class RewindRunner:
     def _flush(self, state: PartState, ctx: RunContext, batch: list[dict], pos: dict, consumed: str | None,
                arn: str, feeder: Any) -> bool:
         records = [to_lambda_record(r, arn) for r in batch]
-        if feeder is None or not records:
-            done = len(records)
-        else:
-            result = feeder.run(records)
-            done = result.done
-            state.counts.handled += result.handled
-            state.counts.captured += result.captured
-            state.counts.by_error_type.update(result.by_error_type)
-        state.counts.taken += done
+        done = run_batch(feeder, records, state, ctx)
         for r in batch[:done]:
             state.counts.seen(iso(created_at(r)))
             state.counts.by_event[r.get("eventName") or "?"] += 1
@@ -253,14 +246,9 @@ class RewindRunner:
                 pos["last"] = consumed
             ctx.save(state)
             return True
-        # stopped inside the batch: unread records are taken back from the read count
+        # stopped inside the batch: the records not done are read again on resume
         state.counts.read -= len(records) - done
         if done:
             pos["last"] = batch[done - 1]["dynamodb"]["SequenceNumber"]
-        if feeder is not None and result.capture_problem:
-            state.status = "failed"
-            state.problem = f"capture refused, stopped before it: {result.capture_problem}"[:500]
-        else:
-            ctx.halt(state, ctx.stop_reason() or "interrupted")
         ctx.save(state)
         return False

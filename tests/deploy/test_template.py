@@ -178,9 +178,17 @@ def test_every_alarm_exists_and_notifies_one_topic(any_template):
 
 
 def test_reprocess_schedule_off_by_default_and_api_behind_iam(template):
-    (rule,) = resources(template, "AWS::Events::Rule").values()
-    assert rule["Properties"]["State"] == "DISABLED"
-    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["ReprocessLambdaFunction", "Arn"]}
+    rules = list(resources(template, "AWS::Events::Rule").values())
+    assert len(rules) == 2  # the drain and the rewind (the articles' scheduled replay)
+    for rule in rules:
+        assert rule["Properties"]["State"] == "DISABLED"
+        assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["ReprocessLambdaFunction", "Arn"]}
+    inputs = [json.loads(r["Properties"]["Targets"][0]["Input"]) for r in rules]
+    rewind = next(i for i in inputs if i.get("kind") == "rewind")
+    from reprocess.options import RewindOptions
+
+    options = RewindOptions.from_wire(rewind)  # the schedule's event is one the Lambda accepts
+    assert options.consumer == "crm-sync" and options.window_s == 900 and options.until > options.since
     routes = resources(template, "AWS::ApiGatewayV2::Route")
     assert routes and all(r["Properties"]["AuthorizationType"] == "AWS_IAM" for r in routes.values())
 
@@ -414,3 +422,17 @@ def test_reader_budget_counts_mappings_on_an_existing_stream_arn(dynamodb_templa
 
 def test_cfn_lint_reports_no_errors_for_the_dynamodb_source(dynamodb_template):
     assert cfn_lint_errors(json.dumps(dynamodb_template)) == []
+
+
+def test_reprocess_may_scan_only_the_users_table_and_invoke_only_itself(template):
+    """Backfill (Scan, DescribeTable) names the users table alone; a job part's continuation
+    invokes the reprocess function alone; checkpoints live under the bucket's jobs/ prefix."""
+    _, reprocess = functions_by_name(template)["reprocess"]
+    statements = role_statements(template, reprocess)
+    (scan,) = [s for s in statements if "dynamodb:Scan" in s["Action"]]
+    assert "dynamodb:DescribeTable" in scan["Action"]
+    assert [r["Fn::Sub"].rsplit(":", 1)[1] for r in scan["Resource"]] == ["table/userstream-dev-users"]
+    (invoke,) = [s for s in statements if "lambda:InvokeFunction" in s["Action"]]
+    assert [r["Fn::Sub"].rsplit(":function:", 1)[1] for r in invoke["Resource"]] == ["userstream-dev-reprocess"]
+    jobs = [s for s in statements if any("/jobs/*" in json.dumps(r) for r in s["Resource"])]
+    assert jobs and {"s3:GetObject", "s3:PutObject"} <= {a for s in jobs for a in s["Action"]}

@@ -254,3 +254,34 @@ def test_lineages_read_parents_before_children_and_split_roots_apart():
 def test_bad_rewind_options_exit_2(stream, argv, message):
     out = run_cli("rewind", "--consumer", "crm-sync", *argv)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_latest_mode_reads_a_batch_of_items_in_bulk_and_asks_again_for_unprocessed_keys(stream):
+    """BatchGetItem may leave keys unprocessed (moto never does: the answer is trimmed here, as
+    DynamoDB trims it under load); they are asked for again, and gone items come back None."""
+    from reprocess.latest import current_items, key_text
+
+    for i in range(150):
+        put(i)
+    real = boto3.client("dynamodb")
+    calls = []
+
+    class Trimming:
+        def batch_get_item(self, **kw):
+            resp = real.batch_get_item(**kw)
+            calls.append(len(kw["RequestItems"]["users"]["Keys"]))
+            assert kw["RequestItems"]["users"]["ConsistentRead"] is True
+            if len(calls) == 1:  # the first answer: half of it "unprocessed"
+                items = resp["Responses"]["users"]
+                keep, drop = items[: len(items) // 2], items[len(items) // 2:]
+                resp["Responses"]["users"] = keep
+                resp["UnprocessedKeys"] = {"users": {"Keys": [{"user_id": i["user_id"]} for i in drop],
+                                                     "ConsistentRead": True}}
+            return resp
+
+    keys = [{"user_id": {"S": f"u{i:05d}"}} for i in range(150)] + [{"user_id": {"S": "gone"}}]
+    found = current_items(Trimming(), "users", keys, sleep=lambda s: None)
+    assert calls[:2] == [100, 51] and len(calls) == 3  # 100 + 51, then the 50 dropped ones again
+    assert found[key_text({"user_id": {"S": "gone"}})] is None
+    assert found[key_text({"user_id": {"S": "u00042"}})]["email"] == {"S": user_item(42)["email"]}
+    assert sum(v is not None for v in found.values()) == 150
