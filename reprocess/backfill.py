@@ -14,12 +14,9 @@ guard keyed on ``(consumer, eventID)`` recognises it.
 
 **Racing changes.** A change made after the page was read must win over the backfilled
 copy, and a change applied long before must lose to it (that is how a backfill repairs a
-mis-mapped index). The record is stamped with the read time minus ``clock_skew_s`` (our
-clock against DynamoDB's, checked at plan time from the response's ``Date`` header),
-floored to whole seconds, and the lowest possible sequence number (``"0"``): a
-DynamoDB-Streams change made at or after the read has a creation time at least that second
-and a higher sequence number, so it orders above; state-sync sinks apply a change only when
-it orders above what they store.
+mis-mapped index): the record carries the order of its read (``reprocess.snapshot``: the
+read time minus ``BACKFILL_CLOCK_SKEW_MS`` and the creation-time precision, as
+``ApproximateCreationDateTime``) and the lowest sequence number (``"0"``).
 """
 from __future__ import annotations
 
@@ -30,7 +27,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Iterator
 
 from streamkit.ddbjson import client_image_to_lambda, lambda_image_to_client
@@ -39,6 +35,7 @@ from streamkit.timefmt import iso_from_epoch
 from .feed import run_batch
 from .job import PartState, RunContext
 from .ratelimit import TokenBucket
+from .snapshot import describe_table, snapshot_stamp
 from .stream_reader import region_of
 
 BACKFILL_SEQUENCE_NUMBER = "0"  # below every real sequence number: a tie in time goes to the stream
@@ -52,17 +49,7 @@ class BackfillPlanError(ValueError):
 
 def describe(dynamodb: Any, table: str) -> dict:
     """What a plan needs of the table, plus how far our clock is from DynamoDB's."""
-    before = time.time()
-    resp = dynamodb.describe_table(TableName=table)
-    after = time.time()
-    desc = resp["Table"]
-    offset = None
-    date = ((resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}).get("date")
-    if date:
-        try:
-            offset = (before + after) / 2 - parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError):
-            offset = None
+    desc, offset = describe_table(dynamodb, table)
     return {
         "table": table,
         "tableArn": desc.get("TableArn"),
@@ -70,7 +57,7 @@ def describe(dynamodb: Any, table: str) -> dict:
         "keyNames": [k["AttributeName"] for k in desc["KeySchema"]],
         "itemCount": int(desc.get("ItemCount") or 0),
         "tableSizeBytes": int(desc.get("TableSizeBytes") or 0),
-        "clockOffsetS": None if offset is None else round(offset, 3),
+        "clockOffsetS": offset,
     }
 
 
@@ -97,7 +84,7 @@ def backfill_record(item: dict, key_names: list[str], *, read_at: float, job_id:
     """One Scan item (boto3's low-level shape) -> a Lambda-format MODIFY record of its state."""
     image = client_image_to_lambda(item)
     keys = {k: image[k] for k in key_names}
-    stamp = math.floor(read_at - clock_skew_s)
+    stamp = snapshot_stamp(read_at, clock_skew_s)
     event_id = uuid.uuid5(_EVENT_NS, f"{job_id}:{json.dumps(keys, sort_keys=True)}").hex
     arn = source.get("streamArn") or source.get("tableArn") or ""
     ddb = {

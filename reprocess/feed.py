@@ -18,6 +18,7 @@ idempotent by contract). Nothing is dropped.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,6 +30,7 @@ from streamkit.record import StreamRecord
 from streamkit.retry import call_with_retries
 
 from .latest import build_latest, current_items, key_text, latest_record
+from .snapshot import restamp
 
 
 @dataclass
@@ -48,7 +50,8 @@ class Feeder:
 
     def __init__(self, handle_record: Callable[[StreamRecord], Any], *, mode: str, capture: FailureCapture,
                  request_id: str, deadline: Deadline, stop: threading.Event, max_retries: int,
-                 base_delay_s: float, max_delay_s: float, dynamodb: Any = None, users_table: str | None = None):
+                 base_delay_s: float, max_delay_s: float, clock_skew_s: float = 0.0, dynamodb: Any = None,
+                 users_table: str | None = None):
         if mode not in ("as-read", "replay", "latest"):
             raise ValueError(f"unknown feed mode {mode!r}")
         if mode == "latest" and not (dynamodb is not None and users_table):
@@ -57,30 +60,37 @@ class Feeder:
         self.request_id, self.deadline, self.stop = request_id, deadline, stop
         self.max_retries, self.base_delay_s, self.max_delay_s = max_retries, base_delay_s, max_delay_s
         self.dynamodb, self.users_table = dynamodb, users_table
+        self.clock_skew_s = clock_skew_s
 
     def halted(self) -> bool:
         return self.stop.is_set() or self.deadline.expired()
 
-    def _prefetch(self, records: list[dict]) -> dict[str, dict | None]:
-        """latest mode: the batch's items in one consistent ``BatchGetItem`` per 100 keys
-        (empty when that fails: each record then reads its item alone, failing alone)."""
+    def _prefetch(self, records: list[dict]) -> tuple[dict[str, dict | None], float]:
+        """latest mode: the batch's items in one consistent ``BatchGetItem`` per 100 keys, and
+        when they were read (empty when that fails: each record then reads its item alone)."""
         keys = [(r.get("dynamodb") or {}).get("Keys") for r in records if isinstance(r, dict)]
         keys = [k for k in keys if isinstance(k, dict) and k]
+        read_at = time.time()
         if not keys:
-            return {}
+            return {}, read_at
         try:
-            return current_items(self.dynamodb, self.users_table, keys)
+            return current_items(self.dynamodb, self.users_table, keys), read_at
         except Exception:
-            return {}
+            return {}, read_at
 
-    def _one(self, record: dict, current: dict[str, dict | None]) -> None:
+    def _one(self, record: dict, current: tuple[dict[str, dict | None], float]) -> None:
         if self.mode == "latest":
+            # the item as it is now, ordered as that read (``reprocess.snapshot``): it replaces
+            # what the changes before it wrote, and loses to any change made after it
+            items, read_at = current
             keys = (record.get("dynamodb") or {}).get("Keys")
             text = key_text(keys) if isinstance(keys, dict) else None
-            if text in current:
-                record = latest_record(record, current[text])
+            if text in items:
+                record = latest_record(record, items[text])
             else:
+                read_at = time.time()
                 record = build_latest(self.dynamodb, self.users_table, record)
+            restamp(record, read_at, self.clock_skew_s)
         call_with_retries(self.handle_record, StreamRecord(record), deadline=self.deadline,
                           max_retries=self.max_retries, base_delay_s=self.base_delay_s,
                           max_delay_s=self.max_delay_s)
@@ -89,7 +99,7 @@ class Feeder:
         """Run ``records`` in order until the end, a stop or the deadline; capture the failures."""
         failures: list[Failure] = []
         ran = 0
-        current = self._prefetch(records) if self.mode == "latest" and not self.halted() else {}
+        current = self._prefetch(records) if self.mode == "latest" and not self.halted() else ({}, 0.0)
         for i, record in enumerate(records):
             if self.halted():
                 break

@@ -36,6 +36,7 @@ from .job import Job, JobError, PartState, RunContext, run_parts
 from .jobstore import JobStore, open_store
 from .options import BackfillOptions, JobOptions, RewindOptions
 from .ratelimit import TokenBucket
+from .snapshot import check_clock, describe_table
 from .summary import EXIT_OK
 
 CLIENT_OPTIONS = dict(max_attempts=5, connect_timeout=3, read_timeout=30)
@@ -59,11 +60,7 @@ def plan_backfill(options: BackfillOptions, clients: ClientCache) -> tuple[list[
 
         raise JobError(f"cannot describe table {options.users_table}: {describe_aws_error(exc)}") from exc
     skew = clock_skew_s()
-    offset = source.get("clockOffsetS")
-    if offset is not None and offset > skew:
-        raise JobError(f"this machine's clock is {offset:.1f}s ahead of DynamoDB's, more than the "
-                       f"{skew:.1f}s a backfill allows (a racing change could lose to an older copy): "
-                       "sync the clock (NTP) or raise BACKFILL_CLOCK_SKEW_MS")
+    check_clock(source.get("clockOffsetS"), skew)
     source.update(segments=options.segments, rate=options.rate, clockSkewS=skew, mode="current state",
                   pageSize=options.page_size or backfill.auto_page_size(
                       options.rate, options.segments, source["itemCount"], source["tableSizeBytes"]))
@@ -71,24 +68,30 @@ def plan_backfill(options: BackfillOptions, clients: ClientCache) -> tuple[list[
     return [str(i) for i in range(options.segments)], source
 
 
-def stream_arn_for(options: RewindOptions, clients: ClientCache) -> str:
-    if options.stream_arn:
-        return options.stream_arn
+def stream_arn_for(options: RewindOptions, clients: ClientCache) -> tuple[str, float | None]:
+    """The stream to rewind (``--stream-arn``, else the users table's latest) and our clock's
+    offset from DynamoDB's (``None`` when the table was not asked)."""
+    if options.stream_arn and not (options.effective_mode == "latest" and options.users_table):
+        return options.stream_arn, None
     if not options.users_table:
         raise JobError("a rewind reads the users table's stream: set USERS_TABLE, or pass --stream-arn")
     try:
-        arn = clients.get("dynamodb").describe_table(TableName=options.users_table)["Table"].get("LatestStreamArn")
+        table, offset = describe_table(clients.get("dynamodb"), options.users_table)
     except Exception as exc:
         from streamkit.awsclient import describe_aws_error
 
         raise JobError(f"cannot describe table {options.users_table}: {describe_aws_error(exc)}") from exc
+    arn = options.stream_arn or table.get("LatestStreamArn")
     if not arn:
         raise JobError(f"table {options.users_table} has no stream to rewind (enable one, or pass --stream-arn)")
-    return arn
+    return arn, offset
 
 
 def plan_rewind(options: RewindOptions, clients: ClientCache, now: datetime) -> tuple[list[str], dict]:
-    arn = stream_arn_for(options, clients)
+    arn, offset = stream_arn_for(options, clients)
+    skew = clock_skew_s()
+    if options.effective_mode == "latest":  # records rebuilt from a read are ordered as that read
+        check_clock(offset, skew)
     until = options.until or now
     try:
         source = rewind.plan(clients.get("dynamodbstreams"), arn, options.since, until, options.window_s, now=now)
@@ -98,7 +101,7 @@ def plan_rewind(options: RewindOptions, clients: ClientCache, now: datetime) -> 
         from streamkit.awsclient import describe_aws_error
 
         raise JobError(f"cannot describe stream {arn}: {describe_aws_error(exc)}") from exc
-    source.update(mode=options.effective_mode, table=options.users_table)
+    source.update(mode=options.effective_mode, table=options.users_table, clockSkewS=skew, clockOffsetS=offset)
     return [str(i) for i in range(len(source["lineages"]))], source
 
 
@@ -179,6 +182,7 @@ def execute(job: Job, options: JobOptions, *, clients: ClientCache, parts: list[
 
         def feeder_for(part: str, ctx: RunContext) -> Feeder:
             return Feeder(handle_record, mode=mode, capture=capture, request_id=f"{job.job_id}/{part}",
+                          clock_skew_s=job.source.get("clockSkewS", clock_skew_s()),
                           deadline=ctx.deadline, stop=ctx.stop, max_retries=options.max_retries or 0,
                           base_delay_s=options.retry_base_delay_s or 0.0,
                           max_delay_s=options.retry_max_delay_s or 0.0, dynamodb=dynamodb,

@@ -163,6 +163,41 @@ def test_stream_writes_during_a_backfill_leave_the_newest_state(search):
     assert index_matches_table(search["url"], "users") == []
 
 
+def test_a_backfill_repairs_state_a_change_wrote_before_the_read(search):
+    """The index holds a document written from an old change with wrong content (the
+    mis-mapped index): the backfilled copy orders above it and replaces it."""
+    from consumers.search_indexer import handle_record
+    from streamkit import StreamRecord
+    from streamkit.testing import make_record
+
+    load_table("users", [user_item(i) for i in range(5)])
+    wrong = {**user_item(3), "firstname": "Mismapped"}
+    handle_record(StreamRecord(make_record("MODIFY", keys={"user_id": "u00003"}, new_image=wrong,
+                                           created=int(time.time()) - 3600)))
+    assert index_docs(search["url"])["u00003"]["name"].startswith("Mismapped")
+    summary = run_job(BackfillOptions(consumer="search-indexer"), store=search["store"])
+    assert summary["status"] == "succeeded"
+    assert index_matches_table(search["url"], "users") == []
+
+
+def test_a_backfilled_copy_orders_below_every_change_made_after_its_read_and_above_older_ones():
+    """On both sources: a DynamoDB-Streams change (whole seconds, then its sequence number)
+    and a Kinesis change (microseconds) made at or after the read time minus the allowance."""
+    from reprocess.backfill import backfill_record
+    from streamkit import StreamRecord
+    from streamkit.ordering import dynamodb_order, kinesis_order
+
+    read_at = 1_764_430_000.0  # a whole second: the hardest case for flooring
+    skew = 5.0
+    copy = StreamRecord(backfill_record({"user_id": {"S": "u1"}}, ["user_id"], read_at=read_at, job_id="j",
+                                        source={}, clock_skew_s=skew)).change_order
+    for after in (read_at - skew, read_at - skew + 0.5, read_at, read_at + 1):
+        assert dynamodb_order(int(after), "100000000000000000001") > copy
+        assert kinesis_order(int(after * 1_000_000)) > copy
+    before = read_at - skew - 2
+    assert dynamodb_order(int(before), "999999999999999999999") < copy  # an older change loses to it
+
+
 def test_failures_are_captured_to_the_failure_queue_with_attempts_never_dropped(search, monkeypatch):
     """The v1 code (legacy schema) fails on v2 items: captured as envelopes (attempts 1, the
     backfilled record inside), the rest indexed; in = handled + captured; exit 1."""

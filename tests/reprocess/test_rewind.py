@@ -189,13 +189,83 @@ def test_a_dry_run_counts_the_range_and_handles_nothing(stream):
     assert summary["taken"] == 7 and summary["by_event"] == {"INSERT": 6, "REMOVE": 1}
 
 
-def test_latest_mode_rewinds_crm_sync_to_the_items_as_they_are_now(stream, monkeypatch):
-    """crm-sync re-run over a window: each record rebuilt from the item now, so a contact gets
-    today's name even though the window saw an older one, and a user deleted since is archived."""
+@pytest.fixture
+def crm(stream, monkeypatch):
+    """The fake CRM, and the table crm-sync keeps its applied change orders in."""
     from local.fakes import FakeCRM
 
     import consumers.crm_sync as crm_sync
 
+    boto3.client("dynamodb").create_table(
+        TableName="idempotency", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", "idempotency")
+    with FakeCRM(token="t") as fake:
+        monkeypatch.setenv("CRM_BASE_URL", fake.url)
+        monkeypatch.setenv("CRM_TOKEN", "t")
+        crm_sync._client = None
+        yield fake
+        crm_sync._client = None
+
+
+def test_a_rewind_re_applies_what_a_buggy_consumer_wrote_although_it_saw_those_changes(stream, crm, monkeypatch):
+    """The articles' case: crm-sync ran the window's changes (its order guard recorded them)
+    but a bug wrote wrong data without raising. The rewind in latest mode rebuilds each record
+    from the item now, ordered as that read, so the guard lets it through and the CRM is right.
+    (A read is ordered the allowance plus a second before it: no allowance here, moto runs on
+    this machine's clock, and the changes are two seconds old when the rewind reads them.)"""
+    monkeypatch.setenv("BACKFILL_CLOCK_SKEW_MS", "0")
+    from consumers.crm_sync import handle_record
+    from reprocess.stream_reader import to_lambda_record
+    from streamkit import StreamRecord
+
+    since = now()
+    time.sleep(0.05)
+    for i in range(5):
+        put(i)
+    for raw in stream_records(stream["arn"]):  # the stream path applied them...
+        handle_record(StreamRecord(to_lambda_record(raw, stream["arn"])))
+    for contact in crm.contacts.values():  # ...wrongly, without raising
+        contact["properties"]["firstname"] = "WRONG"
+    replayed = [StreamRecord(to_lambda_record(r, stream["arn"])) for r in stream_records(stream["arn"])]
+    handle_record(replayed[0])  # the same change again is skipped by the guard: no repair that way
+    assert crm.by_email(user_item(0)["email"])["properties"]["firstname"] == "WRONG"
+    time.sleep(2.1)
+
+    summary = run_job(RewindOptions(consumer="crm-sync", since=since), store=stream["store"])
+    assert summary["status"] == "succeeded" and summary["handled"] == 5 and summary["source"]["mode"] == "latest"
+    for i in range(5):
+        assert crm.by_email(user_item(i)["email"])["properties"]["firstname"] == user_item(i)["firstname"]
+
+
+def test_a_change_made_after_the_rewind_read_the_item_wins(stream, crm):
+    """A rewound record is ordered as its read: the stream's next change of that user, applied
+    before the rewound copy arrives, is not overwritten by it."""
+    from consumers.crm_sync import handle_record
+    from reprocess.stream_reader import to_lambda_record
+    from streamkit import StreamRecord
+
+    since = now()
+    time.sleep(0.05)
+    put(1)
+    raced = []
+
+    def racing(record) -> None:
+        if not raced:  # the user renames herself after the rewind read her item
+            put(1, firstname="Newer")
+            raced.append(StreamRecord(to_lambda_record(stream_records(stream["arn"])[-1], stream["arn"])))
+            handle_record(raced[0])  # crm-sync's stream path applies it first
+        handle_record(record)
+
+    summary = run_job(RewindOptions(consumer="crm-sync", since=since, until=now()), store=stream["store"],
+                      handle_record=racing)
+    assert summary["handled"] == 1 and raced
+    assert crm.by_email(user_item(1)["email"])["properties"]["firstname"] == "Newer"
+
+
+def test_latest_mode_rewinds_crm_sync_to_the_items_as_they_are_now(stream, crm):
+    """crm-sync re-run over a window: each record rebuilt from the item now, so a contact gets
+    today's name even though the window saw an older one, and a user deleted since is archived."""
     since = now()
     time.sleep(0.05)
     for i in range(4):
@@ -204,33 +274,25 @@ def test_latest_mode_rewinds_crm_sync_to_the_items_as_they_are_now(stream, monke
     time.sleep(0.05)
     put(1, firstname="New")  # after the window
     stream["ddb"].delete_item(TableName="users", Key={"user_id": {"S": "u00002"}})
-    with FakeCRM(token="t") as crm:
-        monkeypatch.setenv("CRM_BASE_URL", crm.url)
-        monkeypatch.setenv("CRM_TOKEN", "t")
-        crm_sync._client = None
-        crm.contacts["seed"] = {"id": "seed", "properties": {"email": user_item(2)["email"]}, "archived": False,
-                                "createdAt": "", "updatedAt": ""}
-        summary = run_job(RewindOptions(consumer="crm-sync", since=since, until=until), store=stream["store"])
-        assert summary["status"] == "succeeded" and summary["source"]["mode"] == "latest" and summary["handled"] == 4
-        assert crm.by_email(user_item(1)["email"])["properties"]["firstname"] == "New"
-        assert crm.by_email(user_item(0)["email"])["properties"]["firstname"] == "Old"
-        assert crm.by_email(user_item(2)["email"]) is None  # archived: the user is gone now
-        assert crm.by_email(user_item(2)["email"], archived=True) is not None
-        crm_sync._client = None
+    crm.contacts["seed"] = {"id": "seed", "properties": {"email": user_item(2)["email"]}, "archived": False,
+                            "createdAt": "", "updatedAt": ""}
+    summary = run_job(RewindOptions(consumer="crm-sync", since=since, until=until), store=stream["store"])
+    assert summary["status"] == "succeeded" and summary["source"]["mode"] == "latest" and summary["handled"] == 4
+    assert crm.by_email(user_item(1)["email"])["properties"]["firstname"] == "New"
+    assert crm.by_email(user_item(0)["email"])["properties"]["firstname"] == "Old"
+    assert crm.by_email(user_item(2)["email"]) is None  # archived: the user is gone now
+    assert crm.by_email(user_item(2)["email"], archived=True) is not None
 
 
-def test_the_cli_rewind_of_crm_sync_since_ten_minutes_ago(stream, tmp_path):
-    from local.fakes import FakeCRM
-
+def test_the_cli_rewind_of_crm_sync_since_ten_minutes_ago(stream, crm, tmp_path):
     for i in range(3):
         put(i)
-    with FakeCRM(token="t") as crm:
-        out = run_cli("rewind", "--consumer", "crm-sync", "--since", "10m", "--json",
-                      "--checkpoints", str(tmp_path / "jobs"), extra_env={"CRM_BASE_URL": crm.url, "CRM_TOKEN": "t"})
-        assert out.returncode == 0, out.stderr[-3000:]
-        summary = json.loads(out.stdout)
-        assert summary["handled"] == 3 and summary["kind"] == "rewind" and summary["status"] == "succeeded"
-        assert len(crm.active()) == 3
+    out = run_cli("rewind", "--consumer", "crm-sync", "--since", "10m", "--json", "--checkpoints",
+                  str(tmp_path / "jobs"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout)
+    assert summary["handled"] == 3 and summary["kind"] == "rewind" and summary["status"] == "succeeded"
+    assert len(crm.active()) == 3
 
 
 def test_lineages_read_parents_before_children_and_split_roots_apart():
