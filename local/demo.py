@@ -188,6 +188,7 @@ class Demo:
             self.phase_signups()
             self.phase_schema_change()
             self.phase_fix()
+            self.crm_missing = self.crm_missing_contacts()  # the stream path's work, before the rewind redoes it
             self.phase_backfill_and_rewind(state / f"search-demo-{os.getpid()}-rebuilt.sqlite3")
             checks = self.verify()
             self.table_out(checks)
@@ -258,6 +259,14 @@ class Demo:
             f"{k} {self.rewind.get(k)}" for k in ("taken", "handled", "captured", "mode", "status"))
             + f" (the stream holds {self.stream_records} records)")
 
+    def crm_missing_contacts(self) -> list[str]:
+        missing = []
+        for u in self.users:
+            c = self.crm.by_email(u.email)
+            if not c or c["properties"].get("firstname") != u.first or c["properties"].get("lastname") != u.last:
+                missing.append(u.uid)
+        return missing
+
     def count_stream_records(self) -> int:
         import boto3
 
@@ -312,11 +321,7 @@ class Demo:
                             f"{len(hits)} hits, {len(ada)} Adas; e.g. " + ", ".join(h["name"] for h in hits[:3])))
         sink.close()
 
-        missing = []
-        for u in self.users:
-            c = self.crm.by_email(u.email)
-            if not c or c["properties"].get("firstname") != u.first or c["properties"].get("lastname") != u.last:
-                missing.append(u.uid)
+        missing = self.crm_missing
         checks.append(Check("CRM: every contact, right name", not missing,
                             f"{len(self.users) - len(missing)}/{len(self.users)}"
                             + (f"; missing: {missing[:5]}" if missing else "")))
@@ -363,6 +368,10 @@ class Demo:
                             self.rewind.get("exit") == 0 and self.rewind.get("handled") == self.stream_records,
                             f"{self.rewind.get('handled')} of {self.stream_records} stream records handled in "
                             f"{self.rewind.get('mode')} mode, exit {self.rewind.get('exit')}"))
+        after = self.crm_missing_contacts()
+        checks.append(Check("CRM after the rewind: every contact, right name", not after,
+                            f"{len(self.users) - len(after)}/{len(self.users)}"
+                            + (f" (the stream path had left {len(missing)} wrong or missing)" if missing else "")))
         checks.append(Check("crm-sync blocked while the bug was live (iterator age climbed)",
                             self.blocked_age > 0, f"iterator age reached {self.blocked_age:.1f}s"))
         ages = self.em.iterator_ages()

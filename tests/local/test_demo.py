@@ -54,6 +54,8 @@ def test_demo_tells_the_story_and_every_check_passes(tmp_path, wanted):
     assert "crm-sync caught up by itself: True" in out
     assert "reprocess exit 0: taken 60, succeeded 60" in out
     for check in ("search index: every user, right name", "CRM: every contact, right name",
+                  "backfill rebuilt a new index from the table: every user, right name",
+                  "rewind re-ran crm-sync's last ten minutes of the stream",
                   "failure, parking and on-failure queues empty"):
         assert f"[PASS] {check}" in out
     assert "380/380" in out
@@ -75,5 +77,7 @@ def test_demo_exits_non_zero_when_a_promise_is_broken(tmp_path):
     proc = _demo(tmp_path, "--template", str(path), "--source", source, "--users", "50")
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "[FAIL] CRM: every contact, right name" in proc.stdout
+    # what Lambda discarded is still in the stream: the demo's rewind of crm-sync brings it back
+    assert "[PASS] CRM after the rewind: every contact, right name" in proc.stdout
     assert re.search(r"crm-sync on-failure destination: [1-9]", proc.stdout)  # Lambda's metadata messages
     assert "SOME CHECKS FAILED" in proc.stdout
