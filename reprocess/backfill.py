@@ -25,9 +25,10 @@ import math
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from streamkit.ddbjson import client_image_to_lambda, lambda_image_to_client
 from streamkit.timefmt import iso_from_epoch
@@ -82,7 +83,7 @@ def estimate(source: dict, rate: float | None) -> dict:
 def backfill_record(item: dict, key_names: list[str], *, read_at: float, job_id: str, source: dict,
                     clock_skew_s: float) -> dict:
     """One Scan item (boto3's low-level shape) -> a Lambda-format MODIFY record of its state."""
-    image = client_image_to_lambda(item)
+    image = client_image_to_lambda(item) or {}
     keys = {k: image[k] for k in key_names}
     stamp = snapshot_stamp(read_at, clock_skew_s)
     event_id = uuid.uuid5(_EVENT_NS, f"{job_id}:{json.dumps(keys, sort_keys=True)}").hex
@@ -135,9 +136,9 @@ class SegmentReader:
             self.bucket.consume(capacity)
         return Page(resp.get("Items") or [], resp.get("LastEvaluatedKey"), read_at, capacity)
 
-    def pages(self, start_key: dict | None) -> Iterator[Page]:
+    def pages(self, start_key: dict | None) -> Generator[Page, None, None]:
         with ThreadPoolExecutor(1, thread_name_prefix=f"scan-{self.segment}") as ahead:
-            future = ahead.submit(self._scan, start_key)
+            future: Future[Page | None] | None = ahead.submit(self._scan, start_key)
             while future is not None:
                 page = future.result()
                 if page is None:
@@ -182,7 +183,8 @@ class BackfillRunner:
                     state.counts.seen(iso_from_epoch(page.read_at))
                 if done < len(records):  # stopped inside the page: resume after the last item done
                     if done:
-                        cp["lastKey"] = {k: client_image_to_lambda(page.items[done - 1])[k] for k in key_names}
+                        last = client_image_to_lambda(page.items[done - 1]) or {}
+                        cp["lastKey"] = {k: last[k] for k in key_names}
                     ctx.save(state)
                     return
                 state.counts.pages += 1

@@ -20,9 +20,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from streamkit import sources
 from streamkit.batch import Failure
 from streamkit.capture import FailureCapture
 from streamkit.deadline import Deadline
@@ -68,10 +70,9 @@ class Feeder:
     def _prefetch(self, records: list[dict]) -> tuple[dict[str, dict | None], float]:
         """latest mode: the batch's items in one consistent ``BatchGetItem`` per 100 keys, and
         when they were read (empty when that fails: each record then reads its item alone)."""
-        keys = [(r.get("dynamodb") or {}).get("Keys") for r in records if isinstance(r, dict)]
-        keys = [k for k in keys if isinstance(k, dict) and k]
+        keys = [k for k in (sources.keys_of(r) for r in records) if k]
         read_at = time.time()
-        if not keys:
+        if not keys or not self.users_table:
             return {}, read_at
         try:
             return current_items(self.dynamodb, self.users_table, keys), read_at
@@ -83,14 +84,14 @@ class Feeder:
             # the item as it is now, ordered as that read (``reprocess.snapshot``): it replaces
             # what the changes before it wrote, and loses to any change made after it
             items, read_at = current
-            keys = (record.get("dynamodb") or {}).get("Keys")
-            text = key_text(keys) if isinstance(keys, dict) else None
+            keys = sources.keys_of(record)
+            text = key_text(keys) if keys else None
             if text in items:
                 record = latest_record(record, items[text])
             else:
                 read_at = time.time()
-                record = build_latest(self.dynamodb, self.users_table, record)
-            restamp(record, read_at, self.clock_skew_s)
+                record = build_latest(self.dynamodb, self.users_table or "", record)
+            record = restamp(record, read_at, self.clock_skew_s)
         call_with_retries(self.handle_record, StreamRecord(record), deadline=self.deadline,
                           max_retries=self.max_retries, base_delay_s=self.base_delay_s,
                           max_delay_s=self.max_delay_s)
@@ -106,7 +107,7 @@ class Feeder:
             try:
                 self._one(record, current)
             except Exception as exc:  # any failure, malformed records included: captured
-                seq = (record.get("dynamodb") or {}).get("SequenceNumber") if isinstance(record, dict) else None
+                seq = sources.sequence_number_of(record)
                 failures.append(Failure(index=i, raw=record, sequence_number=seq, error=exc))
             ran = i + 1
         refused = self._capture(failures)

@@ -200,8 +200,8 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from reprocess.jobrun import options_of, run_job
     from reprocess.job import Job
+    from reprocess.jobrun import options_of, run_job
     from reprocess.reprocess import _load_handler, _logs_to_stderr
     from reprocess.summary import EXIT_FAILURES, EXIT_USAGE
     from streamkit.deadline import Deadline

@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from consumers.registry import get_consumer
 from streamkit.awsclient import ClientCache
@@ -93,6 +94,7 @@ def plan_rewind(options: RewindOptions, clients: ClientCache, now: datetime) -> 
     if options.effective_mode == "latest":  # records rebuilt from a read are ordered as that read
         check_clock(offset, skew)
     until = options.until or now
+    assert options.since is not None  # RewindOptions requires it
     try:
         source = rewind.plan(clients.get("dynamodbstreams"), arn, options.since, until, options.window_s, now=now)
     except JobError:
@@ -113,7 +115,7 @@ def open_job(options: JobOptions, *, store: JobStore, clients: ClientCache, job_
         if job.kind != options.kind or job.consumer != options.consumer:
             raise JobError(f"job {resume} is a {job.kind} of {job.consumer}, not a {options.kind} of {options.consumer}")
         return job
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     options = options.resolved()
     if isinstance(options, BackfillOptions):
         parts, source = plan_backfill(options, clients)
@@ -132,7 +134,7 @@ def options_of(job: Job) -> JobOptions:
 
 
 # ---- running ----------------------------------------------------------------------------------
-def failure_capture(consumer: str, clients: ClientCache, env: dict | None = None) -> FailureCapture:
+def failure_capture(consumer: str, clients: ClientCache, env: Mapping[str, str] | None = None) -> FailureCapture:
     """The stream path's capture, pointed at the consumer's failure queue (clients made now,
     on this thread: the parts share it)."""
     env = os.environ if env is None else env

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from streamkit.awsclient import is_not_found, make_client
 from streamkit.errors import ConfigError

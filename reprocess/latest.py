@@ -71,10 +71,10 @@ def current_items(dynamodb, table: str, keys_list: list[dict], *, sleep=time.sle
             resp = dynamodb.batch_get_item(RequestItems={table: {
                 "Keys": [lambda_image_to_client(k) for k in chunk], "ConsistentRead": True}})
             for item in (resp.get("Responses") or {}).get(table, []):
-                image = client_image_to_lambda(item)
+                image = client_image_to_lambda(item) or {}
                 found[key_text({n: image[n] for n in names if n in image})] = image
             unprocessed = ((resp.get("UnprocessedKeys") or {}).get(table) or {}).get("Keys") or []
-            left += [client_image_to_lambda(k) for k in unprocessed]
+            left += [client_image_to_lambda(k) or {} for k in unprocessed]
         if not left:
             return found
         pending = left

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumers.registry import REPROCESS_MODES, Consumer, UnknownConsumerError, get_consumer
@@ -239,12 +239,12 @@ def parse_when(value: Any, label: str, now: datetime) -> datetime:
     """An ISO-8601 time (``2026-11-29T17:00:00Z``; no zone means UTC) or a duration ago
     (``"90m"``: 90 minutes before ``now``), as an aware UTC datetime."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     from streamkit.timefmt import parse_iso
 
     when = parse_iso(value) if isinstance(value, str) else None
     if when is not None:
-        return when.astimezone(timezone.utc)
+        return when.astimezone(UTC)
     if isinstance(value, str) and _DURATION.match(value):
         return now - timedelta(seconds=parse_duration(value, label))
     raise OptionsError(f"{label} must be an ISO-8601 time (2026-11-29T17:00:00Z) or a duration ago (90m, 6h), "
@@ -349,7 +349,7 @@ class RewindOptions:
         resolved against ``now``; ``window`` as seconds or a duration (``"15m"``)."""
         allowed = allowed or REWIND_EVENT_FIELDS
         _check_wire(data, allowed, '{"since": "2026-11-29T17:00:00Z", "window": "15m"}')
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         values: dict[str, Any] = {REWIND_WIRE[k]: v for k, v in data.items() if k in REWIND_WIRE and v is not None}
         for label in ("since", "until"):
             if label in values:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from consumers.registry import stack_prefix
 from streamkit.awsclient import ClientCache, describe_aws_error
@@ -41,7 +42,7 @@ from .summary import EXIT_USAGE
 MAX_CONTINUATIONS = 1000  # 1000 x 15 minutes: ten days of one part; a runaway guard
 
 
-def function_name(env: dict | None = None) -> str:
+def function_name(env: Mapping[str, str] | None = None) -> str:
     """``REPROCESS_FUNCTION_NAME``, else the stack's ``{service}-{stage}-reprocess``."""
     from .options import REPROCESS_FUNCTION_NAME
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from streamkit.timefmt import iso
 
@@ -53,8 +54,8 @@ def created_at(record: dict) -> datetime:
     """A boto3 stream record's ``ApproximateCreationDateTime`` as an aware datetime."""
     value = record["dynamodb"]["ApproximateCreationDateTime"]
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(float(value), tz=UTC)
 
 
 def describe_stream(streams: Any, stream_arn: str) -> dict:
@@ -113,7 +114,7 @@ def plan(streams: Any, stream_arn: str, since: datetime, until: datetime, window
          now: datetime | None = None) -> dict:
     """The stream's lineages and the windows for ``[since, until)``; ``RetentionError`` when
     ``since`` is older than the stream can hold."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     oldest = now - DYNAMODB_STREAMS_RETENTION
     if since < oldest:
         raise RetentionError(
@@ -126,7 +127,7 @@ def plan(streams: Any, stream_arn: str, since: datetime, until: datetime, window
     notes = []
     created = desc.get("CreationRequestDateTime")
     if isinstance(created, datetime):
-        created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+        created = created if created.tzinfo else created.replace(tzinfo=UTC)
         if created > since:  # nothing is missing: the stream holds everything since it began
             notes.append(f"the stream began at {iso(created)}, after --since: it holds nothing older (an "
                          "earlier stream of the table, if any, is not read)")

@@ -13,8 +13,8 @@ above the one they store. Such a record must therefore order:
 
 ``snapshot_stamp`` gives it the order for the read time minus the clock-skew allowance
 (``BACKFILL_CLOCK_SKEW_MS``: our clock may run ahead of DynamoDB's) minus the creation-time
-precision (whole seconds: the record is shaped like a DynamoDB-Streams record), as its
-``ApproximateCreationDateTime``. Changes made within the allowance before the read then
+precision of the record's source (whole seconds on DynamoDB Streams, a microsecond on
+Kinesis), as its ``ApproximateCreationDateTime``. Changes made within the allowance before the read then
 order above the record too: their state is the one read, or newer, so this is harmless unless
 such a change was applied wrongly (a rewind that follows a bug fix by less than the allowance).
 ``clock_offset_s`` measures how far our clock runs ahead from a response's ``Date`` header,
@@ -22,28 +22,37 @@ so a job refuses to start when the allowance does not cover it.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from streamkit import sources
 from streamkit.ordering import PRECISION_S, order_for_read_at
+from streamkit.sources import DYNAMODB
 
 from .job import JobError
 
 
-def snapshot_stamp(read_at: float, clock_skew_s: float) -> int:
-    """``ApproximateCreationDateTime`` (epoch seconds) for a state read at ``read_at``; with
-    any sequence number its ``change_order`` is strictly below that of every change made at
-    or after ``read_at - clock_skew_s``, on either source."""
-    precision = PRECISION_S["dynamodb"]  # the record is DynamoDB-shaped: its order is to the second
-    at = datetime.fromtimestamp(read_at - clock_skew_s - precision, tz=timezone.utc)
-    return int(order_for_read_at(at, precision)) // 1_000_000
+def snapshot_stamp(read_at: float, clock_skew_s: float, source: str = DYNAMODB) -> int:
+    """``ApproximateCreationDateTime`` for a state read at ``read_at``, in the unit of
+    ``source``'s change records (whole seconds on DynamoDB Streams, microseconds on Kinesis):
+    with any tiebreak its ``change_order`` is strictly below that of every change made at or
+    after ``read_at - clock_skew_s``."""
+    precision = PRECISION_S[source]
+    at = datetime.fromtimestamp(read_at - clock_skew_s - precision, tz=UTC)
+    micros = int(order_for_read_at(at, precision))
+    return micros // 1_000_000 if source == DYNAMODB else micros
 
 
 def restamp(record: dict, read_at: float, clock_skew_s: float) -> dict:
-    """``record`` (rebuilt from a read, in place) ordered as that read: ``snapshot_stamp``."""
-    record.setdefault("dynamodb", {})["ApproximateCreationDateTime"] = snapshot_stamp(read_at, clock_skew_s)
-    return record
+    """``record`` (rebuilt from a read) ordered as that read: ``snapshot_stamp`` in its change."""
+    source = sources.source_of(record) or DYNAMODB
+    change = sources.change_of(record)
+    if change is None:
+        raise ValueError("not a DynamoDB Streams or Kinesis record")
+    change = {**change, "dynamodb": {**(change.get("dynamodb") or {}),
+                                     "ApproximateCreationDateTime": snapshot_stamp(read_at, clock_skew_s, source)}}
+    return sources.with_change(record, change)
 
 
 def clock_offset_s(response: dict, before: float, after: float) -> float | None:

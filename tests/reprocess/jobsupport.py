@@ -22,28 +22,12 @@ from streamkit.testing import LambdaContext
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Radia", "Ken"]
 
 
-def make_users_table(name: str = "users", *, stream: bool = False) -> str:
-    kwargs: dict[str, Any] = {}
-    if stream:
-        kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    boto3.client("dynamodb").create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        **kwargs,
-    )
-    return name
+def user_item(i: int, *, first: str | None = None, v2: bool = True, **extra: Any) -> dict:
+    """``tests.support.users.user_item`` with five-digit ids (the 10,000-item table) and a
+    few first names, so search results differ."""
+    from tests.support.users import user_item as support_user_item
 
-
-def user_item(i: int, *, first: str | None = None, v2: bool = True) -> dict:
-    first = first or FIRST[i % len(FIRST)]
-    item = {"user_id": f"u{i:05d}", "email": f"{first.lower()}.{i}@example.com", "plan": ["free", "pro"][i % 2]}
-    if v2:
-        item.update(firstname=first, lastname=f"Number{i}")
-    else:
-        item["fullname"] = f"{first} Number{i}"
-    return item
+    return support_user_item(i, v2=v2, width=5, first=first or FIRST[i % len(FIRST)], **extra)
 
 
 def load_table(table: str, items: list[dict]) -> None:
@@ -124,7 +108,7 @@ class InProcessLambda:
         self._lock = threading.Lock()
         self._session = boto3._get_default_session()
 
-    def __enter__(self) -> "InProcessLambda":
+    def __enter__(self) -> InProcessLambda:
         self._session.events.register("before-send.lambda.Invoke", self._on_invoke)
         return self
 
@@ -155,6 +139,12 @@ class InProcessLambda:
         with self._lock:
             self.threads.append(thread)
         thread.start()
+
+    def take_deferred(self) -> list[dict]:
+        """The invocations held so far (they will not run)."""
+        with self._lock:
+            held, self.deferred = self.deferred, []
+        return held
 
     def run_deferred(self) -> None:
         with self._lock:
@@ -191,22 +181,6 @@ class _Raw:
 
     def stream(self, **_: Any):
         yield self._body
-
-
-class ShortLivedContext(LambdaContext):
-    """A Lambda context whose time runs out after ``checks`` looks at the clock: a part then
-    pauses at a checkpoint and continues in a new invocation, however fast the machine is."""
-
-    def __init__(self, checks: int, margin_ms: int, **kw: Any):
-        super().__init__(**kw)
-        self.checks, self.margin_ms = checks, margin_ms
-        self._lock = threading.Lock()
-
-    def get_remaining_time_in_millis(self) -> int:
-        with self._lock:
-            self.checks -= 1
-            left = self.checks
-        return self.margin_ms + 60_000 if left > 0 else max(0, self.margin_ms - 1)
 
 
 def env_for_cli(**extra: str) -> dict:

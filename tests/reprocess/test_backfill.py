@@ -13,9 +13,10 @@ from reprocess.job import Job
 from reprocess.jobrun import run_job
 from reprocess.jobstore import FileStore, manifest_key, part_key
 from reprocess.options import BackfillOptions, OptionsError
+from tests.support.aws import create_consumer_queues, create_users_table, queue_count, take_all
 
-from .conftest import depth, make_queues, run_cli, take_all
-from .jobsupport import FIRST, CallLog, index_docs, index_matches_table, load_table, make_users_table, user_item
+from .conftest import run_cli
+from .jobsupport import FIRST, CallLog, index_docs, index_matches_table, load_table, user_item
 
 
 @pytest.fixture
@@ -27,9 +28,10 @@ def search(env, monkeypatch, tmp_path):
     monkeypatch.setenv("SEARCH_URL", url)
     monkeypatch.delenv("SEARCH_INDEX", raising=False)
     monkeypatch.delenv("USER_SCHEMA_MODE", raising=False)
-    monkeypatch.setenv("USERS_TABLE", make_users_table())
+    create_users_table("users", stream=False)
+    monkeypatch.setenv("USERS_TABLE", "users")
     si._sinks.clear()
-    failures, parking = make_queues("search-indexer")
+    failures, parking = create_consumer_queues("search-indexer")
     yield {"url": url, "table": "users", "failures": failures, "parking": parking, "store": FileStore(tmp_path / "jobs")}
     si._sinks.clear()
 
@@ -64,7 +66,7 @@ def test_backfill_of_10000_items_leaves_index_equal_to_table(search):
     assert len(calls) == len(set(calls)) == 10_000  # each item once
     assert summary["taken"] == summary["handled"] == summary["read"] == 10_000 and summary["captured"] == 0
     assert summary["part_status"] == {"done": 4}
-    assert depth(search["failures"]) == 0
+    assert queue_count(search["failures"]) == 0
     stored = search["store"].get(f"jobs/{summary['job_id']}.json")  # where the operator API reads jobs
     assert stored["status"] == "succeeded" and stored["handled"] == 10_000
 
@@ -130,7 +132,7 @@ def test_stream_writes_during_a_backfill_leave_the_newest_state(search):
     from reprocess.stream_reader import to_lambda_record
 
     boto3.client("dynamodb").delete_table(TableName="users")
-    make_users_table(stream=True)
+    create_users_table("users", stream=True)
     load_table("users", [user_item(i) for i in range(60)])
     streams = boto3.client("dynamodbstreams")
     arn = boto3.client("dynamodb").describe_table(TableName="users")["Table"]["LatestStreamArn"]
@@ -241,7 +243,7 @@ def test_a_refused_capture_stops_the_segment_before_it_and_the_resume_loses_noth
     assert first["status"] == "failed" and first["exit_code"] == 1
     assert "capture refused" in first["problems"][0]
     assert first["captured"] == 0 and first["handled"] == first["taken"] < 30
-    assert depth(search["failures"]) == 0
+    assert queue_count(search["failures"]) == 0
     second = run_job(BackfillOptions(consumer="search-indexer", page_size=10), store=search["store"],
                      resume="refused")
     del os.environ["USER_SCHEMA_MODE"]

@@ -17,10 +17,9 @@ from handlers import reprocess as fn
 from reprocess.job import Job
 from reprocess.jobstore import S3Store, summary_key
 from streamkit.testing import LambdaContext
+from tests.support.aws import create_consumer_queues, create_users_table
 
-from .conftest import make_queues
-from .jobsupport import (InProcessLambda, ShortLivedContext, index_matches_table, load_table, make_users_table,
-                         user_item)
+from .jobsupport import InProcessLambda, index_matches_table, load_table, user_item
 
 FUNCTION = "userstream-dev-reprocess"
 
@@ -34,8 +33,9 @@ def lambda_env(env, monkeypatch, tmp_path):
     url = f"sqlite:///{tmp_path / 'index.sqlite3'}"
     monkeypatch.setenv("SEARCH_URL", url)
     monkeypatch.delenv("USER_SCHEMA_MODE", raising=False)
-    monkeypatch.setenv("USERS_TABLE", make_users_table(stream=True))
-    make_queues("search-indexer")
+    create_users_table("users", stream=True)
+    monkeypatch.setenv("USERS_TABLE", "users")
+    create_consumer_queues("search-indexer")
     si._sinks.clear()
     yield {"url": url, "store": S3Store("jobs-bucket")}
     si._sinks.clear()
@@ -71,29 +71,32 @@ def test_remote_backfill_runs_one_invocation_per_segment_and_follows_them_in_s3(
     assert stored["status"] == "succeeded" and stored["handled"] == 400
 
 
-def test_a_part_continues_in_a_new_invocation_when_its_time_runs_out(lambda_env, capsys):
-    """Each invocation sees its deadline after a few clock checks: the part saves its
-    checkpoint, invokes the function again with "continuation": n + 1, and the next one
-    resumes; no item is lost or handled twice."""
+def test_a_part_out_of_time_hands_over_to_a_new_invocation(lambda_env, capsys):
+    """An invocation whose time is up saves its part's checkpoint and invokes the function
+    again with the same part and "continuation": 1; that one finishes the part. Nothing is
+    lost or handled twice."""
     load_table("users", [user_item(i) for i in range(300)])
-    calls = []
-
-    def context():
-        calls.append(1)
-        return ShortLivedContext(checks=60, margin_ms=fn.MARGIN_MS, function_name=FUNCTION)
-
-    with InProcessLambda(FUNCTION, context_factory=context) as lam:
-        code = cli("backfill", "--consumer", "search-indexer", "--segments", "2", "--page-size", "20",
-                   "--remote", "--json")
-    out = capsys.readouterr()
-    assert code == 0, out.err[-2000:]
-    summary = json.loads(out.out)
-    continuations = [e for e in lam.events if e.get("continuation")]
-    assert continuations and max(e["continuation"] for e in continuations) >= 2
-    assert {e["part"] for e in continuations} == {"0", "1"}
+    with InProcessLambda(FUNCTION, defer=True) as lam:
+        assert cli("backfill", "--consumer", "search-indexer", "--segments", "2", "--page-size", "20",
+                   "--remote", "--detach") == 0
+        job_id = capsys.readouterr().out.strip()
+        first = lam.take_deferred()
+        assert sorted(e["part"] for e in first) == ["0", "1"]
+        for event in first:  # no time left beyond REPROCESS_MARGIN_MS
+            out = fn.handler(event, LambdaContext(timeout_s=fn.MARGIN_MS / 1000, function_name=FUNCTION))
+            assert out["continued"] == "continuation 1 invoked"
+        paused = Job.load(lambda_env["store"], job_id).states()
+        assert [(s.status, s.stopped_by) for s in paused] == [("paused", "time budget used")] * 2
+        handover = list(lam.deferred)
+        assert sorted((e["part"], e["continuation"], e["jobId"]) for e in handover) == [
+            ("0", 1, job_id), ("1", 1, job_id)]
+        lam.run_deferred()
+    assert lam.errors == [] and all("continued" not in r for r in lam.results)
+    job = Job.load(lambda_env["store"], job_id)
+    assert [(s.status, s.invocations, s.counts.handled) for s in job.states()] == [
+        ("done", 2, job.part_state("0").counts.handled), ("done", 2, job.part_state("1").counts.handled)]
+    summary = job.summary()
     assert summary["handled"] == summary["taken"] == 300 and summary["status"] == "succeeded"
-    states = Job.load(lambda_env["store"], summary["job_id"]).states()
-    assert sum(s.invocations for s in states) == len(lam.events)
     assert index_matches_table(lambda_env["url"], "users") == []
 
 

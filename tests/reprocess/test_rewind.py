@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
@@ -15,24 +15,31 @@ from reprocess.jobrun import run_job
 from reprocess.jobstore import FileStore
 from reprocess.options import RewindOptions
 from streamkit.timefmt import iso
+from tests.support.aws import (
+    create_consumer_queues,
+    create_idempotency_table,
+    create_users_table,
+    stream_records,
+    take_all,
+)
 
-from .conftest import depth, make_queues, run_cli, take_all
-from .jobsupport import make_users_table, user_item
+from .conftest import run_cli
+from .jobsupport import user_item
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @pytest.fixture
 def stream(env, monkeypatch, tmp_path):
     """A users table with a NEW_AND_OLD_IMAGES stream, written by one thread (moto may repeat
     sequence numbers under concurrent writers), and both consumers' queues."""
-    monkeypatch.setenv("USERS_TABLE", make_users_table(stream=True))
+    arn = create_users_table("users", stream=True)
+    monkeypatch.setenv("USERS_TABLE", "users")
     for consumer in ("search-indexer", "crm-sync"):
-        make_queues(consumer)
+        create_consumer_queues(consumer)
     ddb = boto3.client("dynamodb")
-    arn = ddb.describe_table(TableName="users")["Table"]["LatestStreamArn"]
     return {"ddb": ddb, "arn": arn, "store": FileStore(tmp_path / "jobs")}
 
 
@@ -46,13 +53,6 @@ def put(i: int, **extra) -> None:
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     table = _tables.get(endpoint) or _tables.setdefault(endpoint, boto3.resource("dynamodb").Table("users"))
     table.put_item(Item={**user_item(i), **extra})
-
-
-def stream_records(arn: str) -> list[dict]:
-    streams = boto3.client("dynamodbstreams")
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-    return streams.get_records(ShardIterator=it, Limit=1000)["Records"]
 
 
 def recorder(seen: list, fail=lambda record: False):
@@ -192,14 +192,10 @@ def test_a_dry_run_counts_the_range_and_handles_nothing(stream):
 @pytest.fixture
 def crm(stream, monkeypatch):
     """The fake CRM, and the table crm-sync keeps its applied change orders in."""
+    import consumers.crm_sync as crm_sync
     from local.fakes import FakeCRM
 
-    import consumers.crm_sync as crm_sync
-
-    boto3.client("dynamodb").create_table(
-        TableName="idempotency", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
-    monkeypatch.setenv("IDEMPOTENCY_TABLE", "idempotency")
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", create_idempotency_table())
     with FakeCRM(token="t") as fake:
         monkeypatch.setenv("CRM_BASE_URL", fake.url)
         monkeypatch.setenv("CRM_TOKEN", "t")
