@@ -70,19 +70,23 @@ def plan_backfill(options: BackfillOptions, clients: ClientCache) -> tuple[list[
 
 
 def stream_arn_for(options: RewindOptions, clients: ClientCache) -> tuple[str, float | None]:
-    """The stream to rewind (``--stream-arn``, else the users table's latest) and our clock's
-    offset from DynamoDB's (``None`` when the table was not asked)."""
-    if options.stream_arn and not (options.effective_mode == "latest" and options.users_table):
-        return options.stream_arn, None
+    """The stream to rewind (``--stream-arn``, else ``STREAM_ARN``: the stack's source, else the
+    users table's latest DynamoDB stream) and our clock's offset from DynamoDB's (``None`` when
+    the table was not asked)."""
+    from .options import STREAM_ARN
+
+    arn = options.stream_arn or STREAM_ARN.read() or None
+    if arn and not (options.effective_mode == "latest" and options.users_table):
+        return arn, None
     if not options.users_table:
-        raise JobError("a rewind reads the users table's stream: set USERS_TABLE, or pass --stream-arn")
+        raise JobError("a rewind reads the consumers' stream: set STREAM_ARN or USERS_TABLE, or pass --stream-arn")
     try:
         table, offset = describe_table(clients.get("dynamodb"), options.users_table)
     except Exception as exc:
         from streamkit.awsclient import describe_aws_error
 
         raise JobError(f"cannot describe table {options.users_table}: {describe_aws_error(exc)}") from exc
-    arn = options.stream_arn or table.get("LatestStreamArn")
+    arn = arn or table.get("LatestStreamArn")
     if not arn:
         raise JobError(f"table {options.users_table} has no stream to rewind (enable one, or pass --stream-arn)")
     return arn, offset
@@ -96,7 +100,8 @@ def plan_rewind(options: RewindOptions, clients: ClientCache, now: datetime) -> 
     until = options.until or now
     assert options.since is not None  # RewindOptions requires it
     try:
-        source = rewind.plan(clients.get("dynamodbstreams"), arn, options.since, until, options.window_s, now=now)
+        source = rewind.plan(clients.get(rewind.source_for(arn).client), arn, options.since, until,
+                             options.window_s, now=now)
     except JobError:
         raise
     except Exception as exc:
@@ -200,7 +205,8 @@ def execute(job: Job, options: JobOptions, *, clients: ClientCache, parts: list[
                                               clock_skew_s=job.source["clockSkewS"])
         threads = options.threads
     else:
-        runner = rewind.RewindRunner(streams=clients.get("dynamodbstreams"), feeder_for=feeder_for, dry_run=dry_run,
+        client = clients.get(rewind.SOURCES[job.source.get("source", "dynamodb")].client)
+        runner = rewind.RewindRunner(client=client, feeder_for=feeder_for, dry_run=dry_run,
                                      read_interval_s=rewind.READ_INTERVAL_S if read_interval_s is None else read_interval_s)
         threads = options.threads(len(parts))
     started = time.monotonic()

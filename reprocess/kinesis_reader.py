@@ -50,11 +50,15 @@ def to_lambda_record(boto3_record: dict, stream_arn: str, shard_id: str) -> dict
     )
 
 
-def iterator(kinesis, stream_arn: str, shard_id: str, kind: str, seq: str | None = None) -> str:
-    """A shard iterator; ``StreamRangeUnavailable`` when the stream, shard or position is gone."""
+def iterator(kinesis, stream_arn: str, shard_id: str, kind: str, seq: str | None = None,
+             timestamp: datetime | None = None) -> str:
+    """A shard iterator (``AT_TIMESTAMP`` takes ``timestamp``); ``StreamRangeUnavailable``
+    when the stream, shard or position is gone."""
     kwargs: dict[str, Any] = {"StreamARN": stream_arn, "ShardId": shard_id, "ShardIteratorType": kind}
     if seq is not None:
         kwargs["StartingSequenceNumber"] = seq
+    if timestamp is not None:
+        kwargs["Timestamp"] = timestamp
     try:
         return kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
     except Exception as exc:
@@ -74,21 +78,26 @@ def iter_shard(
     sequence_number: str | None = None,
     end_sequence_number: str | None = None,
     max_pages: int = 10_000,
+    timestamp: datetime | None = None,
+    min_interval_s: float = 0.0,
 ) -> Iterator[dict]:
     """Yield boto3 records from a shard position until ``end_sequence_number`` (inclusive),
-    the tip of the shard, or ``max_pages`` ``GetRecords`` calls (``stream_reader.page_shard``,
-    the paging both sources share). An expired iterator is renewed after the last record seen."""
+    the tip of the shard (an empty page with ``MillisBehindLatest`` 0), or ``max_pages``
+    ``GetRecords`` calls (``stream_reader.page_shard``, the paging both sources share). An
+    expired iterator is renewed after the last record seen. ``timestamp`` goes with
+    ``AT_TIMESTAMP`` (a rewind); ``min_interval_s`` spaces the calls (``page_shard``'s)."""
     def renew(last_seq: str | None) -> str:
         if last_seq:
             return iterator(kinesis, stream_arn, shard_id, "AFTER_SEQUENCE_NUMBER", last_seq)
-        return iterator(kinesis, stream_arn, shard_id, iterator_type, sequence_number)
+        return iterator(kinesis, stream_arn, shard_id, iterator_type, sequence_number, timestamp)
 
     yield from page_shard(
-        iterator(kinesis, stream_arn, shard_id, iterator_type, sequence_number),
+        iterator(kinesis, stream_arn, shard_id, iterator_type, sequence_number, timestamp),
         lambda it: kinesis.get_records(ShardIterator=it, Limit=GET_RECORDS_LIMIT, StreamARN=stream_arn),
         renew,
         lambda rec: rec["SequenceNumber"],
         shard_id=shard_id, end_sequence_number=end_sequence_number, max_pages=max_pages, gone=_GONE,
+        min_interval_s=min_interval_s, at_tip=lambda resp: resp.get("MillisBehindLatest") == 0,
     )
 
 

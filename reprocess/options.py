@@ -54,13 +54,18 @@ REPROCESS_FUNCTION_NAME = Setting(
     "the reprocess Lambda that 'reprocess.py backfill|rewind --remote' (and the operator API) invoke; "
     "default <SERVICE_NAME>-<STAGE>-reprocess",
 )
+STREAM_ARN = Setting(
+    "STREAM_ARN",
+    "the stream the consumers read (serverless.yml's plugin sets it: the users table's DynamoDB stream, or the "
+    "Kinesis stream it publishes to); a rewind reads it; default: USERS_TABLE's latest DynamoDB stream",
+)
 # What the worker reads, wherever it runs (the CLI, the Lambda, an operator API job).
 SETTINGS = (USERS_TABLE, *retry.SETTINGS)
 # What the reprocess Lambda reads besides (handlers/reprocess.py checks all at cold start).
 LAMBDA_ONLY_SETTINGS = (REPROCESS_MARGIN_MS, JOBS_BUCKET)
 # What backfill and rewind jobs read besides (JOBS_BUCKET too, wherever they run).
-JOB_SETTINGS = (BACKFILL_CLOCK_SKEW_MS, REPROCESS_FUNCTION_NAME)
-LAMBDA_SETTINGS = (*SETTINGS, *LAMBDA_ONLY_SETTINGS, BACKFILL_CLOCK_SKEW_MS)
+JOB_SETTINGS = (STREAM_ARN, BACKFILL_CLOCK_SKEW_MS, REPROCESS_FUNCTION_NAME)
+LAMBDA_SETTINGS = (*SETTINGS, *LAMBDA_ONLY_SETTINGS, BACKFILL_CLOCK_SKEW_MS, STREAM_ARN)
 
 # field -> (name on the wire, lowest, highest): the one set of limits
 LIMITS: dict[str, tuple[str, int, int]] = {
@@ -316,7 +321,7 @@ class RewindOptions:
     mode: str | None = None  # None: the consumer's reprocess mode
     concurrency: int | None = None  # None: min(parts, DEFAULT_JOB_CONCURRENCY)
     dry_run: bool = False
-    stream_arn: str | None = None  # None: the users table's latest stream
+    stream_arn: str | None = None  # None: STREAM_ARN, else the users table's latest DynamoDB stream
     users_table: str | None = None
     max_retries: int | None = None
     retry_base_delay_s: float | None = None

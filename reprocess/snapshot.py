@@ -22,7 +22,8 @@ so a job refuses to start when the allowance does not cover it.
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -32,6 +33,8 @@ from streamkit.sources import DYNAMODB
 
 from .job import JobError
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def snapshot_stamp(read_at: float, clock_skew_s: float, source: str = DYNAMODB) -> int:
     """``ApproximateCreationDateTime`` for a state read at ``read_at``, in the unit of
@@ -39,9 +42,11 @@ def snapshot_stamp(read_at: float, clock_skew_s: float, source: str = DYNAMODB) 
     with any tiebreak its ``change_order`` is strictly below that of every change made at or
     after ``read_at - clock_skew_s``."""
     precision = PRECISION_S[source]
-    at = datetime.fromtimestamp(read_at - clock_skew_s - precision, tz=UTC)
-    micros = int(order_for_read_at(at, precision))
-    return micros // 1_000_000 if source == DYNAMODB else micros
+    # whole microseconds first: a float near 1.8e9 s cannot hold one microsecond less
+    micros = math.floor(read_at * 1_000_000) - round((clock_skew_s + precision) * 1_000_000)
+    at = EPOCH + timedelta(microseconds=micros)
+    bound = int(order_for_read_at(at, precision))
+    return bound // 1_000_000 if source == DYNAMODB else bound
 
 
 def restamp(record: dict, read_at: float, clock_skew_s: float) -> dict:

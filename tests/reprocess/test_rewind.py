@@ -89,7 +89,7 @@ def test_a_rewind_window_handles_exactly_the_records_in_the_window(stream):
         put(i)  # after the range
 
     expected = [r for r in stream_records(stream["arn"])
-                if since <= rewind.created_at(r) < until]
+                if since <= rewind.SOURCES["dynamodb"].created(r) < until]
     assert len(expected) == 7
     seen: list = []
     summary = run_job(RewindOptions(consumer="search-indexer", since=since, until=until, window_s=1,
