@@ -25,6 +25,7 @@ TARGETS = {
     "failure vs Powertools": 1.0, "dlq-capture failure vs naive": 1.0, "deserializer": 3.0,
     "import vs boto3": 0.5, "memory held bytes": 8 * 1024, "drain vs article": 1.0,
     "Kinesis vs Powertools": 0.5,  # b1's goal: on Kinesis every contender pays the base64 + JSON decoding
+    "backfill 8 segments vs naive": 2.5,  # issue 11: parallel segments against a scan-and-call loop
 }
 
 
@@ -279,12 +280,30 @@ def drain_section(report: Report) -> None:
         "(2 s long poll on the first receive). Higher 'vs article loop' is better.\n\n" + "\n".join(lines))
 
 
+def backfill_section(report: Report) -> None:
+    from . import backfill
+
+    brows = backfill.run()
+    lines = ["| contender | items | seconds | items/s | vs naive loop |", "|---|---:|---:|---:|---:|"]
+    for r in brows:
+        lines.append(f"| {r['contender']} | {r['items']:,} | {r['seconds']:.2f} | {r['rate']:,.1f} | "
+                     f"{_x(r['vs_baseline']) if 'vs_baseline' in r else ''} |")
+        if "vs_baseline" in r and "segments 8" in r["contender"]:
+            report.verdict(f"backfill vs naive loop ({r['contender']}, moto)", r["vs_baseline"],
+                           TARGETS["backfill 8 segments vs naive"], higher_is_better=True)
+    report.sections.append(
+        "## Backfill: `reprocess.py backfill` at 1, 4 and 8 segments against a naive scan-and-call loop\n\n"
+        "One moto table, consistent Scans, the same `handle_record` with a simulated sink call per item "
+        "(bench/backfill.py). Higher 'vs naive loop' is better.\n\n" + "\n".join(lines))
+
+
 SECTIONS = (
     ("deserializer", deserializer_section),
     ("fixed costs", fixed_section),
     ("per-record cost (several minutes)", per_record_section),
     ("cold starts", cold_start_section),
     ("drain (moto; the 2,000 backlog takes minutes)", drain_section),
+    ("backfill rate (moto DynamoDB)", backfill_section),
 )
 
 

@@ -214,7 +214,7 @@ OPTION_NAMES = frozenset(f.name for f in fields(DrainOptions))
 
 JOB_KINDS = ("backfill", "rewind")
 DEFAULT_WINDOW_S = 900  # --window 15m
-DEFAULT_JOB_CONCURRENCY = 4  # local threads over a job's parts (segments, shard lineages)
+DEFAULT_JOB_CONCURRENCY = 16  # local threads over a job's parts (segments, shard lineages): one each, up to this
 
 JOB_LIMITS: dict[str, tuple[str, int, int]] = {
     "segments": ("segments", 1, 1000),  # parallel Scan segments (TotalSegments); remote: one Lambda each
