@@ -71,8 +71,8 @@ def naive_loop(handle_record) -> int:
 
 
 def backfill(handle_record, segments: int, store_dir: str) -> int:
+    from reprocess.checkpoints import FileStore
     from reprocess.jobrun import run_job
-    from reprocess.jobstore import FileStore
     from reprocess.options import BackfillOptions
 
     summary = run_job(BackfillOptions(consumer=CONSUMER, segments=segments, users_table=TABLE),

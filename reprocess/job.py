@@ -2,7 +2,7 @@
 
 A job is split into **parts** that can run in parallel and resume independently: Scan
 segments for a backfill, shard lineages for a rewind. Each part's state (status,
-checkpoint, counts) is saved in the job store (``reprocess.jobstore``) after every page or
+checkpoint, counts) is saved in the job store (``reprocess.checkpoints``) after every page or
 batch, so a job stopped anywhere (Ctrl-C, a killed laptop, a Lambda reaching its deadline,
 a cancel) resumes from its last checkpoint, on a laptop or in Lambda alike.
 
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from streamkit.errors import ConfigError
 from streamkit.timefmt import now_iso
 
-from .jobstore import JobStore, cancel_key, check_job_id, manifest_key, part_key, summary_key
+from .checkpoints import CheckpointStore, cancel_key, check_job_id, manifest_key, part_key, summary_key
 from .summary import EXIT_FAILURES, EXIT_OK
 
 PART_STATUSES = ("pending", "running", "paused", "failed", "cancelled", "done")
@@ -122,7 +122,7 @@ class PartState:
 class Job:
     """A job's manifest and its parts' states in a store."""
 
-    def __init__(self, store: JobStore, manifest: dict):
+    def __init__(self, store: CheckpointStore, manifest: dict):
         self.store, self.manifest = store, manifest
         self.job_id: str = manifest["jobId"]
         self._cancel_seen: tuple[float, bool] = (0.0, False)
@@ -130,7 +130,7 @@ class Job:
 
     # ---- creating and finding ----------------------------------------------------------
     @classmethod
-    def create(cls, store: JobStore, *, kind: str, consumer: str, options: dict, parts: list[str], source: dict,
+    def create(cls, store: CheckpointStore, *, kind: str, consumer: str, options: dict, parts: list[str], source: dict,
                job_id: str | None = None) -> Job:
         job_id = check_job_id(job_id) if job_id else uuid.uuid4().hex
         if store.get(manifest_key(job_id)) is not None:
@@ -141,7 +141,7 @@ class Job:
         return cls(store, manifest)
 
     @classmethod
-    def load(cls, store: JobStore, job_id: str) -> Job:
+    def load(cls, store: CheckpointStore, job_id: str) -> Job:
         check_job_id(job_id)
         manifest = store.get(manifest_key(job_id))
         if manifest is None:
@@ -178,7 +178,8 @@ class Job:
 
     # ---- cancel --------------------------------------------------------------------------
     def cancel(self, by: str | None = None) -> None:
-        self.store.put(cancel_key(self.job_id), {"cancelledAt": now_iso(), "by": by})
+        """Ask every part to stop at its next checkpoint (the operator API writes the same)."""
+        self.store.put(cancel_key(self.job_id), {"by": {"display": by or "an operator"}, "at": now_iso()})
 
     def cancelled(self, fresh: bool = False) -> bool:
         """Is there a cancel marker? Read at most every few seconds (it is a GET per look)."""

@@ -171,7 +171,7 @@ def main(argv: list[str]) -> int:
 
 
 def _store(where: str | None) -> Any:
-    from reprocess.jobstore import open_store
+    from reprocess.checkpoints import open_store
 
     return open_store(where)
 

@@ -32,9 +32,9 @@ from streamkit.log import LazyLogger
 from streamkit.record import StreamRecord
 
 from . import backfill, rewind
+from .checkpoints import CheckpointStore, open_store
 from .feed import Feeder
 from .job import Job, JobError, PartState, RunContext, run_parts
-from .jobstore import JobStore, open_store
 from .options import BackfillOptions, JobOptions, RewindOptions
 from .ratelimit import TokenBucket
 from .snapshot import check_clock, describe_table
@@ -112,7 +112,7 @@ def plan_rewind(options: RewindOptions, clients: ClientCache, now: datetime) -> 
     return [str(i) for i in range(len(source["lineages"]))], source
 
 
-def open_job(options: JobOptions, *, store: JobStore, clients: ClientCache, job_id: str | None = None,
+def open_job(options: JobOptions, *, store: CheckpointStore, clients: ClientCache, job_id: str | None = None,
              resume: str | None = None, now: datetime | None = None) -> Job:
     """A new job planned from ``options``, or the job ``resume`` loaded from ``store``."""
     if resume:
@@ -216,7 +216,7 @@ def execute(job: Job, options: JobOptions, *, clients: ClientCache, parts: list[
     return summary
 
 
-def run_job(options: JobOptions, *, store: JobStore | None = None, job_id: str | None = None,
+def run_job(options: JobOptions, *, store: CheckpointStore | None = None, job_id: str | None = None,
             resume: str | None = None, parts: list[str] | None = None,
             handle_record: Callable[[StreamRecord], Any] | None = None, deadline: Deadline | None = None,
             stop: threading.Event | None = None, progress: Callable[[PartState], None] | None = None,
@@ -242,6 +242,6 @@ def run_job(options: JobOptions, *, store: JobStore | None = None, job_id: str |
 
 
 def _has_bucket() -> bool:
-    from .jobstore import jobs_bucket
+    from .checkpoints import jobs_bucket
 
     return bool(jobs_bucket())

@@ -33,9 +33,9 @@ from streamkit.awsclient import ClientCache, describe_aws_error
 from streamkit.deadline import Deadline
 from streamkit.errors import ConfigError
 
+from .checkpoints import CheckpointStore, open_store
 from .job import FINISHED, Job, PartState
 from .jobrun import CLIENT_OPTIONS, execute, open_job, options_of
-from .jobstore import JobStore, open_store
 from .options import JobOptions, job_options_from_wire
 from .summary import EXIT_USAGE
 
@@ -56,7 +56,7 @@ def invoke_async(lam: Any, function: str, payload: dict) -> None:
         raise RuntimeError(f"invoke of {function} answered {resp.get('StatusCode')}")
 
 
-def _store_for_lambda(clients: ClientCache) -> JobStore:
+def _store_for_lambda(clients: ClientCache) -> CheckpointStore:
     store = open_store(s3=clients.get("s3"))
     if not store.remote():
         raise ConfigError("backfill and rewind jobs in Lambda keep their checkpoints in S3: set JOBS_BUCKET "
@@ -119,7 +119,7 @@ def _continue(event: dict, job: Job, part: str | None, continuation: int, contex
 
 
 # ---- the laptop side --------------------------------------------------------------------------
-def launch(options: JobOptions, *, store: JobStore, clients: ClientCache, function: str,
+def launch(options: JobOptions, *, store: CheckpointStore, clients: ClientCache, function: str,
            job_id: str | None = None, resume: str | None = None) -> tuple[Job, list[str]]:
     """Plan (or load) the job in ``store`` and invoke the Lambda once per unfinished part;
     returns the job and a note per part that could not be started."""

@@ -9,9 +9,9 @@ import time
 import boto3
 import pytest
 
+from reprocess.checkpoints import FileStore, manifest_key, part_key
 from reprocess.job import Job
 from reprocess.jobrun import run_job
-from reprocess.jobstore import FileStore, manifest_key, part_key
 from reprocess.options import BackfillOptions, OptionsError
 from tests.support.aws import create_consumer_queues, create_users_table, queue_count, take_all
 

@@ -14,8 +14,8 @@ import boto3
 import pytest
 
 from handlers import reprocess as fn
+from reprocess.checkpoints import S3Store, summary_key
 from reprocess.job import Job
-from reprocess.jobstore import S3Store, summary_key
 from streamkit.testing import LambdaContext
 from tests.support.aws import create_consumer_queues, create_users_table
 

@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 from reprocess import rewind
+from reprocess.checkpoints import FileStore
 from reprocess.jobrun import run_job
-from reprocess.jobstore import FileStore
 from reprocess.options import RewindOptions
 from streamkit.timefmt import iso
 from tests.support.aws import (

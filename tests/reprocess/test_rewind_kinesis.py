@@ -13,8 +13,8 @@ import pytest
 
 from local.bridge import KinesisBridge
 from reprocess import rewind
+from reprocess.checkpoints import FileStore
 from reprocess.jobrun import run_job
-from reprocess.jobstore import FileStore
 from reprocess.options import RewindOptions
 from streamkit import StreamRecord
 from streamkit.ordering import kinesis_order

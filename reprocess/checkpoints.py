@@ -1,4 +1,4 @@
-"""Where backfill and rewind jobs keep their manifest, checkpoints and summary.
+"""Where backfill and rewind jobs keep their manifest, their parts' checkpoints and summary.
 
 A laptop and the reprocess Lambdas must see the same state (a job started with ``--remote``
 is followed from a laptop; a laptop's job can be resumed in Lambda), so the store is S3,
@@ -11,6 +11,7 @@ directory as the fallback for runs without a bucket. The layout, relative to the
                                       (parts), the resolved time range, created when
     jobs/<jobId>/parts/<part>.json    one part's state: status, checkpoint, counts
     jobs/<jobId>/cancel.json          present = cancel: parts stop at their next checkpoint
+                                      ({"by": {"display": who}, "at": iso}, the operator API's form)
 
 Each part's state is written by the one runner of that part (a thread, or one Lambda
 invocation at a time: a continuation starts after the previous invocation's last write).
@@ -54,7 +55,7 @@ def check_job_id(job_id: Any) -> str:
     return job_id
 
 
-class JobStore(Protocol):
+class CheckpointStore(Protocol):
     location: str  # s3://bucket or a directory, for messages
 
     def get(self, key: str) -> dict | None:
@@ -130,7 +131,7 @@ def jobs_bucket(env: Mapping[str, str] | None = None) -> str | None:
     return JOBS_BUCKET.read(env) or env.get("FAILURE_BUCKET") or None
 
 
-def open_store(where: str | None = None, env: Mapping[str, str] | None = None, *, s3: Any = None) -> JobStore:
+def open_store(where: str | None = None, env: Mapping[str, str] | None = None, *, s3: Any = None) -> CheckpointStore:
     """``where``: ``s3://bucket`` or a directory. Default: the jobs bucket when one is set,
     else ``.local-state/`` (a laptop run without AWS state to share)."""
     if where is None:
