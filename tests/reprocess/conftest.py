@@ -59,3 +59,40 @@ def run_cli(*args: str, extra_env: dict | None = None, timeout: float = 120) -> 
     return subprocess.run(
         [sys.executable, CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_cli_on_a_terminal(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+    """The CLI with stderr on a pseudo-terminal (where a person sees the progress bar) and
+    stdout on a pipe: (exit code, stdout, what the terminal showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a new pty is 0 x 0
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    try:
+        proc = subprocess.Popen([sys.executable, CLI, *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        out, _ = proc.communicate(timeout=timeout)
+        reader.join(timeout=10)
+    finally:
+        os.close(master)
+    return proc.returncode, out.decode(), shown.decode(errors="replace")

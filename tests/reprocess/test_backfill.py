@@ -317,3 +317,19 @@ def test_the_cli_backfill_rebuilds_a_lost_index(search, tmp_path):
     manifest = FileStore(tmp_path / "jobs").get(manifest_key(summary["job_id"]))
     assert manifest["kind"] == "backfill" and manifest["parts"] == ["0", "1", "2"]
     assert FileStore(tmp_path / "jobs").get(part_key(summary["job_id"], "2"))["status"] == "done"
+
+
+def test_on_a_terminal_the_cli_backfill_shows_a_progress_bar_of_items(search, tmp_path):
+    from .conftest import run_cli_on_a_terminal
+
+    load_table("users", [user_item(i) for i in range(60)])
+    code, out, shown = run_cli_on_a_terminal("backfill", "--consumer", "search-indexer", "--segments", "2",
+                                             "--checkpoints", str(tmp_path / "jobs"))
+    assert code == 0, shown[-3000:]
+    last = shown.replace("\r\n", "\n").split("\r")[-1]  # the bar as it was left
+    assert "backfill search-indexer" in shown and "60/60" in shown and "item" in shown, shown[-2000:]
+    assert "handled=60" in last and "captured=0" in last, last
+    assert "handled" in out  # the summary on stdout, not mixed into the bar
+    code, _, shown = run_cli_on_a_terminal("backfill", "--consumer", "search-indexer", "--no-progress",
+                                           "--checkpoints", str(tmp_path / "jobs"))
+    assert code == 0 and "backfill search-indexer" not in shown and "60/60" not in shown

@@ -343,3 +343,20 @@ def test_latest_mode_reads_a_batch_of_items_in_bulk_and_asks_again_for_unprocess
     assert found[key_text({"user_id": {"S": "gone"}})] is None
     assert found[key_text({"user_id": {"S": "u00042"}})]["email"] == {"S": user_item(42)["email"]}
     assert sum(v is not None for v in found.values()) == 150
+
+
+def test_on_a_terminal_the_cli_rewind_shows_a_progress_bar_of_windows(stream, crm, tmp_path):
+    import re
+
+    from .conftest import run_cli_on_a_terminal
+
+    for i in range(3):
+        put(i)
+    code, out, shown = run_cli_on_a_terminal("rewind", "--consumer", "crm-sync", "--since", "10m", "--window", "2m",
+                                             "--checkpoints", str(tmp_path / "jobs"))
+    assert code == 0, shown[-3000:]
+    last = shown.replace("\r\n", "\n").split("\r")[-1]  # the bar as it was left: every window done
+    done = re.search(r"rewind crm-sync: 100%.* (\d+)/(\d+) .*window", last)
+    assert done and done[1] == done[2] and int(done[1]) >= 5, last
+    assert "handled=3" in last and "captured=0" in last, last
+    assert len(crm.active()) == 3 and "rewind of crm-sync" in out
