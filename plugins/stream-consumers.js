@@ -9,6 +9,8 @@
  *     hard-fail: bisect, retries, max record age; every policy: an on-failure destination),
  *   - its failure queue (SSE, 14-day retention, redrive to the parking queue) and parking queue,
  *   - its least-privilege role statements (serverless-iam-roles-per-function),
+ *   - with `circuitBreaker: { failures, probeSeconds }`: the sink's circuit breaker settings
+ *     (CIRCUIT_*) and the right to its own item of CircuitTable (streamkit/circuit.py),
  *   - its alarms (IteratorAge Maximum, Errors, failure-queue depth and oldest age, parking depth).
  * Also the users table unless `usersStreamArn` points at an existing stream, and the alarms
  * of the non-stream functions. `serverless package` fails when more than two readers would
@@ -146,6 +148,29 @@ class StreamConsumers {
           Effect: 'Allow',
           Action: ['s3:PutObject'],
           Resource: [sub(`\${FailureBucket.Arn}/claim-checks/${name}/*`)],
+        });
+      }
+      if (c.circuitBreaker) {
+        // streamkit/circuit.py: the sink's breaker, its state shared in CircuitTable; this
+        // role reads and conditionally updates its own consumer's item and nothing else.
+        const cb = c.circuitBreaker;
+        if (!Number.isInteger(cb.failures) || cb.failures < 1) {
+          throw new this.serverless.classes.Error(
+            `custom.streamConsumers.${name}.circuitBreaker.failures is '${cb.failures}': a whole number of ` +
+            'consecutive transient failures, at least 1 (leave circuitBreaker out for no breaker)');
+        }
+        if (!R.CircuitTable) {
+          throw new this.serverless.classes.Error(
+            `custom.streamConsumers.${name}.circuitBreaker needs the CircuitTable resource (resources.Resources)`);
+        }
+        environment.CIRCUIT_TABLE = ref('CircuitTable');
+        environment.CIRCUIT_FAILURES = String(cb.failures);
+        if (cb.probeSeconds !== undefined) environment.CIRCUIT_PROBE_S = String(cb.probeSeconds);
+        statements.push({
+          Effect: 'Allow',
+          Action: ['dynamodb:GetItem', 'dynamodb:UpdateItem'],
+          Resource: [arn('CircuitTable')],
+          Condition: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [name] } },
         });
       }
       statements.push(...(c.iamRoleStatements || []));

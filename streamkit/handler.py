@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from . import circuit as _circuit
 from . import log as _log
 from . import metrics as _metrics
 from .errors import ConfigError
@@ -19,7 +20,7 @@ from .settings import Setting, load, problems, raise_problems
 LambdaHandler = Callable[[Any, Any], dict]
 
 # What every stream function reads besides its policy's and its consumer's own settings.
-FRAMEWORK_SETTINGS: tuple[Setting, ...] = LoopSettings.SETTINGS + _log.SETTINGS + _metrics.SETTINGS
+FRAMEWORK_SETTINGS: tuple[Setting, ...] = LoopSettings.SETTINGS + _circuit.SETTINGS + _log.SETTINGS + _metrics.SETTINGS
 
 
 def framework_settings() -> list[tuple[str, tuple[Setting, ...]]]:
@@ -59,7 +60,8 @@ def stream_handler(
     ``slowest_call_s`` (seconds, or a function of the consumer's settings: its module's
     ``slowest_call_s``) is the longest one record can wait on its sink, from the sink client's
     timeouts; it is added to ``DEADLINE_MARGIN_MS``, so no record or retry starts unless even
-    a hanging sink lets it end before the deadline.
+    a hanging sink lets it end before the deadline. ``CIRCUIT_FAILURES`` > 0 puts the sink
+    behind a circuit breaker (``streamkit.circuit``; its state in ``CIRCUIT_TABLE``).
     """
     if not isinstance(name, str) or not name:
         raise ConfigError("stream_handler needs a consumer name, e.g. stream_handler('search-indexer', handle_record)")
@@ -74,6 +76,7 @@ def stream_handler(
         found.insert(0, str(exc).removeprefix(f"consumer {name!r}: "))
     raise_problems(found, owner=f"consumer {name!r}")
     assert bound_policy is not None
+    breaker = _circuit.CircuitBreaker.from_settings(name, load(_circuit.SETTINGS, env))
     slowest = slowest_call_s() if callable(slowest_call_s) else (slowest_call_s or 0.0)
     loop_settings = dataclasses.replace(load_settings(env), slowest_call_ms=math.ceil(float(slowest) * 1000))
     if warm_up is not None:
@@ -83,7 +86,7 @@ def stream_handler(
         from .metrics import ConsumerMetrics
 
         consumer_metrics = ConsumerMetrics(name)
-    loop = BatchLoop(name, handle_record, bound_policy, loop_settings, consumer_metrics)
+    loop = BatchLoop(name, handle_record, bound_policy, loop_settings, consumer_metrics, breaker=breaker)
 
     def handler(event: Any, context: Any = None) -> dict:
         return loop.run(event, context)

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from . import deadline as _deadline
 from . import retry as _retry
-from .batch import Batch, BatchResult, ConservationError, Policy
+from .batch import Batch, BatchResult, ConservationError, Decision, Failure, Policy
+from .circuit import CIRCUIT_OPEN_REPORT, CircuitOpenError
 from .deadline import Deadline
 from .errors import MalformedEventError, is_transient
 from .log import LazyLogger
@@ -58,6 +59,7 @@ class BatchLoop:
         metrics: Any = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] | None = None,
+        breaker: Any = None,
     ):
         import time
 
@@ -68,11 +70,57 @@ class BatchLoop:
         self.metrics = metrics
         self.sleep = sleep or time.sleep
         self.clock = clock  # the deadline's (None: time.monotonic); simulated in the chaos suite
+        self.breaker = breaker  # streamkit.circuit.CircuitBreaker, or None
+        self._call = breaker.wrap(handle_record) if breaker is not None else handle_record
+        # while the sink's circuit is open: wait for the probe (dlq-capture, hard-fail) or not (soft-fail)
+        self._holds_shard = breaker is not None and getattr(policy, "waits_for_probe", True)
         self._last: Batch | None = None  # the last batch, released: counts only
 
     def _retry(self, record: StreamRecord, first_error: Exception, batch: Batch, deadline: Deadline) -> None:
-        """After a first failure: bounded retries of transient errors, within the deadline.
-        Raises when the failure stands."""
+        """After a first failure: bounded retries of transient errors, within the deadline;
+        while the sink's circuit is open, waiting for the next probe (when the policy holds the
+        shard). Raises when the failure stands."""
+        error: Exception = first_error
+        while True:
+            if isinstance(error, CircuitOpenError):
+                waited = self._await_circuit(record, error, batch, deadline)
+                if waited is None:
+                    return
+                if isinstance(waited, CircuitOpenError):
+                    raise waited
+                error = waited
+            try:
+                return self._retry_transient(record, error, batch, deadline)
+            except CircuitOpenError as opened:  # the retries opened it: hold on, or give up
+                error = opened
+
+    def _await_circuit(self, record: StreamRecord, error: CircuitOpenError, batch: Batch,
+                       deadline: Deadline) -> Exception | None:
+        """Hold the shard while the circuit is open: sleep until the next probe (or the next
+        read of the shared state) while the deadline allows one more call, and try again.
+        ``None`` when the record went through; else the error that stands (a
+        ``CircuitOpenError`` when the deadline came first). Without a deadline (no Lambda
+        context) it does not wait at all."""
+        if not self._holds_shard or deadline.end == float("inf"):
+            return error
+        current: Exception = error
+        first = True
+        while isinstance(current, CircuitOpenError) and deadline.allows(current.retry_in):
+            if first:
+                batch.log.warning("sink circuit open; holding the shard until the next probe",
+                                  sequence_number=record.sequence_number, error=str(current))
+                first = False
+            self.sleep(current.retry_in)
+            try:
+                self._call(record)
+                return None
+            except Exception as exc:
+                current = exc
+        return current
+
+    def _retry_transient(self, record: StreamRecord, first_error: Exception, batch: Batch,
+                         deadline: Deadline) -> None:
+        """Bounded retries of transient errors (jittered backoff), never past the deadline."""
 
         def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
             batch.note_retry()
@@ -87,7 +135,7 @@ class BatchLoop:
 
         s = self.settings
         call_with_retries(
-            self.handle_record,
+            self._call,
             record,
             deadline=deadline,
             max_retries=s.max_retries,
@@ -130,12 +178,13 @@ class BatchLoop:
 
     def _run(self, batch: Batch, records: list, deadline: Deadline) -> dict:
         policy = self.policy
-        handle = self.handle_record
+        handle = self._call
         request_id = batch.request_id
         # The context was asked once, when the Deadline was made: per record, the clock against its end.
         clock, end = deadline.clock(), deadline.end
         attempted = len(records)
         retries = self.settings.max_retries
+        holds = self._holds_shard  # an open circuit: wait for the probe rather than give up at once
 
         for index, raw in enumerate(records):
             if clock() >= end:
@@ -147,12 +196,12 @@ class BatchLoop:
                 try:
                     handle(record)  # the hot path: no retry machinery unless something fails
                 except Exception as first:
-                    if not (retries and is_transient(first)):
+                    if not (retries and is_transient(first)) and not (holds and isinstance(first, CircuitOpenError)):
                         raise  # a permanent error (the common failure) goes straight to the policy
                     self._retry(record, first, batch, deadline)
             except Exception as exc:
                 failure = batch.failure(index, exc)
-                stop = batch.apply(failure, policy.on_failure(failure))
+                stop = batch.apply(failure, self._decide(failure))
                 if not stop and batch.held:
                     stop = batch.settle(policy.settle(batch.held, final=False, request_id=request_id))
                 if stop:
@@ -184,6 +233,14 @@ class BatchLoop:
         if self.metrics is not None:
             self.metrics.publish(batch.counts())
         return response
+
+    def _decide(self, failure: Failure) -> Decision:
+        """The policy's decision; a record the open circuit kept from the sink goes to its
+        ``on_circuit_open`` (by default: report it and the rest of the batch)."""
+        if isinstance(failure.error, CircuitOpenError):
+            on_open = getattr(self.policy, "on_circuit_open", None)
+            return on_open(failure) if on_open is not None else Decision.report(CIRCUIT_OPEN_REPORT)
+        return self.policy.on_failure(failure)
 
     def _response(self, batch: Batch) -> dict:
         """``batchItemFailures``: every reported record, in stream order (contract 3: the failed

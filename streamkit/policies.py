@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 from .batch import Decision, Failure, Settlement
 from .capture import FailureCapture, InFlight
+from .circuit import CIRCUIT_OPEN_REPORT
 from .errors import ConfigError
 from .settings import Setting, load
 from .sqsbatch import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
@@ -41,6 +42,17 @@ class FailurePolicy:
         """Decide what happens to one failed record."""
         raise NotImplementedError
 
+    # While the sink's circuit is open (``streamkit.circuit``), the loop holds the shard: it
+    # waits for the next probe within the deadline, then reports the record and the rest.
+    waits_for_probe = True
+    _REPORT_OPEN = Decision.report(CIRCUIT_OPEN_REPORT)
+
+    def on_circuit_open(self, failure: Failure) -> Decision:
+        """The sink's circuit is open: the record was not sent (or its failure opened it). By
+        default it and the rest of the batch are reported for retry, so the shard waits for
+        the sink instead of capturing or skipping what it could not try."""
+        return self._REPORT_OPEN
+
     def settle(self, held: Sequence[Failure], *, final: bool, request_id: str | None) -> Sequence[Settlement]:
         """Settle failures this policy decided to hold (``held``, in stream order). Called after
         each hold and once with ``final=True`` at the end of the batch; may settle none yet
@@ -54,8 +66,13 @@ class SoftFail(FailurePolicy):
     name = "soft-fail"
     _DROP = Decision.drop("record failed; soft-fail policy moves on")
 
+    waits_for_probe = False  # a soft-fail consumer never holds its shard
+
     def on_failure(self, failure: Failure) -> Decision:
         return self._DROP
+
+    def on_circuit_open(self, failure: Failure) -> Decision:
+        return self._DROP  # lossy by choice, as for any failure: logged (error_type CircuitOpenError), counted
 
 
 class HardFail(FailurePolicy):

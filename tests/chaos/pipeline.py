@@ -139,7 +139,10 @@ class ChaosFunction(FunctionRuntime):
         fault = self.run.invocation_fault(self.consumer, self.invocations)
         if self._handler is None:
             self._handler = self._cold_start()
-            self._handler.loop.sleep = self.run.clock.sleep  # the loop's retry waits: simulated
+            loop = self._handler.loop  # the loop's retry and probe waits, its deadline, the breaker: simulated
+            loop.sleep, loop.clock = self.run.clock.sleep, self.run.clock.now
+            if loop.breaker is not None:
+                loop.breaker.clock = self.run.clock.now
         context = SimContext(self.run, self.config.name, self.config.timeout_s,
                              fault if fault is not None and fault.kind != "lost-response" else None)
         try:
@@ -394,6 +397,7 @@ def _reset_process_caches(all_clients: bool = False) -> None:
     import consumers.crm_sync as crm
     import consumers.search_indexer as si
     import consumers.slack_notifier as sn
+    import streamkit.circuit as circuit
     import streamkit.idempotency as idem
 
     for sink in si._sinks.values():
@@ -407,6 +411,7 @@ def _reset_process_caches(all_clients: bool = False) -> None:
             crm._client.close()
         crm._client, crm._client_key = None, None
         idem.reset_client()
+        circuit._clients.clear()
 
 
 def _set_guard_clock(clock: SimClock | None) -> None:

@@ -234,6 +234,28 @@ def test_least_privilege_roles(any_template):
             assert sorted(guard["Action"]) == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
 
 
+def test_each_consumer_reaches_only_its_own_circuit(any_template):
+    """The circuit breaker's state (streamkit/circuit.py): every stream consumer gets its
+    settings from its circuitBreaker block, and may read and conditionally update only its
+    own item of the circuit table (its name as the leading key), nothing else there."""
+    _, template = any_template
+    table = template["Resources"]["CircuitTable"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": "consumer", "KeyType": "HASH"}]
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    fns = functions_by_name(template)
+    for consumer in CONSUMERS:
+        env = fns[consumer][1]["Properties"]["Environment"]["Variables"]
+        assert env["CIRCUIT_TABLE"] == {"Ref": "CircuitTable"}
+        assert (env["CIRCUIT_FAILURES"], env["CIRCUIT_PROBE_S"]) == ("5", "30")
+        (st,) = [st for st in role_statements(template, fns[consumer][1]) if "CircuitTable" in json.dumps(st)]
+        assert sorted(st["Action"]) == ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+        assert st["Resource"] == [{"Fn::GetAtt": ["CircuitTable", "Arn"]}]
+        assert st["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [consumer]}}
+    for name, (_, fn) in fns.items():
+        if name not in CONSUMERS:
+            assert "CircuitTable" not in json.dumps(role_statements(template, fn))
+
+
 def test_secrets_are_references_not_plaintext(template):
     for _, fn in functions_by_name(template).values():
         env = fn["Properties"].get("Environment", {}).get("Variables", {})

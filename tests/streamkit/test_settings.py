@@ -25,6 +25,8 @@ GOOD_ENV = {
     "crm-sync": {"FAILURE_POLICY": "hard-fail", "CRM_BASE_URL": "https://crm", "CRM_TOKEN_PARAM": "/p",
                  "IDEMPOTENCY_TABLE": "t"},
 }
+for _env in GOOD_ENV.values():  # every consumer has its circuit breaker, as serverless.yml deploys it
+    _env.update(CIRCUIT_FAILURES="5", CIRCUIT_TABLE="circuits")
 # Free text with no wrong value: nothing to reject (each is optional).
 FREE_TEXT = {"FAILURE_BUCKET", "POWERTOOLS_METRICS_NAMESPACE", "SEARCH_INDEX", "SLACK_WEBHOOK_URL_PARAM",
              "CRM_TOKEN_PARAM"}

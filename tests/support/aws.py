@@ -63,6 +63,12 @@ def create_idempotency_table(name: str = "idempotency") -> str:
     return name
 
 
+def create_circuit_table(name: str = "circuits") -> str:
+    """The circuit breakers' table as deployed (``CircuitTable``: key ``consumer``)."""
+    _create_declared("CircuitTable", name)
+    return name
+
+
 def stream_records(stream_arn: str) -> list[dict]:
     """Every record now in the stream's (one, on moto) shard, as DynamoDB Streams returns them."""
     streams = boto3.client("dynamodbstreams")
