@@ -5,7 +5,9 @@ after each normal return (``check_invocation``):
   * conservation: handled + captured + reported + dropped == records in the batch;
   * ``batchItemFailures`` names exactly the reported records, all of them in the batch;
   * only soft-fail drops, and every drop is logged ("record failed; soft-fail policy moves on");
-  * hard-fail never skips: what it reports is a suffix of the batch, nothing is captured.
+  * hard-fail never skips: what it reports is a suffix of the batch, nothing is captured;
+  * (checked in ``pipeline``) it returned before its function's timeout unless an overrun
+    was injected: the deadline margin and the waits for a circuit probe, in scenario time.
 
 At the end (``check_end``), after the drain:
   * every failure queue is empty, nothing was parked (no scenario uses up the attempt budget);

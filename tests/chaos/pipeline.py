@@ -155,6 +155,10 @@ class ChaosFunction(FunctionRuntime):
             self.run.violation(f"{self.consumer} invocation {self.invocations}: the handler raised "
                                f"{type(exc).__name__}: {exc}")
             raise
+        overrun = self.run.clock.now() - context._end
+        if overrun > 0 and (fault is None or fault.kind != "overrun"):  # Lambda would have killed it
+            self.run.violation(f"{self.consumer} invocation {self.invocations}: returned {overrun:.1f} s after "
+                               f"its {self.config.timeout_s:.0f} s timeout (no overrun was injected)")
         self.run.check_invocation(self, event, response, context)
         if fault is not None and fault.kind == "lost-response":
             raise RuntimeError("the invocation's response was lost (Lambda retries the batch)")
@@ -445,6 +449,9 @@ def arm_http(run: Run, fault: HttpFault) -> None:
         fake.reset(times=times, process=kind == "reset-after")
     elif kind == "429":
         fake.fail(429, "rate_limited", headers={"Retry-After": "0"}, times=times)
+    elif kind == "outage":  # down for a while: the consumer's circuit breaker opens, probes, closes
+        fake.fail(503 if fault.sink == "crm" else 500, {"message": "outage", "category": "CHAOS"} if fault.sink == "crm"
+                  else "outage", times=times)
     elif kind == "500-after":
         fake.fail(500, "internal_error", times=times, process=True)
     else:
@@ -482,6 +489,9 @@ def _stream_phase(run: Run) -> None:
                           f"({[m.last_error for m in em.mappings if not m.idle]})")
             break
     run.stats["stream_rounds"] = rnd
+    opened = [e for e in run.log_lines() if e.get("event") == "circuit_transition" and e.get("to_state") == "OPEN"]
+    if opened:
+        run.count("circuit_opened", len(opened))
     for m in em.mappings:
         run.count("esm_discarded", m.counters.discarded)
         run.count("esm_failed_invocations", m.counters.failed_invocations)

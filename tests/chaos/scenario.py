@@ -34,7 +34,7 @@ class HttpFault:
     phase: str
     round: int
     sink: str  # slack | crm
-    kind: str  # 429 | 400 | 500 | 503 | 500-after | hang | hang-after | reset | reset-after
+    kind: str  # 429 | 400 | 500 | 503 | 500-after | hang | hang-after | reset | reset-after | outage
     times: int = 1
 
     def describe(self) -> str:
@@ -234,6 +234,10 @@ def generate(seed: int) -> Scenario:
             scenario.aws_faults.append(AwsFault("drain", service, op, kind, times=times,
                                                 after=rng.choice((0, 0, 1, 2)), target=target))
             scenario.classes.add(cls)
+    if rng.random() < 0.15:  # a sink down for a while (drawn last: the other draws of a seed stay as they were)
+        sink = rng.choice(("slack", "crm"))
+        scenario.http_faults.append(HttpFault("stream", rng.randint(0, last), sink, "outage", rng.randint(8, 20)))
+        scenario.classes.add(f"outage-{sink}")
     return scenario
 
 
