@@ -96,3 +96,28 @@ def test_an_empty_short_poll_with_messages_left_does_not_end_the_run(queues, ind
     assert missed and missed[0] > 0  # the miss happened with messages in the queue
     assert (s.taken, s.succeeded, s.stopped_by) == (20, 20, "queue empty") and queue_count(failures) == 0
     assert [wait for wait, _ in receives].count(2) == 1  # still only the first receive waits
+
+
+def test_slow_deletes_hold_the_loop_back_before_taken_messages_reappear(queues, index_table):
+    """Deletes run behind the loop, but at most one round behind: with no bound, a backlog
+    outpaces slow deletes until taken messages pass their visibility timeout, come back
+    (held as already tried) and their deletes, made with an old receipt handle, do not take:
+    the run says every message succeeded and leaves them on the queue."""
+    import time as _time
+
+    failures, _ = queues
+    capture(failures, [envelope(insert(user_item(i))) for i in range(120)])
+    sqs = boto3.client("sqs")
+
+    def slow_delete(**kw):
+        _time.sleep(0.6)  # a round's deletes take longer than the round (10 records x 0.03 s)
+
+    def handle(record):
+        sample_consumers.index_v1(record)
+        _time.sleep(0.03)
+
+    sqs.meta.events.register("before-send.sqs.DeleteMessageBatch", slow_delete)
+    s = drain("search-indexer", mode="replay", handle_record=handle, concurrency=1,
+              wait_time_s=0, visibility_timeout_s=2, sqs=sqs)
+    assert (s.taken, s.succeeded, s.delete_failures) == (120, 120, 0) and s.conserved
+    assert queue_count(failures) == 0
