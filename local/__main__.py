@@ -55,13 +55,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         else:
             aws = EmbeddedAws(port=args.port).start()
             dep = deploy(template, overrides=overrides)
-            from .aws import AWS_ENV
+            import shlex
 
             print(f"embedded AWS: export AWS_ENDPOINT_URL={aws.url}  (stack {dep.stack_name}, "
                   f"users table {dep.table_name})")
-            creds = " ".join(f"{k}={v}" for k, v in AWS_ENV.items())
-            print(f"another shell (reprocess.py, its backfill and rewind): export AWS_ENDPOINT_URL={aws.url} "
-                  f"{creds} USERS_TABLE={dep.table_name}")
+            print("another shell (reprocess.py: drain, backfill, rewind; the reprocess function's settings):\n"
+                  "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in dep.operator_env(aws.url).items()))
         em = Emulator(dep.mappings, {n: FunctionRuntime(c) for n, c in dep.functions.items()},
                       bridges=dep.bridges(), retry_backoff_s=args.backoff,
                       log=lambda m: print(f"[esm] {m}", file=sys.stderr))

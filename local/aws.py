@@ -130,6 +130,11 @@ class Deployment:
             raise KeyError(f"no single function named *{suffix} among {sorted(self.functions)}")
         return hits[0]
 
+    def operator_env(self, endpoint_url: str) -> dict[str, str]:
+        """What ``reprocess.py`` (a drain, a backfill, a rewind) needs in another shell: the
+        reprocess function's settings as deployed, the endpoint and the local credentials."""
+        return {**AWS_ENV, **self.function_for("reprocess").environment, "AWS_ENDPOINT_URL": endpoint_url}
+
     @property
     def table_name(self) -> str:
         tables = [p for t, p in self.resources.values() if t == "AWS::DynamoDB::Table"

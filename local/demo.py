@@ -285,8 +285,7 @@ class Demo:
     def run_reprocess(self, *args: str, env: dict | None = None) -> dict:
         """reprocess.py as an operator runs it, with the reprocess function's settings."""
         full = dict(os.environ)
-        full.update(self.fn("reprocess").environment)  # the reprocess function's settings, from the stack
-        full["AWS_ENDPOINT_URL"] = self.aws.url
+        full.update(self.dep.operator_env(self.aws.url))  # what `python -m local run` prints for another shell
         full.update(env or {})
         args = args or ("--consumer", "search-indexer", "--wait-seconds", "1")
         cmd = [sys.executable, str(ROOT / "reprocess" / "reprocess.py"), *args, "--json", "--no-progress"]
