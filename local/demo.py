@@ -187,10 +187,12 @@ class Demo:
                 self.em.redeploy(name, {"USER_SCHEMA_MODE": "legacy"})
             self.phase_signups()
             self.phase_schema_change()
+            self.incident_checks = self.page_during_incident()
             self.phase_fix()
             self.crm_missing = self.crm_missing_contacts()  # the stream path's work, before the rewind redoes it
+            after_fix = self.page_after_fix()  # the page after the fix and the reprocess, before the rebuilds
             self.phase_backfill_and_rewind(state / f"search-demo-{os.getpid()}-rebuilt.sqlite3")
-            checks = self.verify()
+            checks = self.verify() + self.incident_checks + after_fix
             self.table_out(checks)
         ok = all(c.ok for c in checks)
         self.say(f"\n{'ALL CHECKS PASSED' if ok else 'SOME CHECKS FAILED'} in {time.monotonic() - self.t0:.1f}s "
@@ -297,6 +299,74 @@ class Demo:
             summary = {"error": (proc.stdout + proc.stderr)[-500:]}
         summary["exit"] = proc.returncode
         return summary
+
+    # ---- the operator page's API --------------------------------------------------------
+    def api(self):
+        """The operator API (``opsapi``) on this stack, as ``make api`` would serve it next to
+        ``python -m local run``: Flask's test client in this process, jobs run locally."""
+        if getattr(self, "_api", None) is None:
+            from opsapi import create_app
+
+            env = self.fn("api").environment
+            app = create_app({"REPROCESS_FUNCTION_NAME": None, "LEDGER_TABLE": env.get("LEDGER_TABLE"),
+                              "JOBS_BUCKET": env.get("JOBS_BUCKET"), "ESM_STATE_PATH": str(self.em.state_path),
+                              "LEDGER_TTL_S": 0})
+            self._api = app.test_client()
+        return self._api
+
+    def consumers_via_api(self) -> dict[str, dict]:
+        self.em.write_state(force=True)
+        resp = self.api().get("/consumers")
+        return {c["name"]: c for c in resp.get_json()["consumers"]} if resp.status_code == 200 else {}
+
+    def say_page(self, consumers: dict[str, dict]) -> None:
+        for name in CONSUMER_NAMES:
+            c = consumers.get(name) or {}
+            status = c.get("status") or {}
+            self.say(f"   page: {name:15} {str(status.get('badge')).upper():9} "
+                     + ("; ".join(status.get("reasons") or []) or "no problems")[:150])
+
+    def page_during_incident(self) -> list[Check]:
+        """What GET /consumers (the page) says while the bug is live: the true counts from the
+        failure ledger, the real error of the blocked consumer, the dropped count."""
+        self.say("   the operator page (GET /consumers) during the incident:")
+        c = self.consumers_via_api()
+        self.say_page(c)
+        bug = sum(1 for u in self.users if u.phase == "bug")
+        si, sn, cs = (c.get(n) or {} for n in CONSUMER_NAMES)
+        failures_url = self.fn("search-indexer").environment["FAILURE_QUEUE_URL"]
+        in_queue = self.queue_depth(failures_url)
+        blocking = cs.get("blocking") or {}
+        return [
+            Check("page: search-indexer degraded, the true count per error type",
+                  (si.get("status") or {}).get("badge") == "degraded"
+                  and (si.get("ledger") or {}).get("openByErrorType") == {"KeyError": bug} and in_queue == bug,
+                  f"{(si.get('ledger') or {}).get('openByErrorType')} in the ledger, {in_queue} in the queue"),
+            Check("page: crm-sync blocked, with its real KeyError",
+                  (cs.get("status") or {}).get("badge") == "blocked"
+                  and (blocking.get("errorType"), blocking.get("errorMessage")) == ("KeyError", "'fullname'"),
+                  f"{blocking.get('errorType')}: {blocking.get('errorMessage')} on record "
+                  f"{blocking.get('sequenceNumber')}, {blocking.get('attempts')} failed invocations"),
+            Check("page: slack-notifier dropping, with its count",
+                  (sn.get("status") or {}).get("badge") == "dropping" and (sn.get("drops") or {}).get("last3h") == bug,
+                  f"dropped {(sn.get('drops') or {}).get('last3h')} of the {bug} signups under the bug"),
+        ]
+
+    def page_after_fix(self) -> list[Check]:
+        self.say("   the operator page after the fix and the reprocess:")
+        c = self.consumers_via_api()
+        self.say_page(c)
+        badges = {n: (c.get(n) or {}).get("status", {}).get("badge") for n in CONSUMER_NAMES}
+        parked = {n: ((c.get(n) or {}).get("ledger") or {}).get("counts", {}).get("parked") for n in CONSUMER_NAMES}
+        depths = {n: ((c.get(n) or {}).get("parking") or {}).get("visible") for n in CONSUMER_NAMES}
+        worker_parked = self.reprocess.get("parked") or 0
+        return [
+            Check("page: all three OK after the fix and the reprocess", set(badges.values()) == {"ok"},
+                  ", ".join(f"{n} {b}" for n, b in badges.items())),
+            Check("nothing parked except what the worker parked",
+                  sum(v or 0 for v in depths.values()) == worker_parked and sum(v or 0 for v in parked.values())
+                  == worker_parked, f"parking queues {depths}, ledger parked {parked}, worker parked {worker_parked}"),
+        ]
 
     # ---- verification -----------------------------------------------------------------
     def verify(self) -> list[Check]:

@@ -40,6 +40,7 @@ from streamkit.timefmt import iso_from_epoch
 
 from .filters import matches_any, parse_filters
 from .functions import FunctionRuntime, short_error
+from .metrics import FunctionMetrics
 from .shards import DynamoDBStreamShards, KinesisShards
 
 DEFAULT_STATE_PATH = ".local-state/esm.json"
@@ -196,6 +197,7 @@ class Mapping:
         self.filters = parse_filters(config.filter_criteria)
         self.shards: dict[str, ShardState] = {}
         self.counters = Counters()
+        self.metrics = FunctionMetrics()  # what CloudWatch would hold for the function
         self.last_error: str | None = None
         self.reader = (KinesisShards(emulator.kinesis, config.stream_arn) if config.source == "kinesis"
                        else DynamoDBStreamShards(emulator.streams, config.stream_arn))
@@ -247,6 +249,7 @@ class Mapping:
             if shard.buffer and self._window_ready(shard):
                 self._invoke(shard)
             progressed |= (shard.last_read_seq, shard.checkpoint_seq) != before
+        self.metrics.iterator_age(self.em.clock(), self.iterator_age_s())
         return progressed
 
     def _window_ready(self, shard: ShardState) -> bool:
@@ -314,6 +317,7 @@ class Mapping:
                 lowest = failed_index(response, batch)
         except Exception as exc:  # the function errored: the whole batch failed
             error = short_error(exc)
+        self.metrics.invocation(self.em.clock(), self.function.last_counts(), error=error is not None)
 
         if error is None and lowest is None:  # success
             self.counters.succeeded += len(batch)
@@ -415,6 +419,7 @@ class Mapping:
             "iteratorAgeSeconds": round(self.iterator_age_s(), 3),
             "lastError": self.last_error,
             "counters": asdict(self.counters),
+            "function": self.metrics.state(),
             "shards": {
                 sid: {
                     "checkpointSequenceNumber": s.checkpoint_seq,
@@ -478,6 +483,7 @@ class Emulator:
         self.mappings = [Mapping(m, functions[m.function], self) for m in mappings]
         self._queue_urls: dict[str, str] = {}
         self._last_state_write = 0.0
+        self._last_queue_sample = float("-inf")
 
     @property
     def kinesis(self) -> Any:
@@ -529,8 +535,31 @@ class Emulator:
         progressed = self.pump() > 0
         for m in self.mappings:
             progressed |= m.step()
+        self._sample_queues()
         self.write_state(force=False)
         return progressed
+
+    def _sample_queues(self, every_s: float = 10.0) -> None:
+        """Each function's failure-queue depth (GetQueueAttributes, never a receive), at most every
+        ``every_s``: the local stand-in for the SQS metric the page charts."""
+        now = self.clock()
+        if now - self._last_queue_sample < every_s:
+            return
+        self._last_queue_sample = now
+        import boto3
+
+        self._sqs = self._sqs or boto3.client("sqs")
+        for m in self.mappings:
+            url = m.function.config.environment.get("FAILURE_QUEUE_URL")
+            if not url:
+                continue
+            try:
+                attrs = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                    "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            except Exception:
+                continue  # the state file then simply has no depth for this minute
+            m.metrics.queue_depth(now, int(attrs.get("ApproximateNumberOfMessages", 0))
+                                  + int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)))
 
     def _wait_hint(self) -> float:
         now = self.clock()

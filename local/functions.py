@@ -107,8 +107,18 @@ class FunctionRuntime:
         if self._handler is None:
             self._handler = self._cold_start()
         context = LambdaContext(timeout_s=self.config.timeout_s, function_name=self.config.name)
+        loop = getattr(self._handler, "loop", None)
+        if loop is not None:
+            loop.last_batch = None  # so last_counts() never reports a previous invocation
         with applied_env(self.config.environment):
             return self._handler(event, context)
+
+    def last_counts(self) -> dict | None:
+        """The function's own metrics of its last invocation (the EMF counters its stream loop
+        publishes), ``None`` when it has none (not a stream handler, or it failed before them)."""
+        loop = getattr(self._handler, "loop", None)
+        batch = getattr(loop, "last_batch", None)
+        return batch.counts() if batch is not None else None
 
     def redeploy(self, environment: Mapping[str, str] | None = None) -> None:
         """A new deployment: optionally new environment variables; the next invoke cold-starts."""

@@ -12,12 +12,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from consumers.registry import Consumer, stack_prefix
 from streamkit.awsclient import ClientCache, describe_aws_error
+from streamkit.timefmt import now_iso, parse_iso
+
+from . import charts, health
 
 DEFAULT_STATE_PATH = ".local-state/esm.json"  # local/esm.py writes it (LOCAL_ESM_STATE)
 METRIC_TTL_S = 60.0  # CloudWatch bills per metric requested and has 1-minute periods anyway
@@ -36,6 +39,18 @@ def api_clients() -> ClientCache:
 def function_name(consumer: Consumer) -> str:
     """The consumer's deployed function (``<KEY>_FUNCTION_NAME`` overrides the convention)."""
     return os.environ.get(f"{consumer.key}_FUNCTION_NAME") or f"{stack_prefix()}-{consumer.name}"
+
+
+def stale_note(updated_at: str | None) -> dict:
+    """``{"ageSeconds", "stale"?}`` of the emulator's state file: a state nobody has written for a
+    while is shown with its age, never as if it were current."""
+    written = parse_iso(updated_at)
+    if written is None:
+        return {"ageSeconds": None, "stale": "the emulator's state file has no time: its age is unknown"}
+    age = round((datetime.now(timezone.utc) - written).total_seconds(), 1)
+    if age > health.STALE_STATE_S:
+        return {"ageSeconds": age, "stale": f"mapping state is {age:.0f}s old: is `python -m local run` still running?"}
+    return {"ageSeconds": age}
 
 
 class Inspector:
@@ -155,31 +170,36 @@ class Inspector:
         """Lambda's mapping when it has one, else the local emulator's state file, else None."""
         fn = function_name(consumer)
 
-        def lookup() -> tuple[list, str | None]:
+        def lookup() -> tuple[list, str | None, str]:
             try:
                 return self.clients.get("lambda").list_event_source_mappings(FunctionName=fn).get(
-                    "EventSourceMappings") or [], None
+                    "EventSourceMappings") or [], None, now_iso()
             except Exception as exc:
-                return [], describe_aws_error(exc)
+                return [], describe_aws_error(exc), now_iso()
 
-        found, error = self._cached(("mappings", fn), self.mapping_ttl_s, lookup)
+        found, error, read_at = self._cached(("mappings", fn), self.mapping_ttl_s, lookup)
         if found:
             m = found[0]
             out = {
                 "source": "lambda",
+                "readAt": read_at,
                 "uuid": m.get("UUID"),
                 "state": m.get("State"),
                 "stateReason": m.get("StateTransitionReason"),
                 "lastResult": m.get("LastProcessingResult"),
                 "eventSourceArn": m.get("EventSourceArn"),
                 "settings": {k: m[k] for k in MAPPING_SETTINGS if k in m},
-                "iteratorAgeSeconds": self.iterator_age_s(fn),
+                "iteratorAgeSeconds": None,  # CloudWatch's IteratorAge: see the consumer's metrics
             }
             return json.loads(json.dumps(out, default=str))
         local = self.local_mapping(fn)
         if local is not None:
             return local
-        return {"source": None, "state": "unknown", "note": error or "no mapping in Lambda and no local ESM state"}
+        out = {"source": None, "state": "unknown", "readAt": read_at,
+               "note": "no mapping in Lambda and no local emulator state"}
+        if error:
+            out["error"] = error
+        return out
 
     def local_mapping(self, fn: str) -> dict | None:
         try:
@@ -200,36 +220,57 @@ class Inspector:
                     "iteratorAgeSeconds": m.get("iteratorAgeSeconds"),
                     "lastError": m.get("lastError"),
                     "counters": m.get("counters") or {},
+                    "shards": m.get("shards") or {},
+                    "function": m.get("function") or {},
+                    **stale_note(state.get("updatedAt")),
                 }
         return None
 
     # ---- CloudWatch (real AWS only) --------------------------------------------------------------
-    def _metric_max(self, namespace: str, metric: str, dimension: tuple[str, str]) -> float | None:
-        """Latest 1-minute Maximum of a metric over the last 10 minutes (GetMetricData, which the
-        api function's role is granted); None locally, when there is no data, or on any error."""
+    def metrics(self, consumer: Consumer, failures_queue: str) -> dict:
+        """The consumer's charts (``opsapi.charts``): one GetMetricData call, reused for
+        ``metric_ttl_s``; locally the emulator's state file."""
         if not self.use_cloudwatch:
-            return None
-        return self._cached(("metric", namespace, metric, dimension), self.metric_ttl_s,
-                            lambda: self._fetch_metric_max(namespace, metric, dimension))
+            local = self.local_mapping(function_name(consumer))
+            if local is None:
+                return charts.empty("no CloudWatch outside AWS and no local emulator state")
+            return charts.from_local(local.get("function"))
+        return self._cached(("metrics", consumer.name), self.metric_ttl_s,
+                            lambda: self._fetch_metrics(consumer, failures_queue))
 
-    def _fetch_metric_max(self, namespace: str, metric: str, dimension: tuple[str, str]) -> float | None:
+    def _fetch_metrics(self, consumer: Consumer, failures_queue: str) -> dict:
+        start, end = charts.window()
+        namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or stack_prefix().split("-")[0]
         try:
-            end = datetime.now(UTC)
             results = self.clients.get("cloudwatch").get_metric_data(
-                MetricDataQueries=[{"Id": "m", "ReturnData": True, "MetricStat": {
-                    "Metric": {"Namespace": namespace, "MetricName": metric,
-                               "Dimensions": [{"Name": dimension[0], "Value": dimension[1]}]},
-                    "Period": 60, "Stat": "Maximum"}}],
-                StartTime=end - timedelta(minutes=10), EndTime=end, ScanBy="TimestampDescending",
-            ).get("MetricDataResults") or []
-        except Exception:
-            return None
-        values = results[0].get("Values") if results else None
-        return float(values[0]) if values else None
+                MetricDataQueries=charts.queries(function=function_name(consumer), failures_queue=failures_queue,
+                                                 consumer=consumer.name, namespace=namespace),
+                StartTime=start, EndTime=end, ScanBy="TimestampAscending").get("MetricDataResults") or []
+        except Exception as exc:
+            out = charts.empty("CloudWatch metrics not readable")
+            out["error"] = describe_aws_error(exc)
+            return out
+        return charts.from_cloudwatch(results, start, end)
 
-    def iterator_age_s(self, fn: str) -> float | None:
-        ms = self._metric_max("AWS/Lambda", "IteratorAge", ("FunctionName", fn))
-        return None if ms is None else round(ms / 1000, 3)
+    def alarms(self, consumer: Consumer, failures: dict, parking: dict, mapping: dict | None) -> dict:
+        """The consumer's alarm states: ``DescribeAlarms`` in AWS (cached ``alarm_ttl_s``), the
+        same states derived from the emulator locally (``opsapi.health``)."""
+        if not self.use_cloudwatch:
+            return health.local_alarms(mapping, failures, parking)
 
-    def oldest_message_age_s(self, queue_name: str) -> float | None:
-        return self._metric_max("AWS/SQS", "ApproximateAgeOfOldestMessage", ("QueueName", queue_name))
+        def fetch() -> tuple[list, str | None]:
+            found: list = []
+            try:
+                for page in self.clients.get("cloudwatch").get_paginator("describe_alarms").paginate(
+                        AlarmTypes=["MetricAlarm"]):
+                    found += page.get("MetricAlarms") or []
+            except Exception as exc:
+                return [], describe_aws_error(exc)
+            return found, None
+
+        alarms, error = self._cached(("alarms",), self.metric_ttl_s, fetch)
+        out = health.aws_alarms(alarms, function=function_name(consumer), failures_queue=failures["name"],
+                                parking_queue=parking["name"], consumer=consumer.name)
+        if error:
+            out["error"] = error
+        return out

@@ -1,128 +1,169 @@
-"""Reprocess jobs: an in-process thread running ``reprocess.worker.drain`` locally, or an
-asynchronous invoke of the reprocess Lambda when ``REPROCESS_FUNCTION_NAME`` is set.
+"""Operator jobs from the API: any kind ``reprocess.jobkinds`` registers (a drain, a redrive of
+parked messages, ...), run in a thread of this process locally or by the reprocess Lambda
+(``REPROCESS_FUNCTION_NAME``: an asynchronous invoke), kept in the jobs bucket
+(``reprocess.jobstore``) so their history survives a reload, a restart and a cold start.
 
-Job records live in memory (this process). In AWS the summary is the reprocess Lambda's
-result; with ``InvocationType=Event`` nobody waits for it, so the contract is that the
-reprocess Lambda writes it to ``s3://$JOBS_BUCKET/jobs/<jobId>.json`` (serverless.yml grants
-that prefix) and this API reads it from there, from any container. Until that object
-exists a job is ``submitted``. See docs/operator-api.md.
+A job records who started it (the caller's IAM identity), the count they confirmed (its
+total), progress "done of total" with an ETA, why it stopped (in words), and a cancel: a local
+job's ``should_stop`` is an event checked before every message; a Lambda-run job polls its
+cancel request in the bucket. Without a bucket (a local API with no ``JOBS_BUCKET``) jobs
+live in memory only, and every answer says so.
 """
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Callable
 
+from reprocess.jobkinds import JobContext, Plan, get_kind
+from reprocess.jobstore import (FINAL_STATUSES, STATUS_FIELDS, JobStore, cancelled_by, eta_seconds, new_job_id,
+                                status_of)
 from streamkit.awsclient import ClientCache, describe_aws_error
 from streamkit.timefmt import now_iso
 
 MAX_JOBS_KEPT = 200
-JOB_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def summary_key(job_id: str) -> str:
-    """Where the reprocess Lambda stores a job's summary in JOBS_BUCKET."""
-    return f"jobs/{job_id}.json"
-
-
-def status_of(summary: dict) -> str:
-    if summary.get("error") or summary.get("exit_code") == 2:
-        return "failed"
-    return "succeeded" if summary.get("exit_code") == 0 else "finished-with-failures"
+HISTORY_TTL_S = 10.0
+LOCAL_STATUS_EVERY_S = 2.0
+NO_STORE_NOTE = "not kept after this API process ends: no JOBS_BUCKET"
 
 
 class JobConflict(Exception):
-    """A local job for this consumer is already running (two drains of one queue in one process)."""
+    """A local job for this consumer is already running (two jobs on one queue in one process)."""
+
+
+class JobFinished(Exception):
+    """The job already finished: there is nothing to cancel."""
 
 
 class JobRunner:
-    """Starts jobs and keeps their status; thread-safe."""
+    """Starts jobs, cancels them, and answers for them (live and from history); thread-safe."""
 
-    def __init__(self, *, clients: ClientCache, function_name: str | None = None,
-                 drain: Callable[..., Any] | None = None, on_finish: Callable[[str], None] | None = None,
-                 drain_options: dict | None = None, jobs_bucket: str | None = None):
+    def __init__(self, *, clients: ClientCache, function_name: str | None = None, jobs_bucket: str | None = None,
+                 on_finish: Callable[[str], None] | None = None, drain_options: dict | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.clients = clients
         self.function_name = function_name
         self.jobs_bucket = jobs_bucket
-        self._drain = drain  # None: reprocess.worker.drain, imported in the job thread
+        self.store = JobStore(jobs_bucket, lambda: clients.get("s3")) if jobs_bucket else None
         self.on_finish = on_finish or (lambda consumer: None)
-        self.drain_options = drain_options or {}
+        self.drain_options = drain_options or {}  # extra run options for local jobs (tests, wait times)
+        self.clock = clock
         self._lock = threading.Lock()
         self._jobs: dict[str, dict] = {}
         self._threads: dict[str, threading.Thread] = {}
+        self._cancel: dict[str, str] = {}  # job id -> why (a local job's cancel request)
+        self._final: dict[str, dict] = {}  # finished jobs read from the bucket: they never change
+        self._history: tuple[float, list[str], str | None] | None = None
 
     @property
     def remote(self) -> bool:
         return bool(self.function_name)
 
-    def get(self, job_id: str) -> dict | None:
-        with self._lock:
-            job = self._jobs.get(job_id)
-            job = json.loads(json.dumps(job, default=str)) if job else None
-        if self.remote and (job is None or job["status"] == "submitted"):
-            stored = self._stored_summary(job_id)
-            if stored is not None:
-                job = job or {"jobId": job_id, "consumer": stored.get("consumer"), "runner": "lambda",
-                              "request": None, "createdAt": None, "startedAt": None}
-                job.update(status=status_of(stored), summary=stored, error=stored.get("error"),
-                           summaryObject=f"s3://{self.jobs_bucket}/{summary_key(job_id)}")
-        return job
-
-    def _stored_summary(self, job_id: str) -> dict | None:
-        """The summary the reprocess Lambda wrote for ``job_id``, or None (not yet, or unreadable)."""
-        if not self.jobs_bucket or not JOB_ID.fullmatch(job_id):
-            return None
-        try:
-            body = self.clients.get("s3").get_object(Bucket=self.jobs_bucket, Key=summary_key(job_id))["Body"].read()
-            data = json.loads(body)
-        except Exception:
-            return None
-        return data if isinstance(data, dict) else None
+    # ---- planning and starting ------------------------------------------------------------------
+    def plan(self, kind: str, consumer: str, request: dict) -> Plan:
+        return get_kind(kind).plan(self.clients, consumer, request)
 
     def running(self, consumer: str) -> dict | None:
+        """The local job of ``consumer`` still queued or running (one at a time per consumer)."""
         with self._lock:
             for job in self._jobs.values():
                 if job["consumer"] == consumer and job["status"] in ("queued", "running"):
-                    return dict(job)
+                    return self._decorate(dict(job))
         return None
 
-    def list(self) -> list[dict]:
-        with self._lock:
-            return [json.loads(json.dumps(j, default=str)) for j in self._jobs.values()]
-
-    def start(self, consumer: str, *, max_messages: int | None, mode: str | None, dry_run: bool,
-              concurrency: int = 1) -> dict:
-        job_id = uuid.uuid4().hex
+    def start(self, kind: str, consumer: str, request: dict, *, caller: dict, total: int | None,
+              confirmed: bool) -> dict:
+        spec = get_kind(kind)
+        job_id = new_job_id()
         job = {
-            "jobId": job_id,
-            "consumer": consumer,
-            "request": {"max": max_messages, "mode": mode, "dryRun": dry_run, "concurrency": concurrency},
-            "runner": "lambda" if self.remote else "local",
-            "status": "queued",
-            "createdAt": now_iso(),
-            "startedAt": None,
-            "finishedAt": None,
-            "summary": None,
+            "jobId": job_id, "kind": kind, "title": spec.title, "consumer": consumer, "request": request,
+            "runner": "lambda" if self.remote else "local", "status": "queued", "createdAt": now_iso(),
+            "caller": caller, "total": total, "confirmedCount": total if confirmed else None,
+            "startedAt": None, "finishedAt": None, "progress": None, "summary": None, "stoppedBy": None,
             "error": None,
         }
         with self._lock:
             if not self.remote and any(j["consumer"] == consumer and j["status"] in ("queued", "running")
                                        for j in self._jobs.values()):
-                raise JobConflict(f"a reprocess job for {consumer} is already running")
+                raise JobConflict(f"a job for {consumer} is already running")
             self._jobs[job_id] = job
             self._trim()
+        if self.store is not None:
+            try:
+                self.store.save_job(job)
+            except Exception as exc:
+                self._update(job_id, note=f"job record not stored in s3://{self.jobs_bucket}: {describe_aws_error(exc)}")
+        else:
+            self._update(job_id, note=NO_STORE_NOTE)
         if self.remote:
             self._invoke(job)
         else:
-            thread = threading.Thread(target=self._run_local, args=(job_id,), name=f"reprocess-{job_id[:8]}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._run_local, args=(job_id,), name=f"job-{job_id[-8:]}", daemon=True)
             self._threads[job_id] = thread
             thread.start()
         return self.get(job_id) or job
+
+    def _invoke(self, job: dict) -> None:
+        payload = {"kind": job["kind"], "consumer": job["consumer"], "jobId": job["jobId"], "total": job["total"],
+                   "request": job["request"]}
+        try:
+            resp = self.clients.get("lambda").invoke(
+                FunctionName=self.function_name, InvocationType="Event", Payload=json.dumps(payload).encode())
+        except Exception as exc:
+            self._finish_local_record(job["jobId"], status="failed", error=f"invoke failed: {describe_aws_error(exc)}")
+            return
+        note = ("runs in the reprocess Lambda; its progress and summary appear here from "
+                f"{self.store.where(job['jobId'])}" if self.store else
+                "runs in the reprocess Lambda; its summary is in that function's logs (JOBS_BUCKET unset)")
+        self._update(job["jobId"], status="submitted", startedAt=now_iso(), invokeStatusCode=resp.get("StatusCode"),
+                     function=self.function_name, note=note)
+
+    # ---- running locally -------------------------------------------------------------------------
+    def _run_local(self, job_id: str) -> None:
+        with self._lock:
+            job = dict(self._jobs[job_id])
+        started = time.time()
+        self._update(job_id, status="running", startedAt=now_iso(),
+                     progress={"done": 0, "total": job["total"], "startedEpoch": started})
+        last_save = [0.0]
+
+        def report(done: int, summary: dict) -> None:
+            self._update(job_id, progress={"done": done, "total": job["total"], "startedEpoch": started,
+                                           "updatedAt": now_iso()}, summary=summary)
+            if self.store is not None and time.time() - last_save[0] >= LOCAL_STATUS_EVERY_S:
+                last_save[0] = time.time()
+                self._save_status(job_id)
+
+        ctx = JobContext(job_id=job_id, total=job["total"], should_stop=lambda: self._cancel.get(job_id),
+                         report=report, options=dict(self.drain_options))
+        try:
+            summary = get_kind(job["kind"]).run(job["consumer"], job["request"], ctx)
+            stopped = summary.get("stopped_by")
+            self._update(job_id, summary=summary, stoppedBy=stopped, error=summary.get("error"),
+                         status=status_of(summary, cancelled=job_id in self._cancel),
+                         finishedAt=now_iso(), durationS=round(time.time() - started, 3))
+        except Exception as exc:  # ConfigError and anything unexpected: the job says why
+            self._update(job_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:1000],
+                         stoppedBy=f"could not run: {type(exc).__name__}", finishedAt=now_iso(),
+                         durationS=round(time.time() - started, 3))
+        finally:
+            self._save_status(job_id)
+            self.on_finish(job["consumer"])
+
+    def _save_status(self, job_id: str) -> None:
+        if self.store is None:
+            return
+        with self._lock:
+            job = dict(self._jobs[job_id])
+        try:
+            self.store.save_status(job_id, {k: job.get(k) for k in STATUS_FIELDS})
+        except Exception as exc:
+            self._update(job_id, note=f"status not stored in s3://{self.jobs_bucket}: {describe_aws_error(exc)}")
+
+    def _finish_local_record(self, job_id: str, **fields: Any) -> None:
+        self._update(job_id, finishedAt=now_iso(), **fields)
+        self._save_status(job_id)
 
     def wait(self, job_id: str, timeout_s: float) -> dict | None:
         """Join a local job's thread (tests, shutdown)."""
@@ -131,6 +172,90 @@ class JobRunner:
             thread.join(timeout_s)
         return self.get(job_id)
 
+    # ---- cancelling ------------------------------------------------------------------------------
+    def cancel(self, job_id: str, caller: dict) -> dict | None:
+        """Ask a job to stop before its next item; None when there is no such job."""
+        job = self.get(job_id)
+        if job is None:
+            return None
+        if job["status"] in FINAL_STATUSES:
+            raise JobFinished(f"job {job_id} already {job['status']}")
+        request = {"by": caller, "at": now_iso()}
+        with self._lock:
+            if job_id in self._jobs and self._jobs[job_id]["runner"] == "local":
+                self._cancel.setdefault(job_id, cancelled_by(request))
+            if job_id in self._jobs:
+                self._jobs[job_id]["cancelRequested"] = request
+        if self.store is not None:
+            try:
+                self.store.request_cancel(job_id, request)
+            except Exception as exc:
+                if job.get("runner") == "lambda":
+                    raise RuntimeError(f"cancel request not stored: {describe_aws_error(exc)}") from exc
+        return self.get(job_id)
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            live = json.loads(json.dumps(self._jobs.get(job_id), default=str)) if job_id in self._jobs else None
+            final = self._final.get(job_id)
+        if live is not None and (live["runner"] == "local" or self.store is None):
+            return self._decorate(live)
+        stored = final or (self.store.load(job_id) if self.store is not None else None)
+        if stored is None and live is None:
+            return None
+        job = {**(live or {}), **(stored or {})}
+        if live is not None and live.get("status") in FINAL_STATUSES:  # e.g. the invoke itself failed
+            job["status"] = live["status"]
+        if stored is not None and stored.get("status") in FINAL_STATUSES:
+            with self._lock:
+                self._final[job_id] = stored
+        return self._decorate(job)
+
+    def list(self, limit: int = 20) -> dict:
+        """The newest jobs: this process's and the bucket's history, newest first."""
+        ids, error = self._history_ids(limit)
+        with self._lock:
+            mine = sorted(self._jobs, reverse=True)
+        out, seen = [], set()
+        for job_id in sorted(set(ids) | set(mine[:limit]), reverse=True)[:limit]:
+            job = self.get(job_id)
+            if job is not None and job_id not in seen:
+                seen.add(job_id)
+                out.append(job)
+        answer: dict[str, Any] = {"jobs": out, "stored": f"s3://{self.jobs_bucket}/jobs/" if self.store else None}
+        if self.store is None:
+            answer["note"] = NO_STORE_NOTE
+        if error:
+            answer["error"] = f"job history not readable: {error}"
+        return answer
+
+    def _history_ids(self, limit: int) -> tuple[list[str], str | None]:
+        if self.store is None:
+            return [], None
+        now = self.clock()
+        if self._history is not None and now - self._history[0] < HISTORY_TTL_S:
+            return self._history[1], self._history[2]
+        ids, error = self.store.recent_ids(limit)
+        self._history = (now, ids, error)
+        return ids, error
+
+    def _decorate(self, job: dict) -> dict:
+        """Progress with its ETA and percentage, and why it stopped (in words)."""
+        progress = job.get("progress")
+        if isinstance(progress, dict):
+            running = job.get("status") in ("running", "submitted")
+            progress["etaSeconds"] = eta_seconds(progress.get("done"), progress.get("total"),
+                                                 progress.get("startedEpoch"), time.time()) if running else None
+            total = progress.get("total")
+            if total:
+                progress["percent"] = round(100 * min(progress.get("done") or 0, total) / total, 1)
+        summary = job.get("summary") or {}
+        if not job.get("stoppedBy") and summary.get("stopped_by"):
+            job["stoppedBy"] = summary["stopped_by"]
+        return job
+
+    # ---- bookkeeping -----------------------------------------------------------------------------
     def _trim(self) -> None:
         done = [k for k, j in self._jobs.items() if j["status"] not in ("queued", "running")]
         while len(self._jobs) > MAX_JOBS_KEPT and done:
@@ -138,57 +263,5 @@ class JobRunner:
 
     def _update(self, job_id: str, **fields: Any) -> None:
         with self._lock:
-            self._jobs[job_id].update(fields)
-
-    def _invoke(self, job: dict) -> None:
-        req = job["request"]
-        payload = {"consumer": job["consumer"], "max": req["max"], "mode": req["mode"], "dryRun": req["dryRun"],
-                   "concurrency": req["concurrency"], "jobId": job["jobId"]}
-        try:
-            resp = self.clients.get("lambda").invoke(
-                FunctionName=self.function_name, InvocationType="Event", Payload=json.dumps(payload).encode()
-            )
-        except Exception as exc:
-            self._update(job["jobId"], status="failed", error=f"invoke failed: {describe_aws_error(exc)}",
-                         finishedAt=now_iso())
-            return
-        self._update(job["jobId"], status="submitted", startedAt=now_iso(),
-                     invokeStatusCode=resp.get("StatusCode"), function=self.function_name,
-                     note=f"runs in the reprocess Lambda; its summary appears here once it is stored "
-                          f"at s3://{self.jobs_bucket}/{summary_key(job['jobId'])}" if self.jobs_bucket else
-                          "runs in the reprocess Lambda; its summary is in that function's logs (JOBS_BUCKET unset)")
-
-    def _run_local(self, job_id: str) -> None:
-        job = self.get(job_id) or {}
-        req = job.get("request") or {}
-        consumer = job.get("consumer", "")
-        self._update(job_id, status="running", startedAt=now_iso())
-        started = time.monotonic()
-        try:
-            drain: Callable[..., Any]
-            if self._drain is not None:
-                drain = self._drain
-            else:
-                from reprocess.worker import drain  # heavy: only in the job thread
-
-            def progress(summary: Any) -> None:
-                self._update(job_id, progress=summary.to_dict() if hasattr(summary, "to_dict") else summary)
-
-            summary = drain(
-                consumer,
-                max_messages=req.get("max"),
-                mode=req.get("mode"),
-                dry_run=bool(req.get("dryRun")),
-                concurrency=int(req.get("concurrency") or 1),
-                progress=progress,
-                **self.drain_options,
-            )
-            result = summary.to_dict()
-            status = status_of(result)
-            self._update(job_id, status=status, summary=result, finishedAt=now_iso(),
-                         durationS=round(time.monotonic() - started, 3))
-        except Exception as exc:  # ConfigError and anything unexpected: the job says why
-            self._update(job_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:1000],
-                         finishedAt=now_iso(), durationS=round(time.monotonic() - started, 3))
-        finally:
-            self.on_finish(consumer)
+            if job_id in self._jobs:
+                self._jobs[job_id].update(fields)

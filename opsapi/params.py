@@ -1,32 +1,52 @@
 """What the API accepts in a query string or a request body: checked here, 400 otherwise."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Request
 
+from streamkit.ledger import BLOCKING_STATES, FAILURE_STATES
+
 from .errors import ApiError
-from .sampling import MAX_SAMPLE
+
+MAX_LIST = 200
+MAX_FILTER_CHARS = 200
 
 
-def sample_limit(raw: str | None) -> int:
-    """``?limit=`` of a failure sample: 1 to ``MAX_SAMPLE`` (one ReceiveMessage)."""
-    raw = str(MAX_SAMPLE) if raw is None else raw
+def list_limit(raw: str | None, default: int = 50) -> int:
+    """``?limit=`` of a failure list: 1 to ``MAX_LIST``."""
+    if raw is None:
+        return default
     try:
         limit = int(raw)
     except ValueError:
-        raise ApiError(400, f"limit must be an integer from 1 to {MAX_SAMPLE}, got {raw!r}") from None
-    if not 1 <= limit <= MAX_SAMPLE:
-        raise ApiError(400, f"limit must be an integer from 1 to {MAX_SAMPLE}, got {limit}")
+        raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIST}, got {raw!r}") from None
+    if not 1 <= limit <= MAX_LIST:
+        raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIST}, got {limit}")
     return limit
 
 
-def reprocess_body(request: Request, consumer: str) -> dict:
-    """``POST /consumers/<name>/reprocess``'s body as ``JobRunner.start`` options:
-    ``{max_messages, mode, dry_run, concurrency}``, validated by ``reprocess.options``
-    (one set of limits, the same messages as the CLI and the reprocess Lambda).
+def failure_filters(args: Any) -> dict:
+    """``?state=&errorType=&key=&limit=&cursor=`` of ``GET /consumers/<name>/failures``."""
+    state = args.get("state") or None
+    allowed = (*FAILURE_STATES, *BLOCKING_STATES)
+    if state is not None and state not in allowed:
+        raise ApiError(400, f"state must be one of {', '.join(allowed)}, got {state!r}")
+    out = {"state": state, "limit": list_limit(args.get("limit")), "cursor": args.get("cursor") or None}
+    for name, field in (("errorType", "error_type"), ("key", "key")):
+        value = args.get(name) or None
+        if value is not None and len(value) > MAX_FILTER_CHARS:
+            raise ApiError(400, f"{name} must be at most {MAX_FILTER_CHARS} characters")
+        out[field] = value
+    return out
 
-    Always JSON, even with an empty body: a cross-site <form> cannot send that content type
-    (and a cross-origin fetch with it needs a CORS preflight this app never grants), so a
-    page on another site cannot start a reprocess against a local API.
+
+def json_body(request: Request) -> dict:
+    """A JSON object body, even when empty.
+
+    Always JSON: a cross-site <form> cannot send that content type (and a cross-origin fetch
+    with it needs a CORS preflight this app never grants), so a page on another site cannot
+    start a job against a local API.
     """
     if not request.is_json:
         raise ApiError(400, "body must be JSON (Content-Type: application/json), e.g. {} for the defaults")
@@ -35,11 +55,14 @@ def reprocess_body(request: Request, consumer: str) -> dict:
         raise ApiError(400, "body is not valid JSON")
     if not isinstance(data, dict):
         raise ApiError(400, 'body must be a JSON object like {"max": 100, "mode": "replay", "dryRun": true}')
-    from reprocess.options import API_FIELDS, DrainOptions, OptionsError  # the limits the CLI and Lambda use
+    return data
 
-    try:
-        options = DrainOptions.from_wire(data, consumer=consumer, allowed=API_FIELDS)
-    except OptionsError as exc:
-        raise ApiError(400, str(exc)) from None
-    return {"max_messages": options.max_messages, "mode": options.mode, "dry_run": options.dry_run,
-            "concurrency": options.concurrency}
+
+def confirm_count(data: dict) -> int | None:
+    """``confirmCount``: the count the operator saw and confirmed (1 to 10000), None when absent."""
+    value = data.pop("confirmCount", None)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
+        raise ApiError(400, f"confirmCount must be an integer from 1 to 10000 (the count you confirmed), got {value!r}")
+    return value

@@ -1,14 +1,14 @@
 """The objects behind the routes, made once per app and found through ``get_services()``.
 
 Flask's way to hang state on an app is ``app.extensions``; this module owns that key, so
-the views, the tests and the next feature reach the inspector, sampler and job runner by
-public attributes, never by digging into an app or a closure.
+the views, the tests and the next feature reach the inspector, the ledger view and the job
+runner by public attributes, never by digging into an app or a closure.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from flask import Flask, current_app
 
@@ -16,7 +16,7 @@ from streamkit.awsclient import ClientCache
 
 from .inspect_aws import Inspector, api_clients
 from .jobs import JobRunner
-from .sampling import FailureSampler
+from .ledger_view import LedgerView
 
 EXTENSION_KEY = "opsapi"
 
@@ -25,7 +25,7 @@ EXTENSION_KEY = "opsapi"
 class Services:
     clients: ClientCache
     inspector: Inspector
-    sampler: FailureSampler
+    ledger: LedgerView
     jobs: JobRunner
 
     @classmethod
@@ -33,11 +33,12 @@ class Services:
         """From the app's config (``opsapi.app.create_app`` documents the keys)."""
         clients = api_clients()
         remote = config["REPROCESS_FUNCTION_NAME"]
-        inspector = Inspector(clients, state_path=config["ESM_STATE_PATH"], use_cloudwatch=bool(remote))
-        sampler = FailureSampler(inspector, ttl_s=config["SAMPLE_TTL_S"])
-        jobs = JobRunner(clients=clients, function_name=remote, on_finish=sampler.invalidate,
-                         drain_options=config["DRAIN_OPTIONS"], jobs_bucket=config["JOBS_BUCKET"])
-        return cls(clients, inspector, sampler, jobs)
+        clock = config.get("CLOCK") or time.monotonic
+        inspector = Inspector(clients, state_path=config["ESM_STATE_PATH"], use_cloudwatch=bool(remote), clock=clock)
+        ledger = LedgerView(clients, config["LEDGER_TABLE"], ttl_s=config["LEDGER_TTL_S"], clock=clock)
+        jobs = JobRunner(clients=clients, function_name=remote, on_finish=ledger.invalidate,
+                         drain_options=config["DRAIN_OPTIONS"], jobs_bucket=config["JOBS_BUCKET"], clock=clock)
+        return cls(clients, inspector, ledger, jobs)
 
     def install(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self

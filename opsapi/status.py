@@ -1,7 +1,9 @@
-"""One consumer's status as the API returns it: the inspection answers put together.
+"""One consumer's status as the API returns it: the readers' answers put together, and the
+badge (``opsapi.health.derive``) with its reasons.
 
-No AWS calls of its own and nothing of HTTP: ``Inspector`` and ``FailureSampler`` read AWS,
-``JobRunner`` knows the jobs, and this module decides what the operator sees of them.
+No AWS calls of its own and nothing of HTTP: ``Inspector`` reads queues, mappings, alarms and
+metrics, ``LedgerView`` the failure ledger, ``JobRunner`` knows the jobs; this module decides
+what the operator sees of them. Every part says where it came from and how old it is.
 """
 from __future__ import annotations
 
@@ -9,40 +11,39 @@ from typing import Any
 
 from consumers.registry import Consumer
 
+from . import health
 from .inspect_aws import function_name
-from .sampling import MAX_SAMPLE, age_seconds
+from .ledger_view import read_age_s
 from .services import Services
 
 
 def local_job(svc: Services, consumer: Consumer) -> dict | None:
-    """The local job draining ``consumer``'s queue now; ``None`` in AWS, where the API cannot
-    see the reprocess Lambda's run."""
+    """The local job working on ``consumer`` now; ``None`` in AWS (the reprocess Lambda runs them)."""
     return None if svc.jobs.remote else svc.jobs.running(consumer.name)
 
 
-def failure_sample(svc: Services, consumer: Consumer, limit: int) -> dict:
-    """A sample of the failure queue. While a local job drains this queue it is never peeked
-    at (a hidden message could end the job's run early): the cached sample is served."""
-    return svc.sampler.sample(consumer, limit, hold=local_job(svc, consumer) is not None)
-
-
 def consumer_status(svc: Services, consumer: Consumer) -> dict:
-    """``GET /consumers/<name>``: policy, queues, oldest failure, top errors, lag, mapping, job."""
+    """``GET /consumers/<name>``."""
     inspector = svc.inspector
     failures = inspector.queue_info(consumer, "failures")
     parking = inspector.queue_info(consumer, "parking")
-    running = local_job(svc, consumer)
-    sample: dict[str, Any] | None = None
-    if failures.get("exists") and failures.get("visible") == 0 and failures.get("inFlight") == 0:
-        svc.sampler.invalidate(consumer.name)  # an empty queue is never peeked at
-    elif failures.get("exists"):
-        sample = svc.sampler.sample(consumer, MAX_SAMPLE, hold=running is not None)  # see failure_sample
-    oldest = (sample or {}).get("oldestCapturedAt")
-    mapping = inspector.mapping(consumer)
+    mapping = inspector.mapping(consumer) or {}
     policy = inspector.policy(consumer)
-    lag = (mapping or {}).get("iteratorAgeSeconds")
+    ledger = dict(svc.ledger.summary(consumer.name))
+    ledger["ageSeconds"] = read_age_s(ledger)
+    ledger.pop("readEpoch", None)
+    metrics = inspector.metrics(consumer, failures["name"])
+    alarms = inspector.alarms(consumer, failures, parking, mapping)
+    function = mapping.get("function") if mapping.get("source") == "local-esm" else None
+    drops = drops_of(metrics, function)
+    blocking = health.blocking_detail(ledger.pop("blocking", None), mapping)
+    verdict = health.derive(policy["policy"], alarms=alarms, mapping=mapping, ledger=ledger, drops=drops,
+                            failures=failures, blocking=blocking)
+    lag = mapping.get("iteratorAgeSeconds")
     if lag is None:
-        lag = inspector.iterator_age_s(function_name(consumer))
+        lag = (metrics.get("latest") or {}).get("iteratorAgeSeconds")
+    running = local_job(svc, consumer)
+    oldest = ledger.get("oldestOpen")
     return {
         "name": consumer.name,
         "description": consumer.description,
@@ -51,17 +52,39 @@ def consumer_status(svc: Services, consumer: Consumer) -> dict:
         "policySource": policy["source"],
         **({"policyNote": policy["note"]} if policy.get("note") else {}),
         "reprocessMode": consumer.reprocess_mode,
+        "status": verdict,
         "failures": failures,
         "parking": parking,
+        "ledger": ledger,
+        "topErrorTypes": ledger.get("openByErrorType") or {},
         "oldestFailure": {
             "capturedAt": oldest,
-            "ageSeconds": age_seconds(oldest),
-            "source": f"sample of up to {MAX_SAMPLE} messages (capturedAt)" if oldest else None,
-            "queueAgeSeconds": inspector.oldest_message_age_s(failures["name"]),
+            "ageSeconds": health.age_s(oldest),
+            "source": "failure ledger (oldest captured or retrying)" if oldest else None,
+            "queueAgeSeconds": (metrics.get("latest") or {}).get("oldestFailureAgeSeconds"),
         },
-        "topErrorTypes": (sample or {}).get("countsByErrorType", {}),
+        "blocking": blocking,
+        "drops": drops if policy["policy"] == "soft-fail" or (drops or {}).get("last3h") else None,
+        "alarms": alarms,
         "lagSeconds": lag,
-        "mapping": mapping,
-        "job": {"jobId": running["jobId"], "status": running["status"], "dryRun": running["request"]["dryRun"]}
-        if running else None,
+        "mapping": {k: v for k, v in mapping.items() if k not in ("function", "shards")},
+        "metricsSource": metrics.get("source"),
+        **({"metricsError": metrics["error"]} if metrics.get("error") else {}),
+        "job": {"jobId": running["jobId"], "kind": running["kind"], "status": running["status"],
+                "dryRun": bool((running.get("request") or {}).get("dryRun"))} if running else None,
     }
+
+
+def drops_of(metrics: dict, function: dict | None) -> dict[str, Any] | None:
+    """Records a soft-fail consumer dropped: the emulator's last batch and buckets locally, the
+    consumer's ``dropped`` metric (per minute) in AWS."""
+    if function is not None:
+        return health.drops_from_series(function.get("series") or [], function.get("lastBatch"))
+    series = metrics.get("series") or {}
+    if not series.get("dropped") and not series.get("handled"):
+        return None
+    buckets: dict[str, dict] = {}
+    for name, metric in (("dropped", "dropped"), ("processed", "handled"), ("failed", "failed")):
+        for t, v in series.get(metric) or []:
+            buckets.setdefault(t, {"t": t})[name] = v
+    return health.drops_from_series([buckets[t] for t in sorted(buckets)])

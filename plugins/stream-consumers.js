@@ -173,6 +173,15 @@ class StreamConsumers {
           Condition: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [name] } },
         });
       }
+      // The failure ledger (streamkit/ledger.py): dlq-capture writes its captures in batches;
+      // hard-fail records the record its shard is blocked on (and reads which ones, once).
+      if (c.policy === 'dlq-capture' || c.policy === 'hard-fail') {
+        environment.LEDGER_TABLE = ref('LedgerTable');
+        statements.push(c.policy === 'dlq-capture'
+          ? { Effect: 'Allow', Action: ['dynamodb:BatchWriteItem'], Resource: [arn('LedgerTable')] }
+          : { Effect: 'Allow', Action: ['dynamodb:UpdateItem', 'dynamodb:Query'],
+            Resource: [arn('LedgerTable'), sub('${LedgerTable.Arn}/index/byState')] });
+      }
       statements.push(...(c.iamRoleStatements || []));
 
       service.functions[fnName] = {
@@ -228,6 +237,7 @@ class StreamConsumers {
       const fn = service.functions[fnName];
       if (!fn) continue;
       fn.environment = fn.environment || {};
+      fn.environment.LEDGER_TABLE = ref('LedgerTable');
       for (const name of Object.keys(consumers)) {
         const P = logicalPrefix(name);
         fn.environment[`${envKey(name)}_FAILURE_QUEUE_URL`] = ref(`${P}FailureQueue`);

@@ -29,6 +29,8 @@ class Item:
     # and how many records the stream gave back.
     follow_ups: list[dict] = field(default_factory=list)
     stream_records: int = 0
+    sent_ids: dict[int, str] = field(default_factory=dict)  # copy index -> SQS message id (the ledger's)
+    left_because: str | None = None  # why it stays in the queue as it is
 
     def __post_init__(self) -> None:
         if self.what.kind is Kind.PARK:

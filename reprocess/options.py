@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumers.registry import REPROCESS_MODES, Consumer, UnknownConsumerError, get_consumer
-from streamkit import retry
+from streamkit import ledger, retry
 from streamkit.errors import ConfigError
 from streamkit.settings import Setting, load
 
@@ -40,8 +40,9 @@ REPROCESS_MARGIN_MS = Setting(
 )
 JOBS_BUCKET = Setting(
     "JOBS_BUCKET",
-    "where the reprocess Lambda stores the summary of a run the operator API started (jobs/<jobId>.json), and "
-    "backfill and rewind jobs keep their manifest and checkpoints (jobs/<jobId>/); default FAILURE_BUCKET",
+    "where operator jobs keep their records (jobs/<jobId>/: request, status, progress, summary, cancel), "
+    "read by the operator API and written by the reprocess Lambda, and backfill and rewind jobs keep their "
+    "manifest and checkpoints (jobs/<jobId>/); default FAILURE_BUCKET",
 )
 BACKFILL_CLOCK_SKEW_MS = Setting(
     "BACKFILL_CLOCK_SKEW_MS",
@@ -60,7 +61,7 @@ STREAM_ARN = Setting(
     "Kinesis stream it publishes to); a rewind reads it; default: USERS_TABLE's latest DynamoDB stream",
 )
 # What the worker reads, wherever it runs (the CLI, the Lambda, an operator API job).
-SETTINGS = (USERS_TABLE, *retry.SETTINGS)
+SETTINGS = (USERS_TABLE, *retry.SETTINGS, *ledger.SETTINGS)
 # What the reprocess Lambda reads besides (handlers/reprocess.py checks all at cold start).
 LAMBDA_ONLY_SETTINGS = (REPROCESS_MARGIN_MS, JOBS_BUCKET)
 # What backfill and rewind jobs read besides (JOBS_BUCKET too, wherever they run).
@@ -79,9 +80,12 @@ LIMITS: dict[str, tuple[str, int, int]] = {
 }
 # wire name -> field, for the Lambda event and the API body
 WIRE_FIELDS = {"max": "max_messages", "mode": "mode", "dryRun": "dry_run", "concurrency": "concurrency",
-               "maxAttempts": "max_attempts"}
+               "maxAttempts": "max_attempts", "jobId": "job_id"}
 API_FIELDS = ("max", "mode", "dryRun", "concurrency")
 EVENT_FIELDS = ("consumer", "jobId", *WIRE_FIELDS)  # (+ "kind": "drain", taken off by the handler)
+
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class OptionsError(ConfigError):
@@ -151,6 +155,8 @@ class DrainOptions:
     max_retries: int | None = None  # None: MAX_TRANSIENT_RETRIES
     retry_base_delay_s: float | None = None  # None: RETRY_BASE_DELAY_MS
     retry_max_delay_s: float | None = None  # None: RETRY_MAX_DELAY_MS
+    ledger_table: str | None = None  # None: LEDGER_TABLE (unset there too: no ledger updates)
+    job_id: str | None = None  # the operator job this run belongs to (the ledger's "settled by")
 
     def __post_init__(self) -> None:
         _check_consumer(self.consumer)
@@ -160,7 +166,9 @@ class DrainOptions:
             raise OptionsError(f"dryRun must be true or false, got {self.dry_run!r}")
         _check_limits(self, LIMITS, optional=("max_messages", "receives_per_round", "max_retries"))
         _check_seconds(self, ("time_budget_s", "retry_base_delay_s", "retry_max_delay_s"))
-        _check_strings(self, ("queue_url", "parking_queue_url", "users_table"))
+        if self.job_id is not None and (not isinstance(self.job_id, str) or not _JOB_ID.fullmatch(self.job_id)):
+            raise OptionsError(f"jobId must be 1 to 64 letters, digits, '-' or '_', got {self.job_id!r}")
+        _check_strings(self, ("queue_url", "parking_queue_url", "users_table", "ledger_table"))
 
     # ---- entry points --------------------------------------------------------------------
     @classmethod
@@ -199,6 +207,7 @@ class DrainOptions:
         return replace(
             self,
             users_table=self.users_table or values["USERS_TABLE"] or None,
+            ledger_table=self.ledger_table or values["LEDGER_TABLE"] or None,
             max_retries=backoff.max_retries if self.max_retries is None else self.max_retries,
             retry_base_delay_s=backoff.base_delay_s if self.retry_base_delay_s is None else self.retry_base_delay_s,
             retry_max_delay_s=backoff.max_delay_s if self.retry_max_delay_s is None else self.retry_max_delay_s,

@@ -16,6 +16,11 @@ Counted as: HANDLED -> succeeded; RESENT and LEFT -> still_failing; PARKED -> pa
 
 The deletes of a round run on a thread of their own while the next round goes on
 (``finish`` waits for them before the run ends and counts their failures).
+
+The failure ledger (``streamkit.ledger``) hears of every disposition from the one place it
+is counted (``_count``): handled, retrying (re-sent with its new attempt count and error, or
+left), parked (with its reason). The updates of a round go out together at its end, in
+parallel; a ledger that cannot be written costs a note, never a disposition.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from streamkit.envelope import dumps, message_attributes
+from streamkit.ledger import Ledger, message_failure_id
 from streamkit.log import LazyLogger
 from streamkit.sqsbatch import send_batch
 from streamkit.timefmt import now_iso
@@ -37,6 +43,7 @@ DELETE_ROUNDS_BEHIND = 1  # rounds whose deletes may still be on their way while
 
 MAX_MESSAGE_BYTES = 1_048_576  # SQS's largest message; a queue set lower refuses and we keep the original
 PARK_REASON_ATTRIBUTE = "parkReason"
+LEDGER_ID_ATTRIBUTE = "ledgerId"  # a parked non-envelope body keeps its ledger item's id here
 MAX_ATTRIBUTE_CHARS = 1_000
 
 
@@ -58,7 +65,7 @@ def reason_kind(reason: str | None) -> str:
 class Settler:
     def __init__(self, sqs: Any, queue_url: str, *, consumer: str, max_attempts: int, run_id: str,
                  parking_url: Callable[[], str | None], parking_name: str, summary: Summary, holds: Holds,
-                 log: LazyLogger):
+                 log: LazyLogger, ledger: Ledger | None = None, settled_by: str | None = None):
         self.sqs, self.queue_url, self.consumer = sqs, queue_url, consumer
         self.max_attempts, self.run_id = max_attempts, run_id
         self._parking_url, self.parking_name = parking_url, parking_name
@@ -66,6 +73,8 @@ class Settler:
         self._deleter: ThreadPoolExecutor | None = None  # one thread: deletes behind the loop
         self._deleting: list[Future] = []
         self.call_error: str | None = None  # an SQS call that failed past its retries: the run ends
+        self.ledger, self.settled_by = ledger, settled_by or f"run {run_id}"
+        self._ledger_writes: list[Callable[[], Any]] = []
 
     # ---- a dry run: count, never change ------------------------------------------------------
     def inspect(self, items: list[Item]) -> None:
@@ -113,6 +122,7 @@ class Settler:
         deletable += self._park(to_park)
         deletable += self._resend(to_resend)
         self._delete(deletable, pool)
+        self._flush_ledger(pool)
 
     def release(self) -> None:
         """Make every held message visible again (they would reappear after the visibility
@@ -132,6 +142,8 @@ class Settler:
 
     # ---- counting -------------------------------------------------------------------------------
     def _count(self, item: Item, disposition: Disposition, error_type: str | None = None) -> None:
+        """Count a disposition, and tell the ledger (the one place both happen)."""
+        self._ledger_record(item, disposition)
         s = self.summary
         if disposition is Disposition.HANDLED:
             s.succeeded += 1
@@ -153,8 +165,62 @@ class Settler:
 
     def _leave(self, item: Item, error_type: str, why: str) -> None:
         """The message stays in the queue as it is (counted as still failing)."""
+        item.left_because = why
         self._count(item, Disposition.LEFT, error_type)
         self.summary.note(why[:300])
+
+    # ---- the ledger -------------------------------------------------------------------------------
+    def _ledger_record(self, item: Item, disposition: Disposition) -> None:
+        """Queue the ledger update for ``item``'s disposition (sent by ``_flush_ledger``)."""
+        ledger = self.ledger
+        if ledger is None or disposition is Disposition.RELEASED:
+            return
+        env = item.what.envelope
+        tried = item.error is not None or disposition is Disposition.HANDLED
+        common: dict[str, Any] = {"settled_by": self.settled_by}
+        if env is not None:
+            common.update(envelope=env.body, attempts=env.attempts + 1 if tried else env.attempts)
+        else:  # Lambda's on-failure record or a malformed body: named by its message
+            common.update(envelope=None, item_id=item.message.get("MessageAttributes", {}).get(LEDGER_ID_ATTRIBUTE, {})
+                          .get("StringValue") or message_failure_id(item.message_id, item.what.seen_at),
+                          seen_at=item.what.seen_at,
+                          error=item.error or {"type": item.counted_as, "message": (
+                              item.what.on_failure.batch.describe() if item.what.on_failure is not None
+                              else item.park_reason or item.what.park_reason or "")})
+        if item.error is not None:
+            common["error"] = item.error
+        if disposition is Disposition.HANDLED:
+            state, extra = "handled", {}
+        elif disposition is Disposition.PARKED:
+            state, extra = "parked", {"park_reason": item.park_reason or "unknown"}
+        elif disposition is Disposition.RESENT and env is not None:
+            state, extra = "retrying", {"message_id": item.sent_ids.get(0)}
+        elif disposition is Disposition.RESENT:  # an on-failure message: its failed records are new captures
+            state = "handled"
+            extra = {"note": f"read back from the stream; {len(item.follow_ups)} record(s) failed again and were "
+                             "captured as failures of their own"}
+        else:  # LEFT: still in the queue as it was
+            state = "retrying" if tried else "captured"
+            extra = {"note": item.left_because}
+            if env is not None and tried:
+                common["attempts"] = env.attempts  # the copy in the queue was not replaced
+        if env is None and item.follow_ups and disposition in (Disposition.RESENT, Disposition.PARKED):
+            # an on-failure message's records that failed again went back as envelopes: new captures
+            follow_ups = [(e, item.sent_ids.get(j), None) for j, e in enumerate(item.follow_ups)]
+            self._ledger_writes.append(lambda: ledger.put_failures(follow_ups, state="retrying"))
+        args = {**common, **extra}
+        self._ledger_writes.append(lambda: ledger.settle(state=state, **args))
+
+    def _flush_ledger(self, pool: ThreadPoolExecutor | None) -> None:
+        writes, self._ledger_writes = self._ledger_writes, []
+        if not writes:
+            return
+        results = list(pool.map(lambda w: w(), writes)) if pool is not None and len(writes) > 1 else [w() for w in writes]
+        failed = sum(r.failed for r in results)
+        if failed:
+            self.summary.ledger_write_failures += failed
+            self.summary.note(f"ledger: {failed} update(s) failed ({results[-1].reason or 'see logs'}); "
+                              "the messages themselves were settled")
 
     # ---- parking ---------------------------------------------------------------------------------
     def _park(self, items: list[Item]) -> list[Item]:
@@ -193,6 +259,10 @@ class Settler:
             text = item.message.get("Body", "")  # malformed or on-failure: kept byte for byte
         attrs = message_attributes(self.consumer, item.counted_as)
         attrs[PARK_REASON_ATTRIBUTE] = {"DataType": "String", "StringValue": reason[:MAX_ATTRIBUTE_CHARS]}
+        if env is None:
+            ledger_id = (item.message.get("MessageAttributes", {}).get(LEDGER_ID_ATTRIBUTE, {}).get("StringValue")
+                         or message_failure_id(item.message_id, item.what.seen_at))
+            attrs[LEDGER_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": ledger_id}
         return {"Id": entry_id, "MessageBody": text, "MessageAttributes": attrs}
 
     # ---- re-sending --------------------------------------------------------------------------
@@ -237,21 +307,25 @@ class Settler:
                 attrs[RUN_ATTRIBUTE] = {"DataType": "String", "StringValue": self.run_id}
                 entries.append({"Id": f"{i}-{j}", "MessageBody": text, "MessageAttributes": attrs})
                 owner[f"{i}-{j}"] = item
-        refused = self._send(self.queue_url, entries)
+        refused = self._send(self.queue_url, entries, sent=lambda entry_id, mid: owner[entry_id].sent_ids
+                             .__setitem__(int(entry_id.split("-")[1]), mid))
         for reason in refused.values():
             self.summary.note(f"re-send failed, original left in the queue: {reason}"[:300])
         # An on-failure message whose copies went in only in part stays too: rerunning its
         # records is safe (side effects are guarded by (consumer, eventID)).
         return {id(owner[entry_id]) for entry_id in refused}
 
-    def _send(self, url: str, entries: list[dict]) -> dict[str, str]:
-        """``SendMessageBatch`` them all; returns ``{entry id: reason}`` of the refused ones."""
+    def _send(self, url: str, entries: list[dict],
+              sent: Callable[[str, str], None] | None = None) -> dict[str, str]:
+        """``SendMessageBatch`` them all; returns ``{entry id: reason}`` of the refused ones
+        (``sent(entry id, message id)`` hears of the accepted ones)."""
         if not entries:
             return {}
         reasons: dict[str, str] = {}
         refused = send_batch(self.sqs, url, entries, max_batch_bytes=MAX_MESSAGE_BYTES,
                              on_error=lambda m, r: reasons.__setitem__(m["Id"], r),
-                             on_call_error=lambda exc: self._failed_call("SendMessageBatch", exc))
+                             on_call_error=lambda exc: self._failed_call("SendMessageBatch", exc),
+                             on_sent=None if sent is None else lambda m, mid: sent(m["Id"], mid))
         return {m["Id"]: reasons.get(m["Id"], "") for m in refused}
 
     def _failed_call(self, operation: str, exc: BaseException) -> None:

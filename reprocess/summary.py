@@ -40,6 +40,7 @@ class Summary:
     delete_failures: int = 0
     unreleased: int = 0
     aborted: str | None = None
+    ledger_write_failures: int = 0
     stream_records: int = 0  # records read back from the stream for on-failure messages
     by_error_type: Counter = field(default_factory=Counter)
     park_reasons: Counter = field(default_factory=Counter)
@@ -92,6 +93,7 @@ class Summary:
             "delete_failures": self.delete_failures,
             "unreleased": self.unreleased,
             "aborted": self.aborted,
+            "ledger_write_failures": self.ledger_write_failures,
             "stream_records": self.stream_records,
             "by_error_type": dict(self.by_error_type.most_common()),
             "park_reasons": dict(self.park_reasons.most_common()),

@@ -12,7 +12,9 @@ has not tried yet, classify each message (``classify``), run its records (``runn
 settle each message (``settle``: park, re-send, delete, or leave), report progress. Held
 messages are made visible again at the end.
 
-It always terminates: at an empty queue, after ``max_messages``, at the time budget, or
+It always terminates: at an empty queue, after ``max_messages``, at the time budget, when
+``should_stop()`` gives a reason (an operator cancelled: checked before every message, and
+what was received but not started is made visible again), or
 when a receive returns only messages already tried in this run (re-sent copies carry the
 run id in a message attribute and are left alone until the run ends). An SQS call of its
 own that fails past botocore's retries (receive, send, delete) ends the run too, cleanly:
@@ -31,6 +33,7 @@ from typing import Any
 from streamkit.awsclient import ClientCache
 from streamkit.deadline import Deadline
 from streamkit.errors import ConfigError
+from streamkit.ledger import Ledger, ledger_settings
 from streamkit.log import LazyLogger
 from streamkit.record import StreamRecord
 
@@ -54,14 +57,17 @@ class Drainer:
 
     def __init__(self, options: DrainOptions, *, handle_record: Callable[[StreamRecord], Any] | None = None,
                  progress: Callable[[Summary], None] | None = None, deadline: Deadline | None = None,
-                 clients: dict[str, Any] | None = None):
+                 clients: dict[str, Any] | None = None, should_stop: Callable[[], str | None] | None = None):
         self.options = options = options.resolved()
         self.consumer = options.spec
         self.mode = options.effective_mode
         if options.needs_users_table and not options.users_table:
             raise ConfigError("latest mode re-reads items from the users table: set USERS_TABLE (or use --mode replay)")
         self.dry_run = options.dry_run
-        self.deadline = deadline or Deadline.from_seconds(options.time_budget_s)
+        self.should_stop = should_stop
+        self.deadline: Any = deadline or Deadline.from_seconds(options.time_budget_s)
+        if should_stop is not None:
+            self.deadline = StopOrDeadline(self.deadline, should_stop)
         self._handle_record = handle_record
         self.progress = progress
         self.run_id = uuid.uuid4().hex[:16]
@@ -79,12 +85,22 @@ class Drainer:
         self.receiver = Receiver(self.sqs, self.queue_url, options, deadline=self.deadline,
                                  visibility_timeout_s=visibility, run_id=self.run_id, summary=self.summary,
                                  holds=self.holds)
+        self.ledger = self._ledger()
         self.settler = Settler(self.sqs, self.queue_url, consumer=self.consumer.name, max_attempts=options.max_attempts,
                                run_id=self.run_id, parking_url=self._parking_queue_url,
                                parking_name=self.consumer.queue_name("parking"), summary=self.summary,
-                               holds=self.holds, log=self.log)
+                               holds=self.holds, log=self.log, ledger=self.ledger,
+                               settled_by=f"job {options.job_id}" if options.job_id else None)
         self._parking_url: str | None = None
         self._parking_looked_up = False  # on first use: most runs park nothing
+
+    def _ledger(self) -> Ledger | None:
+        """The failure ledger, when there is one: every disposition is recorded there."""
+        if self.dry_run or not self.options.ledger_table:
+            return None
+        _, days = ledger_settings()
+        return Ledger(self.options.ledger_table, self.consumer.name, retention_days=days,
+                      client_factory=lambda: self.clients.get("dynamodb"))
 
     # ---- queues ------------------------------------------------------------------------------
     def _failure_queue_url(self) -> str:
@@ -181,6 +197,9 @@ class Drainer:
         return RecordRunner(self.options, self.clients, handle_record, self.deadline)
 
     def _stop_reason(self) -> str | None:
+        stop = self.should_stop() if self.should_stop is not None else None
+        if stop:
+            return stop
         limit = self.options.max_messages
         if limit is not None and self.summary.taken >= limit:
             return f"max {limit} messages taken"
@@ -195,6 +214,28 @@ class Drainer:
         return stop is not None
 
 
+class StopOrDeadline:
+    """The run's deadline, which also passes the moment ``should_stop()`` gives a reason (an
+    operator cancelled): the runner then starts no further message (those are made visible
+    again and not counted as taken) and the loop ends with that reason as ``stopped_by``."""
+
+    def __init__(self, deadline: Deadline, should_stop: Callable[[], str | None]):
+        self.deadline, self.should_stop = deadline, should_stop
+
+    @property
+    def margin_s(self) -> float:
+        return self.deadline.margin_s
+
+    def remaining_s(self) -> float:
+        return 0.0 if self.should_stop() else self.deadline.remaining_s()
+
+    def expired(self) -> bool:
+        return self.remaining_s() <= 0
+
+    def allows(self, seconds: float) -> bool:
+        return self.remaining_s() > seconds
+
+
 def drain(
     consumer_name: str | None = None,
     *,
@@ -202,6 +243,7 @@ def drain(
     handle_record: Callable[[StreamRecord], Any] | None = None,
     progress: Callable[[Summary], None] | None = None,
     deadline: Deadline | None = None,
+    should_stop: Callable[[], str | None] | None = None,
     **fields: Any,
 ) -> Summary:
     """Drain ``consumer_name``'s failure queue through its ``handle_record``; always returns.
@@ -210,10 +252,11 @@ def drain(
     keywords (``max_messages``, ``mode``, ``dry_run``, ``concurrency``, ``time_budget_s``,
     ``queue_url``, ``parking_queue_url``, ``max_attempts``, ``wait_time_s``,
     ``visibility_timeout_s``, ``receives_per_round``, ``users_table``, ``max_retries``,
-    ``retry_base_delay_s``), plus boto3 clients ``sqs``, ``s3``, ``dynamodb``, ``streams``
-    (DynamoDB Streams), ``kinesis``.
-    ``handle_record=None`` loads the consumer's own; ``deadline`` (a ``Deadline``) wins over
-    ``time_budget_s``. Raises ``streamkit.errors.ConfigError`` for bad usage or
+    ``retry_base_delay_s``, ``ledger_table``, ``job_id``), plus boto3 clients ``sqs``, ``s3``,
+    ``dynamodb``, ``streams`` (DynamoDB Streams), ``kinesis``. ``handle_record=None`` loads the
+    consumer's own; ``deadline`` (a ``Deadline``) wins over ``time_budget_s``; ``should_stop()``
+    returning a reason (words, e.g. "cancelled by ...") stops the run before the next message.
+    Raises ``streamkit.errors.ConfigError`` for bad usage or
     configuration (exit code 2).
     """
     clients = {CLIENT_NAMES[k]: fields.pop(k) for k in list(fields) if k in CLIENT_NAMES}
@@ -223,4 +266,5 @@ def drain(
     if consumer_name is not None:
         fields["consumer"] = consumer_name
     options = DrainOptions(**fields) if options is None else dataclasses.replace(options, **fields)
-    return Drainer(options, handle_record=handle_record, progress=progress, deadline=deadline, clients=clients).run()
+    return Drainer(options, handle_record=handle_record, progress=progress, deadline=deadline, clients=clients,
+                   should_stop=should_stop).run()

@@ -275,13 +275,7 @@ class Batch:
 
     def counts(self) -> dict[str, int]:
         """The metrics of the batch."""
-        return {
-            "processed": self.handled,
-            "failed": self._failed,
-            "captured": self._captured,
-            "retried": self._retried,
-            "reported_for_retry": len(self._reported),
-        }
+        return metric_counts(self)
 
     # --- helpers --------------------------------------------------------------------------------
     def sequence_number(self, index: int) -> str | None:
@@ -312,8 +306,24 @@ class BatchResult:
         return {"in": self.size, "handled": self.handled, "captured": self.captured,
                 "reported": len(self.reported), "dropped": self.dropped, "held": 0}
 
+    def counts(self) -> dict[str, int]:
+        """The batch's metrics (the local runtime keeps them as CloudWatch would)."""
+        return metric_counts(self)
+
     def check(self) -> None:
         """Raise ``ConservationError`` unless in = handled + captured + reported + dropped."""
         t = self.tally()
         if t["handled"] + t["captured"] + t["reported"] + t["dropped"] != t["in"]:
             raise ConservationError(f"records in {t['in']} != out: {t}")
+
+
+def metric_counts(b: Batch | BatchResult) -> dict[str, int]:
+    """A batch's counts under the metric names ``streamkit.metrics.COUNTERS`` publishes."""
+    return {
+        "processed": b.handled,
+        "failed": b.failed,
+        "captured": b.captured,
+        "retried": b.retried,
+        "reported_for_retry": len(b.reported),
+        "dropped": b.dropped,
+    }

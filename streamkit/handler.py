@@ -13,7 +13,7 @@ from . import metrics as _metrics
 from .errors import ConfigError
 from .loop import BatchLoop, LoopSettings
 from .policies import SETTINGS as POLICY_SETTINGS
-from .policies import DlqCapture, FailurePolicy, make_policy
+from .policies import DlqCapture, FailurePolicy, HardFail, make_policy
 from .record import StreamRecord
 from .settings import Setting, load, problems, raise_problems
 
@@ -29,6 +29,7 @@ def framework_settings() -> list[tuple[str, tuple[Setting, ...]]]:
         ("every stream function", FRAMEWORK_SETTINGS),
         ("every stream function", POLICY_SETTINGS),
         ("dlq-capture consumers", DlqCapture.SETTINGS),
+        ("hard-fail consumers", HardFail.SETTINGS),
     ]
 
 

@@ -230,6 +230,9 @@ class BatchLoop:
             batch.log.error("records unaccounted for; failing the whole batch so Lambda retries it", error=str(exc))
             raise
         response = self._response(batch)
+        after = getattr(policy, "after_batch", None)  # optional: a custom policy may not have it
+        if after is not None:
+            after(batch)
         if self.metrics is not None:
             self.metrics.publish(batch.counts())
         return response

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 from .settings import Setting
 
-COUNTERS = ("processed", "failed", "captured", "retried", "reported_for_retry")
+# dropped: records a soft-fail consumer logged and skipped (the operator page's "dropping" badge)
+COUNTERS = ("processed", "failed", "captured", "retried", "reported_for_retry", "dropped")
 DEFAULT_NAMESPACE = "StreamKit"
 METRICS_NAMESPACE = Setting(
     "POWERTOOLS_METRICS_NAMESPACE", "CloudWatch namespace of the per-consumer EMF metrics",

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .batch import Decision, Failure, Settlement
+from .batch import Batch, Decision, Failure, Settlement
 from .capture import FailureCapture, InFlight
 from .circuit import CIRCUIT_OPEN_REPORT
 from .errors import ConfigError
+from .ledger import BATCH_WRITE_MAX, Ledger
+from .ledger import SETTINGS as LEDGER_SETTINGS
 from .settings import Setting, load
 from .sqsbatch import DEFAULT_MAX_BATCH_BYTES, MAX_BATCH_ENTRIES
 
@@ -59,6 +61,10 @@ class FailurePolicy:
         unless ``final``."""
         return ()
 
+    def after_batch(self, batch: Batch) -> None:
+        """Called once per batch, after its counts are final (bookkeeping such as the failure
+        ledger's; it cannot change the batch's outcome). Must not raise."""
+
 
 class SoftFail(FailurePolicy):
     """Log, count, continue: the batch succeeds."""
@@ -76,13 +82,48 @@ class SoftFail(FailurePolicy):
 
 
 class HardFail(FailurePolicy):
-    """Stop at the first failure and report it with everything after it: the shard blocks."""
+    """Stop at the first failure and report it with everything after it: the shard blocks.
+
+    With a ledger (``LEDGER_TABLE``), the record the shard is stuck on is written there once
+    per failed invocation (its real error, failed invocations so far), and marked resolved
+    when a later batch starts with it and handles it: the operator page shows a blocked
+    consumer's real error, not the mapping's "batch item failure reported at sequence number".
+    """
 
     name = "hard-fail"
     _REPORT = Decision.report("record failed; hard-fail policy blocks the shard here")
+    SETTINGS = LEDGER_SETTINGS
+
+    def __init__(self) -> None:
+        self.ledger: Ledger | None = None
+        self.function_name: str | None = None
+        self._open: set[str] | None = None  # sequence numbers recorded as blocking (loaded once)
+
+    def bind(self, consumer: str, env: Mapping[str, str]) -> None:
+        super().bind(consumer, env)
+        self.ledger = Ledger.from_env(consumer, env)
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
 
     def on_failure(self, failure: Failure) -> Decision:
+        if self.ledger is not None and failure.sequence_number is not None:
+            self.ledger.blocking_failed(failure.raw, failure.error_info, function_name=self.function_name)
+            if self._open is not None:
+                self._open.add(failure.sequence_number)
         return self._REPORT
+
+    def after_batch(self, batch: Batch) -> None:
+        """A batch that starts with a record this consumer was blocked on, and handles it: resolved.
+        Costs one ledger Query per container (which records are blocking), nothing per batch."""
+        if self.ledger is None or not batch.size or 0 in batch.reported:
+            return
+        first = batch.sequence_number(0)
+        if first is None:
+            return
+        if self._open is None:
+            self._open = self.ledger.open_blocking()
+        if first in self._open:
+            self._open.discard(first)
+            self.ledger.blocking_resolved(first)
 
 
 class DlqCapture(FailurePolicy):
@@ -108,6 +149,7 @@ class DlqCapture(FailurePolicy):
             "the failure queue's MaximumMessageSize; larger envelopes go to FAILURE_BUCKET",
             parse=int, default=DEFAULT_MAX_BATCH_BYTES, low=1024, high=1_048_576,
         ),
+        *LEDGER_SETTINGS,
     )
 
     def __init__(self, queue_url: str | None = None, bucket: str | None = None, max_message_bytes: int | None = None):
@@ -128,6 +170,8 @@ class DlqCapture(FailurePolicy):
             values["FAILURE_BUCKET"] or None,
             max_message_bytes=values["FAILURE_MAX_MESSAGE_BYTES"],
             function_name=env.get("AWS_LAMBDA_FUNCTION_NAME"),
+            ledger=Ledger(values["LEDGER_TABLE"], consumer, retention_days=values["LEDGER_RETENTION_DAYS"])
+            if values["LEDGER_TABLE"] else None,
         )
 
     def on_failure(self, failure: Failure) -> Decision:
@@ -149,7 +193,15 @@ class DlqCapture(FailurePolicy):
             flight.submit(fresh, request_id)
         elif len(fresh) >= MAX_BATCH_ENTRIES:
             flight.submit(fresh[: len(fresh) - len(fresh) % MAX_BATCH_ENTRIES], request_id)
-        return [Settlement(f, problem) for f, problem in flight.results(wait=final)]
+        settled = [Settlement(f, problem) for f, problem in flight.results(wait=final)]
+        if self.capture.ledger_backlog >= BATCH_WRITE_MAX:  # the ledger: whole calls of 25 as they fill
+            self.capture.flush_ledger(full_calls_only=True)
+        return settled
+
+    def after_batch(self, batch: Batch) -> None:
+        """The batch's remaining ledger items, in one BatchWriteItem call per 25."""
+        if self.capture is not None:
+            self.capture.flush_ledger()
 
 
 POLICIES = {"soft-fail": SoftFail, "hard-fail": HardFail, "dlq-capture": DlqCapture}

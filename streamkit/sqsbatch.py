@@ -40,6 +40,7 @@ def send_batch(
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     partial_retries: int = DEFAULT_PARTIAL_RETRIES,
     on_error: Callable[[dict, str], None] | None = None,
+    on_sent: Callable[[dict, str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     on_call_error: Callable[[Exception], None] | None = None,
 ) -> list[dict]:
@@ -48,7 +49,8 @@ def send_batch(
     Returns the messages that were NOT accepted, after retrying entries SQS reported as
     failed through no fault of the sender. A call that raises (after botocore's own
     retries) fails all its entries. ``on_error(message, reason)`` is told why, and
-    ``on_call_error(exception)`` that the call itself failed (the service, not an entry).
+    ``on_call_error(exception)`` that the call itself failed (the service, not an entry);
+    ``on_sent(message, message_id)`` hears of each accepted one (the ledger records it).
     """
     failed: list[dict] = []
 
@@ -77,6 +79,10 @@ def send_batch(
                     fail(m, f"{type(exc).__name__}: {exc}")
                 break
             retry = []
+            if on_sent is not None:
+                for ok in resp.get("Successful") or []:
+                    if ok.get("Id") in by_id:
+                        on_sent(by_id[ok["Id"]], ok.get("MessageId") or "")
             for f in resp.get("Failed") or []:
                 entry = by_id.get(f.get("Id"))
                 if entry is None:

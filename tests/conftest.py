@@ -48,3 +48,13 @@ def source(request):
     """Run a test on both sources: DynamoDB Streams records and Kinesis Data Streams for
     DynamoDB records (one StreamRecord API, contract 7). Builders take ``source=``."""
     return request.param
+
+
+@pytest.fixture
+def ledger_table(aws, monkeypatch):
+    """A failure ledger on moto, named in ``LEDGER_TABLE`` for the code under test."""
+    from tests.support.aws import create_ledger_table
+
+    name = create_ledger_table()
+    monkeypatch.setenv("LEDGER_TABLE", name)
+    return name

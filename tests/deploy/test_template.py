@@ -201,7 +201,8 @@ def test_failure_queue_visibility_outlives_the_reprocess_function(template):
         assert q["VisibilityTimeout"] >= timeout
 
 
-ALLOWED_WILDCARD_RESOURCE_ACTIONS = {"lambda:ListEventSourceMappings", "cloudwatch:GetMetricData", "logs:CreateLogStream",
+ALLOWED_WILDCARD_RESOURCE_ACTIONS = {"lambda:ListEventSourceMappings", "cloudwatch:GetMetricData",
+                                     "cloudwatch:DescribeAlarms", "logs:CreateLogStream",
                                      "logs:CreateLogGroup", "logs:PutLogEvents", "logs:TagResource"}
 
 
@@ -458,3 +459,59 @@ def test_reprocess_may_scan_only_the_users_table_and_invoke_only_itself(template
     assert [r["Fn::Sub"].rsplit(":function:", 1)[1] for r in invoke["Resource"]] == ["userstream-dev-reprocess"]
     jobs = [s for s in statements if any("/jobs/*" in json.dumps(r) for r in s["Resource"])]
     assert jobs and {"s3:GetObject", "s3:PutObject"} <= {a for s in jobs for a in s["Action"]}
+
+
+def ledger_actions(template, fn_resource) -> dict[str, set]:
+    """{action: resources (as JSON text)} of a role's statements on the failure ledger."""
+    out: dict[str, set] = {}
+    for st in role_statements(template, fn_resource):
+        res = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        hits = {json.dumps(r, sort_keys=True) for r in res if "LedgerTable" in json.dumps(r)}
+        if hits:
+            for action in st["Action"] if isinstance(st["Action"], list) else [st["Action"]]:
+                out.setdefault(action, set()).update(hits)
+    return out
+
+
+def test_failure_ledger_table_and_who_may_do_what_with_it(template):
+    props = template["Resources"]["LedgerTable"]["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST" and props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
+    assert [k["AttributeName"] for k in props["KeySchema"]] == ["consumer", "id"]
+    (gsi,) = props["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == "byState"  # streamkit.ledger.STATE_INDEX: counts and the parked list by state
+    assert [k["AttributeName"] for k in gsi["KeySchema"]] == ["consumerState", "capturedAt"]
+
+    table = json.dumps({"Fn::GetAtt": ["LedgerTable", "Arn"]}, sort_keys=True)
+    index = json.dumps({"Fn::Sub": "${LedgerTable.Arn}/index/byState"}, sort_keys=True)
+    fns = functions_by_name(template)
+    expected = {
+        "search-indexer": {"dynamodb:BatchWriteItem": {table}},  # dlq-capture: writes its captures in batches
+        "crm-sync": {"dynamodb:UpdateItem": {table, index}, "dynamodb:Query": {table, index}},  # hard-fail: blocking
+        "slack-notifier": {},  # soft-fail: its drops are metrics
+        "reprocess": {"dynamodb:UpdateItem": {table}, "dynamodb:BatchWriteItem": {table}},
+        "api": {"dynamodb:Query": {table, index}},  # reads only; its jobs run in the reprocess function
+    }
+    for name, actions in expected.items():
+        assert ledger_actions(template, fns[name][1]) == actions, name
+        env = fns[name][1]["Properties"]["Environment"]["Variables"]
+        assert env.get("LEDGER_TABLE") == ({"Ref": "LedgerTable"} if actions else None), name
+
+
+def test_the_operator_api_never_receives_from_a_queue_and_keeps_job_records(template):
+    """SQS has no peek: the api role may read queue depths, never receive; its job records and
+    cancel requests live under the failure bucket's jobs/ prefix, which the reprocess role
+    reads (cancel) and writes (progress, summary)."""
+    fns = functions_by_name(template)
+    api = role_statements(template, fns["api"][1])
+    sqs_actions = {a for st in api for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+                   if a.startswith("sqs:")}
+    assert sqs_actions == {"sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+    jobs = {"Fn::Sub": "${FailureBucket.Arn}/jobs/*"}
+    for name, actions in (("api", {"s3:GetObject", "s3:PutObject"}), ("reprocess", {"s3:GetObject", "s3:PutObject"})):
+        granted = {a for st in role_statements(template, fns[name][1]) if jobs in (st["Resource"] if isinstance(
+            st["Resource"], list) else [st["Resource"]]) for a in st["Action"]}
+        assert granted == actions, name
+    (listing,) = [st for st in api if st["Action"] == ["s3:ListBucket"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*"]}}
+    assert any("cloudwatch:DescribeAlarms" in st["Action"] for st in api)

@@ -13,7 +13,7 @@ CRM_SECRET = "crm-token-0123456789abcdef"
 
 
 @pytest.fixture
-def env(aws, monkeypatch, tmp_path):
+def env(aws, ledger_table, monkeypatch, tmp_path):
     """Clean naming environment, a sqlite search sink, secrets that must never be echoed."""
     for var in list(os.environ):
         if var.endswith(("_QUEUE_URL", "_FUNCTION_NAME")) or var in (
@@ -40,11 +40,28 @@ def put_failures(queue_url: str, consumer: str, n: int, *, error_type: str = "Ke
     return records
 
 
+def capture_failures(queue_url: str, consumer: str, n: int, *, error_type: str = "KeyError",
+                     message: str = "'fullname'", start: int = 0) -> list[dict]:
+    """``n`` records failing with ``error_type: message`` on the real stream path (dlq-capture):
+    envelopes in the queue and, with LEDGER_TABLE set, one ledger item each."""
+    from streamkit import DlqCapture, stream_handler
+
+    error = type(error_type, (Exception,), {})
+
+    def fails(record):
+        raise error(message)
+
+    records = [insert(user_item(i)) for i in range(start, start + n)]
+    handler = stream_handler(consumer, fails, policy=DlqCapture(queue_url=queue_url), metrics=False)
+    assert handler({"Records": records})["batchItemFailures"] == []
+    return records
+
+
 @pytest.fixture
 def app(env):
     from opsapi import create_app
 
-    app = create_app({"SAMPLE_TTL_S": 0, "DRAIN_OPTIONS": {"wait_time_s": 0}})
+    app = create_app({"LEDGER_TTL_S": 0, "DRAIN_OPTIONS": {"wait_time_s": 0}})
     app.testing = True
     return app
 
@@ -52,3 +69,11 @@ def app(env):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def incident(env, ledger_table, tmp_path):
+    """The schema-change incident (``tests/opsapi/incident.py``), its state file where the API reads it."""
+    from .incident import Incident
+
+    return Incident(tmp_path / "esm.json", ledger_table)

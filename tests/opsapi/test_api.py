@@ -1,4 +1,5 @@
-"""The operator API through Flask's test client, against moto (server mode) with real envelopes."""
+"""The operator API through Flask's test client, against moto (server mode): real envelopes and
+ledger items from the real capture path, the real worker for jobs."""
 from __future__ import annotations
 
 import io
@@ -6,19 +7,19 @@ import json
 import subprocess
 import sys
 import zipfile
-from datetime import UTC
 from pathlib import Path
 
 import boto3
 import pytest
 
 from opsapi.services import get_services
-from tests.support.aws import create_consumer_queues, create_users_table, queue_depth
 
-from .conftest import CRM_SECRET, SLACK_SECRET, put_failures
+from tests.support.aws import create_consumer_queues, queue_depth
+
+from .conftest import CRM_SECRET, SLACK_SECRET, capture_failures, put_failures
 
 ROOT = Path(__file__).resolve().parents[2]
-OLD = "2026-01-01T00:00:00.000Z"
+IAM_ARN = "arn:aws:iam::123456789012:user/on-call-ada"
 
 
 def wait_job(client, job_id: str) -> dict:
@@ -26,6 +27,16 @@ def wait_job(client, job_id: str) -> dict:
     jobs.wait(job_id, 60)
     resp = client.get(f"/jobs/{job_id}")
     assert resp.status_code == 200
+    return resp.get_json()
+
+
+def confirmed(client, path: str, body: dict, **kw) -> dict:
+    """POST, read the count the API asks to confirm, POST again with it; the 202 answer."""
+    ask = client.post(path, json=body, **kw)
+    assert ask.status_code == 428, ask.get_json()
+    count = ask.get_json()["confirm"]["count"]
+    resp = client.post(path, json={**body, "confirmCount": count}, **kw)
+    assert resp.status_code == 202, resp.get_json()
     return resp.get_json()
 
 
@@ -45,48 +56,59 @@ def by_name(body: dict) -> dict:
     return {c["name"]: c for c in body["consumers"]}
 
 
-# ---- GET /consumers ---------------------------------------------------------------------------
+def iam_request(arn: str = IAM_ARN) -> dict:
+    """What serverless-wsgi puts in the WSGI environ for an IAM-authorized HTTP API request."""
+    return {"serverless.event": {"requestContext": {"authorizer": {"iam": {"userArn": arn, "accountId": "123456789012"}}}}}
 
-def test_consumers_show_depths_in_flight_parking_oldest_and_defaults(client):
+
+# ---- GET /consumers: the truth, from the ledger, the queues, the mapping, the alarms ---------------
+
+def test_counts_per_error_type_are_the_ledgers_true_counts_not_a_sample(client):
     failures, parking = create_consumer_queues("search-indexer")
-    put_failures(failures, "search-indexer", 1)
-    # Someone else (a worker) holds one message: it counts as in flight, not visible.
-    held = boto3.client("sqs").receive_message(QueueUrl=failures, MaxNumberOfMessages=1, VisibilityTimeout=120)
-    assert len(held["Messages"]) == 1
-    put_failures(failures, "search-indexer", 1, start=1, captured_at=OLD, error_type="TransientError", message="503")
-    put_failures(failures, "search-indexer", 2, start=2)
-    boto3.client("sqs").send_message(QueueUrl=parking, MessageBody="not an envelope")
-
-    resp = client.get("/consumers")
-    assert resp.status_code == 200 and resp.mimetype == "application/json"
-    consumers = by_name(resp.get_json())
-    assert list(consumers) == ["search-indexer", "slack-notifier", "crm-sync"]
-    si = consumers["search-indexer"]
-    assert (si["policy"], si["policySource"], si["reprocessMode"]) == ("dlq-capture", "registry default", "latest")
-    assert (si["failures"]["visible"], si["failures"]["inFlight"], si["failures"]["exists"]) == (3, 1, True)
-    assert si["failures"]["name"] == "userstream-dev-search-indexer-failures"
-    assert si["parking"]["visible"] == 1
-    assert si["topErrorTypes"] == {"KeyError": 2, "TransientError": 1}  # the sample sees what is visible
-    assert si["oldestFailure"]["capturedAt"] == OLD and si["oldestFailure"]["ageSeconds"] > 3600
-    # Consumers whose queues do not exist are still listed, with the registry's defaults.
-    sn = consumers["slack-notifier"]
-    assert sn["failures"]["exists"] is False and sn["policy"] == "soft-fail" and sn["reprocessMode"] == "replay"
-    assert consumers["crm-sync"]["policy"] == "hard-fail"
-    # Looking changed nothing: still 3 visible + 1 held.
-    assert queue_depth(failures) == (3, 1)
+    capture_failures(failures, "search-indexer", 25)
+    capture_failures(failures, "search-indexer", 3, start=100, error_type="TransientError", message="503")
+    si = client.get("/consumers/search-indexer").get_json()
+    assert si["ledger"]["open"] == 28 and si["ledger"]["counts"]["captured"] == 28
+    assert si["topErrorTypes"] == si["ledger"]["openByErrorType"] == {"KeyError": 25, "TransientError": 3}
+    assert si["failures"]["visible"] == 28 and si["parking"]["visible"] == 0
+    assert si["status"]["badge"] == "degraded"
+    assert si["status"]["reasons"][0] == "28 failures waiting for reprocessing: KeyError x25, TransientError x3"
+    assert si["oldestFailure"]["source"].startswith("failure ledger") and si["oldestFailure"]["ageSeconds"] < 120
 
 
-def test_oldest_failure_is_the_oldest_captured_at_in_the_sample(client):
-    failures, _ = create_consumer_queues("slack-notifier")
-    put_failures(failures, "slack-notifier", 2)
-    put_failures(failures, "slack-notifier", 1, start=2, captured_at=OLD)
-    sn = client.get("/consumers/slack-notifier").get_json()
-    assert sn["oldestFailure"]["capturedAt"] == OLD
-    assert sn["oldestFailure"]["ageSeconds"] > 3600
-    assert sn["topErrorTypes"] == {"KeyError": 3}
+def test_the_schema_change_incident_shows_degraded_blocked_and_dropping_then_ok(incident, client):
+    incident.write(20, v2=False)
+    incident.write(6, v2=True)
+    incident.run()
+    c = by_name(client.get("/consumers").get_json())
+    si, sn, cs = c["search-indexer"], c["slack-notifier"], c["crm-sync"]
+    assert si["status"]["badge"] == "degraded" and si["ledger"]["openByErrorType"] == {"KeyError": 6}
+    assert sn["status"]["badge"] == "dropping" and sn["drops"]["last3h"] == 6 and sn["drops"]["recent"] >= 1
+    assert sn["status"]["reasons"][0].startswith(f"dropped {sn['drops']['recent']} records in its latest batch (6 in")
+    assert cs["status"]["badge"] == "blocked"
+    b = cs["blocking"]
+    assert (b["errorType"], b["errorMessage"]) == ("KeyError", "'fullname'")  # the function's own error
+    assert "batch item failure" not in json.dumps(cs["status"])  # not the mapping's generic text
+    assert b["attempts"] >= 3 and b["maxRetryAttempts"] == 100 and b["agesOutAt"] > b["recordCreatedAt"]
+    assert cs["status"]["reasons"][0].startswith(f"blocked on record {b['sequenceNumber']}")
+    assert cs["alarms"]["source"] == "local" and cs["mapping"]["status"] == "retrying"
+
+    incident.fix()
+    incident.write(5, v2=True)  # after the fix: new signups go through
+    incident.run()
+    job = confirmed(client, "/consumers/search-indexer/reprocess", {"mode": "replay"})
+    assert wait_job(client, job["jobId"])["status"] == "succeeded"
+    c = by_name(client.get("/consumers").get_json())
+    assert {n: x["status"]["badge"] for n, x in c.items()} == {
+        "search-indexer": "ok", "slack-notifier": "ok", "crm-sync": "ok"}
+    assert c["search-indexer"]["ledger"]["counts"] == {"captured": 0, "retrying": 0, "parked": 0, "handled": 6}
+    assert c["crm-sync"]["blocking"]["state"] == "resolved" and c["crm-sync"]["blocking"]["resolvedAt"]
+    assert c["slack-notifier"]["drops"] == {"recent": 0, "recentAt": c["slack-notifier"]["drops"]["recentAt"],
+                                            "last3h": 6}  # the history stays, the badge clears
+    assert all(queue_depth(incident.queues[n]["parking"]) == (0, 0) for n in incident.queues)  # nothing parked
 
 
-def test_policy_comes_from_the_deployed_function_and_its_secrets_stay_hidden(client, monkeypatch):
+def test_policy_comes_from_the_deployed_function_and_its_secrets_stay_hidden(client):
     create_function("userstream-dev-crm-sync", {"FAILURE_POLICY": "soft-fail", "CRM_TOKEN": "function-env-token-xyz",
                                                 "CRM_BASE_URL": "http://crm.local"})
     resp = client.get("/consumers")
@@ -96,191 +118,410 @@ def test_policy_comes_from_the_deployed_function_and_its_secrets_stay_hidden(cli
     assert "function-env-token-xyz" not in text and "CRM_TOKEN" not in text
 
 
-def test_mapping_state_and_lag_come_from_the_local_emulator_state_file(client, tmp_path):
-    state = {"updatedAt": "2026-11-22T10:00:00.000Z", "mappings": [{
-        "uuid": "u-1", "name": "CrmSyncEventSourceMapping", "functionName": "userstream-dev-crm-sync",
-        "eventSourceArn": "arn:aws:dynamodb:us-east-1:123456789012:table/users/stream/x", "state": "Enabled",
-        "status": "retrying", "settings": {"batch_size": 10, "bisect_on_error": True, "max_retry_attempts": 3},
-        "iteratorAgeSeconds": 42.5, "lastError": "KeyError: 'fullname'", "counters": {"read": 7}, "shards": {}}]}
+def test_a_stale_state_file_says_how_old_it_is(client, tmp_path):
+    state = {"updatedAt": "2026-01-01T10:00:00.000Z", "mappings": [{
+        "uuid": "u-1", "functionName": "userstream-dev-crm-sync", "state": "Enabled", "status": "caught-up",
+        "settings": {"BatchSize": 10}, "iteratorAgeSeconds": 0.0, "lastError": None, "counters": {}}]}
     (tmp_path / "esm.json").write_text(json.dumps(state))
-    consumers = by_name(client.get("/consumers").get_json())
-    crm = consumers["crm-sync"]
-    assert crm["mapping"]["source"] == "local-esm"
-    assert (crm["mapping"]["state"], crm["mapping"]["status"]) == ("Enabled", "retrying")
-    assert crm["mapping"]["settings"] == {"batch_size": 10, "bisect_on_error": True, "max_retry_attempts": 3}
-    assert crm["lagSeconds"] == 42.5
-    assert consumers["search-indexer"]["mapping"]["state"] == "unknown"  # not in the file, no Lambda mapping
+    crm = client.get("/consumers/crm-sync").get_json()
+    assert crm["mapping"]["source"] == "local-esm" and crm["mapping"]["ageSeconds"] > 86_400
+    assert any(u.startswith("mapping state is") and "old" in u for u in crm["status"]["unknown"])
 
 
-# ---- GET /consumers/<name>/failures ------------------------------------------------------------
-
-def test_failure_sample_shows_envelope_fields_and_does_not_consume(client):
-    failures, _ = create_consumer_queues("search-indexer")
-    records = put_failures(failures, "search-indexer", 2, error_type="KeyError", message="'fullname'")
-    put_failures(failures, "search-indexer", 1, start=2, error_type="TransientError", message="search 503")
-
-    first = client.get("/consumers/search-indexer/failures?limit=10")
-    assert first.status_code == 200
-    body = first.get_json()
-    assert body["consumer"] == "search-indexer" and len(body["messages"]) == 3
-    assert body["countsByErrorType"] == {"KeyError": 2, "TransientError": 1}
-    m = next(m for m in body["messages"] if m["keys"] == {"user_id": {"S": "u0000"}})
-    assert m["errorType"] == "KeyError" and m["errorMessage"] == "'fullname'"
-    assert m["sequenceNumber"] == records[0]["dynamodb"]["SequenceNumber"]
-    assert m["eventName"] == "INSERT" and m["attempts"] == 1 and m["capturedAt"]
-    assert m["receiveCount"] == 1
-    # Not consumed, and visible again at once (not hidden for the sample's visibility timeout).
-    assert queue_depth(failures) == (3, 0)
-    again = client.get("/consumers/search-indexer/failures?limit=2").get_json()
-    assert len(again["messages"]) == 2 and all(m["receiveCount"] == 2 for m in again["messages"])
-    assert queue_depth(failures) == (3, 0)
-
-
-def test_failure_sample_is_cached_so_a_refreshing_page_does_not_peek_each_time(env):
+def test_aws_errors_are_shown_in_words_never_as_question_marks(env, monkeypatch):
     from opsapi import create_app
 
-    client = create_app({"SAMPLE_TTL_S": 3600}).test_client()
+    monkeypatch.setenv("LEDGER_TABLE", "no-such-ledger")
+    create_consumer_queues("search-indexer")
+    client = create_app().test_client()
+    si = client.get("/consumers/search-indexer").get_json()
+    assert si["ledger"]["error"].startswith("ResourceNotFoundException")
+    assert any(u.startswith("failure ledger not readable: ResourceNotFoundException") for u in si["status"]["unknown"])
+    listing = client.get("/consumers/search-indexer/failures").get_json()
+    assert listing["error"].startswith("ResourceNotFoundException") and listing["items"] == []
+    assert "?" not in json.dumps(si["status"])
+
+
+def test_in_aws_badges_come_from_the_stacks_alarms(env):
+    """DescribeAlarms (moto stores alarms; their states are set here as CloudWatch would):
+    the alarms are matched to a consumer by metric and dimension, whatever their names."""
+    from opsapi import create_app
+
+    create_consumer_queues("crm-sync")
+    create_consumer_queues("search-indexer")
+    cw = boto3.client("cloudwatch")
+
+    def alarm(name, namespace, metric, dim, value, state):
+        cw.put_metric_alarm(AlarmName=name, Namespace=namespace, MetricName=metric, Statistic="Maximum", Period=60,
+                            EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanThreshold",
+                            Dimensions=[{"Name": dim, "Value": value}])
+        cw.set_alarm_state(AlarmName=name, StateValue=state, StateReason=f"{metric} says so")
+
+    alarm("stack-CrmSyncIteratorAgeAlarm-X1", "AWS/Lambda", "IteratorAge", "FunctionName", "userstream-dev-crm-sync",
+          "ALARM")
+    alarm("stack-SearchIndexerParkingQueueDepthAlarm-X2", "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+          "QueueName", "userstream-dev-search-indexer-parking", "ALARM")
+    alarm("stack-SearchIndexerIteratorAgeAlarm-X3", "AWS/Lambda", "IteratorAge", "FunctionName",
+          "userstream-dev-search-indexer", "OK")
+    client = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess"}).test_client()
+    c = by_name(client.get("/consumers").get_json())
+    crm, si, sn = c["crm-sync"], c["search-indexer"], c["slack-notifier"]
+    assert crm["alarms"]["source"] == "cloudwatch" and crm["alarms"]["iteratorAge"]["state"] == "ALARM"
+    assert crm["status"]["badge"] == "blocked"
+    assert si["alarms"]["iteratorAge"]["state"] == "OK" and si["alarms"]["parkingDepth"]["state"] == "ALARM"
+    assert si["status"]["badge"] == "degraded"
+    assert any("SearchIndexerParkingQueueDepthAlarm" in r for r in si["status"]["reasons"])
+    assert sn["status"]["badge"] == "ok" and "iteratorAge" not in sn["alarms"]
+
+
+def test_mapping_state_and_settings_come_from_lambda_when_it_has_one(client):
+    """In AWS the mapping is Lambda's (ListEventSourceMappings). Nothing is written to the table
+    after the mapping exists, so moto never tries to invoke the function (LOCAL-AWS-NOTES)."""
+    ddb = boto3.client("dynamodb")
+    table = ddb.create_table(TableName="opsapi-users", BillingMode="PAY_PER_REQUEST",
+                             AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"}],
+                             KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"}],
+                             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})
+    create_function("userstream-dev-search-indexer", {"FAILURE_POLICY": "dlq-capture"})
+    boto3.client("lambda").create_event_source_mapping(
+        FunctionName="userstream-dev-search-indexer", EventSourceArn=table["TableDescription"]["LatestStreamArn"],
+        StartingPosition="TRIM_HORIZON", BatchSize=25, FunctionResponseTypes=["ReportBatchItemFailures"])
+    si = client.get("/consumers/search-indexer").get_json()
+    m = si["mapping"]
+    assert m["source"] == "lambda" and m["uuid"] and m["state"] and m["readAt"]
+    assert m["settings"]["BatchSize"] == 25 and m["settings"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert si["lagSeconds"] is None  # no CloudWatch outside AWS
+
+
+def test_in_aws_lag_queue_age_and_charts_come_from_one_get_metric_data_per_consumer(env, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from opsapi import create_app
+
+    create_consumer_queues("crm-sync")
+    cw = boto3.client("cloudwatch")
+    when = datetime.now(timezone.utc) - timedelta(minutes=2)
+    cw.put_metric_data(Namespace="AWS/Lambda", MetricData=[{
+        "MetricName": "IteratorAge", "Dimensions": [{"Name": "FunctionName", "Value": "userstream-dev-crm-sync"}],
+        "Timestamp": when, "Value": 93_000, "Unit": "Milliseconds"}])
+    cw.put_metric_data(Namespace="AWS/SQS", MetricData=[{
+        "MetricName": "ApproximateAgeOfOldestMessage",
+        "Dimensions": [{"Name": "QueueName", "Value": "userstream-dev-crm-sync-failures"}],
+        "Timestamp": when, "Value": 7200, "Unit": "Seconds"}])
+    monkeypatch.setenv("CRM_SYNC_FAILURE_POLICY", "dlq-capture")
+    app = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess"})
+    calls: list[str] = []
+    get_services(app).clients.get("cloudwatch").meta.events.register(
+        "before-call.cloudwatch.GetMetricData", lambda model, **kw: calls.append(model.name))
+    client = app.test_client()
+    crm = client.get("/consumers/crm-sync").get_json()
+    assert crm["lagSeconds"] == 93.0 and crm["oldestFailure"]["queueAgeSeconds"] == 7200
+    assert (crm["policy"], crm["policySource"]) == ("dlq-capture", "env CRM_SYNC_FAILURE_POLICY")
+    chart = client.get("/consumers/crm-sync/charts").get_json()
+    assert chart["source"] == "cloudwatch" and chart["series"]["iteratorAgeSeconds"][-1][1] == 93.0
+    assert calls == ["GetMetricData"]  # status and charts share one call (cached 60 s)
+
+
+def test_local_charts_come_from_the_emulators_minutes(incident, client):
+    incident.write(8, v2=False)
+    incident.write(2, v2=True)
+    incident.run()
+    chart = client.get("/consumers/search-indexer/charts").get_json()
+    assert chart["source"] == "local-esm" and chart["periodSeconds"] == 60
+    s = chart["series"]
+    assert sum(v for _, v in s["handled"]) == 8 and sum(v for _, v in s["failed"]) == 2
+    crm = client.get("/consumers/crm-sync/charts").get_json()["series"]
+    assert max(v for _, v in crm["iteratorAgeSeconds"]) >= 0 and crm["failed"]
+
+
+# ---- GET /consumers/<name>/failures: from the ledger --------------------------------------------------
+
+def test_failures_come_from_the_ledger_with_filters_and_pages(client):
     failures, _ = create_consumer_queues("search-indexer")
-    put_failures(failures, "search-indexer", 2)
-    first = client.get("/consumers/search-indexer/failures").get_json()
-    second = client.get("/consumers/search-indexer/failures").get_json()
-    client.get("/consumers")
-    assert first["cached"] is False and second["cached"] is True
-    counts = [int(m["Attributes"]["ApproximateReceiveCount"]) for m in boto3.client("sqs").receive_message(
-        QueueUrl=failures, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]]
-    assert counts == [2, 2]  # one peek by the API + this receive
+    records = capture_failures(failures, "search-indexer", 12)
+    capture_failures(failures, "search-indexer", 3, start=50, error_type="TransientError", message="search 503")
+    body = client.get("/consumers/search-indexer/failures?limit=100").get_json()
+    assert len(body["items"]) == 15 and body["next"] is None
+    first = next(i for i in body["items"] if i["keysText"] == '{"user_id":"u0000"}')
+    assert (first["errorType"], first["errorMessage"], first["state"], first["attempts"]) == (
+        "KeyError", "'fullname'", "captured", 1)
+    assert first["sequenceNumber"] == records[0]["dynamodb"]["SequenceNumber"] and first["messageId"]
+    by_type = client.get("/consumers/search-indexer/failures?errorType=TransientError").get_json()
+    assert {i["keysText"] for i in by_type["items"]} == {'{"user_id":"u0050"}', '{"user_id":"u0051"}',
+                                                          '{"user_id":"u0052"}'}
+    by_key = client.get("/consumers/search-indexer/failures?key=u0007").get_json()
+    assert [i["keysText"] for i in by_key["items"]] == ['{"user_id":"u0007"}']
+    assert client.get("/consumers/search-indexer/failures?state=parked").get_json()["items"] == []
+    # pages: 15 items, 4 at a time, newest first, none twice
+    seen, cursor = [], None
+    for _ in range(10):
+        page = client.get("/consumers/search-indexer/failures?limit=4" + (f"&cursor={cursor}" if cursor else "")).get_json()
+        seen += [i["id"] for i in page["items"]]
+        cursor = page["next"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 15 and seen == sorted(seen, reverse=True)
+    assert queue_depth(failures) == (15, 0)  # nothing was received
 
 
-def test_sampling_stops_before_the_redrive_threshold(client):
-    failures, parking = create_consumer_queues("crm-sync", redrive_max=4)
-    put_failures(failures, "crm-sync", 1)
-    first = client.get("/consumers/crm-sync/failures").get_json()
-    assert len(first["messages"]) == 1 and first["maxReceiveCount"] == 4  # receive count now 1
-    second = client.get("/consumers/crm-sync/failures").get_json()
-    assert second["messages"] == [] and second["skippedNearRedrive"] == 1  # count 2 = 4 - headroom: left out
-    for _ in range(3):  # paused: no more receives, however often the page refreshes
-        third = client.get("/consumers/crm-sync/failures").get_json()
-        assert "paused" in third
-    client.get("/consumers")
-    msgs = boto3.client("sqs").receive_message(QueueUrl=failures, AttributeNames=["All"])["Messages"]
-    assert [m["Attributes"]["ApproximateReceiveCount"] for m in msgs] == ["3"]  # still below 4, not redriven
-    assert queue_depth(parking) == (0, 0)
+@pytest.mark.parametrize("query,needle", [("limit=0", "limit must be"), ("limit=201", "limit must be"),
+                                          ("limit=abc", "limit must be"), ("state=lost", "state must be one of"),
+                                          ("cursor=garbage!", "cursor is not one")])
+def test_bad_failure_filters_are_400(client, query, needle):
+    resp = client.get(f"/consumers/search-indexer/failures?{query}")
+    assert resp.status_code == 400 and needle in resp.get_json()["error"]
 
 
-def test_failure_sample_shows_lambda_on_failure_records_and_malformed_bodies(client):
-    """A hard-fail mapping's on-failure destination holds metadata only; a stray body is 'malformed'."""
-    failures, _ = create_consumer_queues("crm-sync")
-    on_failure = {  # Lambda's on-failure invocation record for a DynamoDB stream (AWS's format)
-        "requestContext": {"requestId": "r-1", "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:x",
-                           "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 4},
-        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-        "version": "1.0", "timestamp": "2026-11-22T10:00:00.000Z",
-        "DDBStreamBatchInfo": {"shardId": "shardId-0001", "startSequenceNumber": "100", "endSequenceNumber": "103",
-                               "approximateArrivalOfFirstRecord": "2026-11-22T09:59:00Z",
-                               "approximateArrivalOfLastRecord": "2026-11-22T09:59:01Z", "batchSize": 4,
-                               "streamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/users/stream/x"}}
+def test_half_an_hour_of_page_refreshes_never_receives_from_a_failure_queue(env):
+    """The page refreshes every 3 s; run its requests for the equivalent of 30 minutes on a
+    simulated clock (every cache expires as it would): no ReceiveMessage, and every message's
+    receive count is where it was."""
+    from opsapi import create_app
+
+    now = [0.0]
+    app = create_app({"CLOCK": lambda: now[0], "REPROCESS_FUNCTION_NAME": None})
+    client = app.test_client()
+    queues = {n: create_consumer_queues(n, redrive_max=5) for n in ("search-indexer", "slack-notifier", "crm-sync")}
+    for name, (failures, _) in queues.items():
+        capture_failures(failures, name, 4)
+    receives: list[dict] = []
+    get_services(app).clients.get("sqs").meta.events.register(
+        "before-call.sqs.ReceiveMessage", lambda params, **kw: receives.append(params))
+    for _ in range(600):  # 30 minutes at one refresh every 3 s
+        assert client.get("/consumers").status_code == 200
+        for name in queues:
+            assert client.get(f"/consumers/{name}/failures?limit=20").status_code == 200
+            assert client.get(f"/consumers/{name}/charts").status_code == 200
+        assert client.get("/jobs").status_code == 200
+        now[0] += 3.0
+    assert receives == []
     sqs = boto3.client("sqs")
-    sqs.send_message(QueueUrl=failures, MessageBody=json.dumps(on_failure))
-    sqs.send_message(QueueUrl=failures, MessageBody="not json at all")
-    body = client.get("/consumers/crm-sync/failures").get_json()
-    kinds = {m["kind"]: m for m in body["messages"]}
-    assert set(kinds) == {"on-failure", "malformed"}
-    of = kinds["on-failure"]
-    assert (of["errorType"], of["sequenceNumber"], of["attempts"], of["capturedAt"]) == (
-        "RetryAttemptsExhausted", "100", 4, "2026-11-22T10:00:00.000Z")
-    assert "shardId-0001" in of["errorMessage"] and "100..103" in of["errorMessage"]
-    assert kinds["malformed"]["errorType"] == "MalformedEnvelope"
-    assert body["countsByErrorType"] == {"RetryAttemptsExhausted": 1, "MalformedEnvelope": 1}
-    assert queue_depth(failures) == (2, 0)
+    for failures, parking in queues.values():
+        msgs = sqs.receive_message(QueueUrl=failures, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+        assert sorted(m["Attributes"]["ApproximateReceiveCount"] for m in msgs) == ["1"] * 4  # this receive only
+        assert queue_depth(parking) == (0, 0)
 
 
-def test_failure_sample_of_a_missing_queue_says_so(client):
-    body = client.get("/consumers/crm-sync/failures").get_json()
-    assert body["messages"] == [] and "does not exist" in body["note"]
+# ---- jobs: confirmation, progress, cancel, history, caller -----------------------------------------------
 
-
-# ---- POST /consumers/<name>/reprocess and GET /jobs/<id> ---------------------------------------
-
-def test_reprocess_job_drains_the_queue_with_the_real_search_indexer(client):
+def test_a_reprocess_needs_a_confirmation_with_the_count_and_runs_no_more_than_that(client):
     failures, parking = create_consumer_queues("search-indexer")
-    put_failures(failures, "search-indexer", 4)
-    resp = client.post("/consumers/search-indexer/reprocess", json={"mode": "replay", "max": 100})
-    assert resp.status_code == 202
-    job_id = resp.get_json()["jobId"]
-    assert resp.headers["Location"] == f"/jobs/{job_id}"
-    job = wait_job(client, job_id)
-    assert job["status"] == "succeeded" and job["runner"] == "local"
-    s = job["summary"]
-    assert (s["taken"], s["succeeded"], s["still_failing"], s["parked"], s["exit_code"]) == (4, 4, 0, 0, 0)
-    assert s["taken"] == s["succeeded"] + s["still_failing"] + s["parked"]
-    assert queue_depth(failures) == (0, 0) and queue_depth(parking) == (0, 0)
-    from consumers.search_indexer import get_sink
+    capture_failures(failures, "search-indexer", 6)
+    ask = client.post("/consumers/search-indexer/reprocess", json={"mode": "replay"})
+    assert ask.status_code == 428
+    confirm = ask.get_json()["confirm"]
+    assert confirm["count"] == 6 and confirm["what"] == "messages in userstream-dev-search-indexer-failures"
+    assert client.get("/jobs").get_json()["jobs"] == [] and queue_depth(failures) == (6, 0)  # nothing ran
+    resp = client.post("/consumers/search-indexer/reprocess", json={"mode": "replay", "confirmCount": 4})
+    assert resp.status_code == 202 and resp.headers["Location"] == f"/jobs/{resp.get_json()['jobId']}"
+    job = wait_job(client, resp.get_json()["jobId"])
+    assert job["status"] == "succeeded" and job["request"]["max"] == 4 and job["confirmedCount"] == 4
+    assert job["summary"]["taken"] == 4 and job["progress"]["done"] == 4 and job["progress"]["total"] == 4
+    assert job["stoppedBy"] == "max 4 messages taken"
+    assert queue_depth(failures) == (2, 0) and queue_depth(parking) == (0, 0)
+    ledger = client.get("/consumers/search-indexer").get_json()["ledger"]["counts"]
+    assert (ledger["handled"], ledger["captured"]) == (4, 2)
 
-    assert {d["user_id"] for d in get_sink().search("ada", limit=20)} == {"u0000", "u0001", "u0002", "u0003"}
-    si = by_name(client.get("/consumers").get_json())["search-indexer"]
-    assert si["failures"]["visible"] == 0 and si["topErrorTypes"] == {} and si["job"] is None
+
+@pytest.mark.parametrize("value", [0, -1, "4", True, 10_001])
+def test_a_bad_confirm_count_is_400(client, value):
+    failures, _ = create_consumer_queues("search-indexer")
+    resp = client.post("/consumers/search-indexer/reprocess", json={"mode": "replay", "confirmCount": value})
+    assert resp.status_code == 400 and "confirmCount must be" in resp.get_json()["error"]
 
 
-def test_dry_run_preview_counts_by_error_type_and_leaves_the_queue(client):
+def test_a_dry_run_needs_no_confirmation_and_leaves_the_queue(client):
     failures, _ = create_consumer_queues("slack-notifier")
-    put_failures(failures, "slack-notifier", 2, error_type="TransientError")
-    put_failures(failures, "slack-notifier", 1, start=2)
+    capture_failures(failures, "slack-notifier", 2, error_type="TransientError")
+    capture_failures(failures, "slack-notifier", 1, start=2)
     resp = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True})
     assert resp.status_code == 202 and resp.get_json()["request"]["dryRun"] is True
     job = wait_job(client, resp.get_json()["jobId"])
-    assert job["status"] == "succeeded"
+    assert job["status"] == "succeeded" and job["total"] == 3 and job["progress"]["done"] == 3
     assert job["summary"]["dry_run"] is True and job["summary"]["by_error_type"] == {"TransientError": 2, "KeyError": 1}
-    assert job["summary"]["taken"] == 3
+    assert job["stoppedBy"] == "queue empty"
     visible, in_flight = queue_depth(failures)
     assert visible + in_flight == 3  # nothing deleted
 
 
-def test_a_job_that_cannot_run_reports_why(client):
-    resp = client.post("/consumers/crm-sync/reprocess", json={"mode": "replay"})  # no queues exist
-    assert resp.status_code == 202
-    job = wait_job(client, resp.get_json()["jobId"])
-    assert job["status"] == "failed" and "ConfigError" in job["error"]
+def test_a_job_records_the_callers_iam_identity(client):
+    failures, _ = create_consumer_queues("search-indexer")
+    capture_failures(failures, "search-indexer", 2)
+    job = confirmed(client, "/consumers/search-indexer/reprocess", {"mode": "replay"}, environ_base=iam_request())
+    assert job["caller"] == {"arn": IAM_ARN, "source": "iam", "display": IAM_ARN, "accountId": "123456789012"}
+    done = wait_job(client, job["jobId"])
+    assert done["caller"]["arn"] == IAM_ARN
+    assert client.get("/jobs").get_json()["jobs"][0]["caller"]["arn"] == IAM_ARN
+    local = client.post("/consumers/search-indexer/reprocess", json={"dryRun": True}).get_json()
+    assert local["caller"]["arn"] is None and "no IAM identity" in local["caller"]["display"]
 
 
-def test_reprocess_in_aws_invokes_the_reprocess_lambda_asynchronously(env, monkeypatch):
-    """With REPROCESS_FUNCTION_NAME the job is an InvocationType=Event invoke carrying the job id."""
+def test_cancel_stops_the_worker_between_messages_and_hides_nothing(env):
+    import threading
+
     from opsapi import create_app
 
-    app = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess"})
+    gate, started = threading.Event(), threading.Event()
+
+    def slow(record):  # one message at a time, as slowly as the test says
+        started.set()
+        assert gate.wait(30)
+
+    app = create_app({"DRAIN_OPTIONS": {"wait_time_s": 0, "handle_record": slow}})
+    client = app.test_client()
+    failures, parking = create_consumer_queues("slack-notifier")
+    capture_failures(failures, "slack-notifier", 8)
+    job = confirmed(client, "/consumers/slack-notifier/reprocess", {}, environ_base=iam_request())
+    assert started.wait(30)
+    running = client.get(f"/jobs/{job['jobId']}").get_json()
+    assert running["status"] == "running" and running["progress"]["total"] == 8
+    conflict = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True})
+    assert conflict.status_code == 409 and conflict.get_json()["jobId"] == job["jobId"]
+    cancel = client.post(f"/jobs/{job['jobId']}/cancel", json={}, environ_base=iam_request())
+    assert cancel.status_code == 200 and cancel.get_json()["cancelRequested"]["by"]["arn"] == IAM_ARN
+    gate.set()  # the message in hand finishes; no other one starts
+    done = wait_job(client, job["jobId"])
+    assert done["status"] == "cancelled" and done["stoppedBy"].startswith(f"cancelled by {IAM_ARN} at ")
+    s = done["summary"]
+    assert s["taken"] == s["succeeded"] < 8 and s["taken"] + s["released"] >= 1
+    assert queue_depth(failures) == (8 - s["succeeded"], 0)  # the rest visible again at once, none hidden
+    assert client.post(f"/jobs/{job['jobId']}/cancel", json={}).status_code == 409  # finished already
+    assert client.post("/jobs/" + "0" * 32 + "/cancel", json={}).status_code == 404
+
+
+def test_job_history_survives_a_restart_of_the_api(env):
+    from opsapi import create_app
+
+    boto3.client("s3").create_bucket(Bucket="jobs-bucket")
+    config = {"JOBS_BUCKET": "jobs-bucket", "DRAIN_OPTIONS": {"wait_time_s": 0, "handle_record": lambda r: None}}
+    app = create_app(config)
+    client = app.test_client()
+    failures, _ = create_consumer_queues("slack-notifier")
+    capture_failures(failures, "slack-notifier", 3)
+    first = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True}).get_json()
+    wait_job(client, first["jobId"])
+    second = confirmed(client, "/consumers/slack-notifier/reprocess", {}, environ_base=iam_request())
+    wait_job(client, second["jobId"])
+
+    restarted = create_app(config).test_client()  # a cold start: nothing in memory
+    history = restarted.get("/jobs").get_json()
+    assert history["stored"] == "s3://jobs-bucket/jobs/"
+    assert [j["jobId"] for j in history["jobs"]] == [second["jobId"], first["jobId"]]  # newest first
+    newest = history["jobs"][0]
+    assert newest["status"] == "succeeded" and newest["summary"]["succeeded"] == 3 and newest["caller"]["arn"] == IAM_ARN
+    assert newest["stoppedBy"] and newest["progress"]["done"] == 3
+    assert restarted.get(f"/jobs/{first['jobId']}").get_json()["request"]["dryRun"] is True
+
+
+def test_redrive_moves_parked_messages_back_with_a_confirmation(client):
+    failures, parking = create_consumer_queues("search-indexer")
+    capture_failures(failures, "search-indexer", 3)
+
+    def never(record):
+        raise KeyError("fullname")
+
+    from reprocess.worker import drain
+
+    for _ in range(2):
+        drain("search-indexer", mode="replay", handle_record=never, max_attempts=2, wait_time_s=0)
+    assert queue_depth(parking) == (3, 0) and queue_depth(failures) == (0, 0)
+    parked = client.get("/consumers/search-indexer/failures?state=parked").get_json()["items"]
+    assert len(parked) == 3 and all(i["parkReason"].startswith("gave up after 2 attempts: KeyError") for i in parked)
+    si = client.get("/consumers/search-indexer").get_json()
+    assert si["status"]["badge"] == "degraded" and "3 parked" in " ".join(si["status"]["reasons"])
+
+    ask = client.post("/consumers/search-indexer/redrive", json={})
+    assert ask.status_code == 428 and ask.get_json()["confirm"]["count"] == 3
+    assert queue_depth(parking) == (3, 0)
+    job = confirmed(client, "/consumers/search-indexer/redrive", {})
+    done = wait_job(client, job["jobId"])
+    assert done["status"] == "succeeded" and done["summary"]["moved"] == 3 and done["summary"]["taken"] == 3
+    assert queue_depth(parking) == (0, 0) and queue_depth(failures) == (3, 0)
+    items = client.get("/consumers/search-indexer/failures?state=retrying").get_json()["items"]
+    assert len(items) == 3 and all(i["settledBy"] == f"job {job['jobId']}" for i in items)
+    assert all("parkReason" not in i for i in items)
+    msgs = boto3.client("sqs").receive_message(QueueUrl=failures, MaxNumberOfMessages=10,
+                                               MessageAttributeNames=["All"])["Messages"]
+    assert all("parked" not in json.loads(m["Body"]) and "parkReason" not in m.get("MessageAttributes", {})
+               for m in msgs)
+    assert {m["MessageId"] for m in msgs} == {i["messageId"] for i in items}  # the ledger names the new copies
+
+
+def test_a_job_that_cannot_run_reports_why(client):
+    resp = client.post("/consumers/crm-sync/reprocess", json={"mode": "replay", "confirmCount": 1})  # no queues
+    assert resp.status_code == 202
+    job = wait_job(client, resp.get_json()["jobId"])
+    assert job["status"] == "failed" and "ConfigError" in job["error"] and job["stoppedBy"]
+
+
+def _capture_invokes(app) -> list[dict]:
+    """Answer the API's Lambda Invoke calls as Lambda answers an Event invoke (202), keeping the payloads."""
+    from botocore.awsrequest import AWSResponse
+
     sent: list[dict] = []
 
-    def capture(params, **kwargs):  # what the API sends to Lambda, answered as Lambda answers an Event invoke
-        invocation_type = params["headers"].get("X-Amz-Invocation-Type")
-        sent.append({"InvocationType": invocation_type.decode() if isinstance(invocation_type, bytes) else invocation_type,
-                     "url": params["url"], "payload": json.loads(params["body"])})
-        from botocore.awsrequest import AWSResponse
+    class Raw:
+        def stream(self, *a, **k):
+            yield b""
 
-        class Raw:
-            def stream(self, *a, **k):
-                yield b""
+    def before_send(request, **kwargs):
+        invocation_type = request.headers.get("X-Amz-Invocation-Type")
+        sent.append({"payload": json.loads(request.body), "url": request.url,
+                     "type": invocation_type.decode() if isinstance(invocation_type, bytes) else invocation_type})
+        return AWSResponse(request.url, 202, {}, Raw())
 
-        return AWSResponse(params["url"], 202, {}, Raw())
+    get_services(app).clients.get("lambda").meta.events.register("before-send.lambda.Invoke", before_send)
+    return sent
 
-    lam = get_services(app).clients.get("lambda")
-    lam.meta.events.register("before-send.lambda.Invoke", lambda request, **kw: capture(
-        {"headers": request.headers, "url": request.url, "body": request.body}))
+
+def test_in_aws_a_job_is_an_async_invoke_and_the_real_reprocess_handler_reports_to_the_bucket(env, monkeypatch):
+    """The whole AWS path: the API's async invoke payload, run by the real reprocess handler
+    (as Lambda would), progress and summary in the jobs bucket, read back by any container;
+    a cancel request in the bucket stops the Lambda's run."""
+    from opsapi import create_app
+    from streamkit.testing import LambdaContext
+
+    boto3.client("s3").create_bucket(Bucket="failures")
+    monkeypatch.setenv("JOBS_BUCKET", "failures")
+    failures, parking = create_consumer_queues("search-indexer")
+    capture_failures(failures, "search-indexer", 3)
+    config = {"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess", "JOBS_BUCKET": "failures"}
+    app = create_app(config)
+    sent = _capture_invokes(app)
     client = app.test_client()
-    resp = client.post("/consumers/crm-sync/reprocess", json={"max": 50, "mode": "latest", "dryRun": False})
-    assert resp.status_code == 202 and resp.get_json()["runner"] == "lambda"
-    job_id = resp.get_json()["jobId"]
-    assert len(sent) == 1 and sent[0]["InvocationType"] == "Event"
-    assert "userstream-dev-reprocess" in sent[0]["url"]
-    assert sent[0]["payload"] == {"consumer": "crm-sync", "max": 50, "mode": "latest", "dryRun": False,
-                                  "concurrency": 1, "jobId": job_id}
-    job = client.get(f"/jobs/{job_id}").get_json()
-    assert job["status"] == "submitted" and job["invokeStatusCode"] == 202
+    job = confirmed(client, "/consumers/search-indexer/reprocess", {"mode": "replay"}, environ_base=iam_request())
+    assert len(sent) == 1 and sent[0]["type"] == "Event" and "userstream-dev-reprocess" in sent[0]["url"]
+    assert sent[0]["payload"] == {"kind": "drain", "consumer": "search-indexer", "jobId": job["jobId"], "total": 3,
+                                  "request": {"max": 3, "mode": "replay", "dryRun": False, "concurrency": 1}}
+    pending = client.get(f"/jobs/{job['jobId']}").get_json()
+    assert pending["status"] == "submitted" and pending["caller"]["arn"] == IAM_ARN
+
+    from handlers.reprocess import handler
+
+    result = handler(sent[0]["payload"], LambdaContext(timeout_s=60, function_name="userstream-dev-reprocess"))
+    other = create_app(config).test_client()  # another container: nothing in memory
+    for c in (client, other):
+        done = c.get(f"/jobs/{job['jobId']}").get_json()
+        assert done["status"] == "succeeded" and done["summary"]["taken"] == result["taken"] == 3
+        assert done["caller"]["arn"] == IAM_ARN and done["stoppedBy"] == "max 3 messages taken"
+    assert queue_depth(failures) == (0, 0)
+    assert other.get("/jobs/" + "0" * 32).status_code == 404
+
+    # a cancel request in the bucket stops a Lambda-run job before it takes anything
+    capture_failures(failures, "search-indexer", 2, start=10)
+    job2 = confirmed(client, "/consumers/search-indexer/reprocess", {"mode": "replay"})
+    assert client.post(f"/jobs/{job2['jobId']}/cancel", json={}).status_code == 200
+    handler(sent[1]["payload"], LambdaContext(timeout_s=60, function_name="userstream-dev-reprocess"))
+    done2 = other.get(f"/jobs/{job2['jobId']}").get_json()
+    assert done2["status"] == "cancelled" and done2["stoppedBy"].startswith("cancelled by local user")
+    assert done2["summary"]["taken"] == 0 and queue_depth(failures) == (2, 0)
 
 
-# ---- validation, errors, secrets --------------------------------------------------------------
+# ---- validation, errors, headers, secrets -------------------------------------------------------
 
 @pytest.mark.parametrize("method,path", [
     ("get", "/consumers/nope"), ("get", "/consumers/nope/failures"), ("post", "/consumers/nope/reprocess"),
-    ("get", "/jobs/0123"), ("get", "/no/such/route"),
+    ("get", "/jobs/0123"), ("get", "/no/such/route"), ("post", "/consumers/crm-sync/jobs/nope"),
 ])
 def test_not_found_is_json(client, method, path):
     resp = getattr(client, method)(path, json={} if method == "post" else None)
@@ -289,12 +530,6 @@ def test_not_found_is_json(client, method, path):
     if "consumers/nope" in path:
         assert "unknown consumer" in resp.get_json()["error"]
         assert resp.get_json()["known"] == ["search-indexer", "slack-notifier", "crm-sync"]
-
-
-@pytest.mark.parametrize("query", ["limit=0", "limit=11", "limit=abc", "limit=-3"])
-def test_bad_limit_is_400(client, query):
-    resp = client.get(f"/consumers/search-indexer/failures?{query}")
-    assert resp.status_code == 400 and "limit must be" in resp.get_json()["error"]
 
 
 @pytest.mark.parametrize("body,content_type,needle", [
@@ -324,221 +559,43 @@ def test_method_not_allowed_is_json(client):
     assert resp.status_code == 405 and resp.get_json()["status"] == 405
 
 
-def test_no_endpoint_echoes_secrets(client):
+def test_every_response_carries_the_protective_headers_and_only_trusted_hosts_are_served(client):
+    for path in ("/", "/consumers", "/static/app.js", "/jobs", "/no/such/route"):
+        resp = client.get(path)
+        csp = resp.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Cache-Control"] == "no-store"
+    html = client.get("/").get_data(as_text=True)
+    assert "<script>" not in html and "<script src=" in html and "<style>" not in html  # nothing inline
+    bad = client.get("/consumers", headers={"Host": "evil.example"})
+    assert bad.status_code == 400 and bad.mimetype == "application/json"
+    assert client.get("/consumers", headers={"Host": "abc123.execute-api.us-east-1.amazonaws.com"}).status_code == 200
+    assert client.get("/consumers", headers={"Host": "127.0.0.1:5000"}).status_code == 200
+
+
+def test_secret_values_are_redacted_in_every_form_and_error_type_names_never_are(client):
     failures, _ = create_consumer_queues("slack-notifier")
-    put_failures(failures, "slack-notifier", 2, error_type="SlackApiError",
-                 message=f"POST {SLACK_SECRET} failed; header Bearer {CRM_SECRET}")
-    bodies = [client.get(p).get_data(as_text=True) for p in
-              ("/", "/consumers", "/consumers/slack-notifier", "/consumers/slack-notifier/failures")]
-    resp = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True})
-    job = wait_job(client, resp.get_json()["jobId"])
-    bodies += [client.get(f"/jobs/{job['jobId']}").get_data(as_text=True), client.get("/jobs").get_data(as_text=True)]
-    for text in bodies:
-        assert SLACK_SECRET not in text and CRM_SECRET not in text
-        assert "s3cr3tWebhookValue" not in text
-    assert "[redacted]" in bodies[3]  # the failure message is shown, the secret in it is not
+    from urllib.parse import quote
 
-
-def test_page_is_served_with_the_controls(client):
-    resp = client.get("/")
-    assert resp.status_code == 200 and resp.mimetype == "text/html"
-    html = resp.get_data(as_text=True)
-    assert "Preview (dry run)" in html and "Reprocess" in html and "setInterval(refresh" in html
-
-
-def test_lambda_entry_point_imports_no_consumer_client_library():
-    code = ("import sys, handlers.api as a; assert a.app.name; "
-            "heavy = [m for m in sys.modules if m.split('.')[0] in "
-            "('slack_sdk', 'opensearchpy', 'httpx', 'reprocess', 'structlog', 'aws_lambda_powertools') "
-            "or m.startswith('consumers.') and m != 'consumers.registry']; "
-            "assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
-
-
-def _capture_invokes(app) -> list[dict]:
-    """Answer the API's Lambda Invoke calls as Lambda answers an Event invoke (202), keeping the payloads."""
-    from botocore.awsrequest import AWSResponse
-
-    sent: list[dict] = []
-
-    class Raw:
-        def stream(self, *a, **k):
-            yield b""
-
-    def before_send(request, **kwargs):
-        sent.append(json.loads(request.body))
-        return AWSResponse(request.url, 202, {}, Raw())
-
-    get_services(app).clients.get("lambda").meta.events.register("before-send.lambda.Invoke", before_send)
-    return sent
-
-
-def test_in_aws_the_job_summary_is_read_from_the_jobs_bucket_by_any_container(env):
-    """The reprocess Lambda stores s3://JOBS_BUCKET/jobs/<jobId>.json; any API container reports it."""
-    from opsapi import create_app
-
-    boto3.client("s3").create_bucket(Bucket="failures")
-    config = {"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess", "JOBS_BUCKET": "failures"}
-    app = create_app(config)
-    sent = _capture_invokes(app)
-    client = app.test_client()
-    job_id = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True}).get_json()["jobId"]
-    assert sent[0]["jobId"] == job_id and sent[0]["dryRun"] is True
-    pending = client.get(f"/jobs/{job_id}").get_json()
-    assert pending["status"] == "submitted" and f"s3://failures/jobs/{job_id}.json" in pending["note"]
-
-    summary = {"consumer": "slack-notifier", "taken": 3, "succeeded": 2, "still_failing": 1, "parked": 0,
-               "by_error_type": {"SlackApiError": 1}, "exit_code": 1}
-    boto3.client("s3").put_object(Bucket="failures", Key=f"jobs/{job_id}.json", Body=json.dumps(summary))
-    done = client.get(f"/jobs/{job_id}").get_json()
-    assert done["status"] == "finished-with-failures" and done["summary"] == summary
-    other = create_app(config).test_client().get(f"/jobs/{job_id}")  # another container: nothing in memory
-    assert other.status_code == 200 and other.get_json()["summary"] == summary
-    assert create_app(config).test_client().get("/jobs/" + "0" * 32).status_code == 404
-
-
-def test_in_aws_lag_and_queue_age_come_from_cloudwatch(env, monkeypatch):
-    from datetime import datetime, timedelta
-
-    from opsapi import create_app
-
-    create_consumer_queues("crm-sync")
-    cw = boto3.client("cloudwatch")
-    now = datetime.now(UTC) - timedelta(minutes=2)  # a finished 1-minute period
-    cw.put_metric_data(Namespace="AWS/Lambda", MetricData=[{
-        "MetricName": "IteratorAge", "Dimensions": [{"Name": "FunctionName", "Value": "userstream-dev-crm-sync"}],
-        "Timestamp": now, "Value": 93_000, "Unit": "Milliseconds"}])
-    cw.put_metric_data(Namespace="AWS/SQS", MetricData=[{
-        "MetricName": "ApproximateAgeOfOldestMessage",
-        "Dimensions": [{"Name": "QueueName", "Value": "userstream-dev-crm-sync-failures"}],
-        "Timestamp": now, "Value": 7200, "Unit": "Seconds"}])
-    monkeypatch.setenv("CRM_SYNC_FAILURE_POLICY", "dlq-capture")
-    crm = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess"}).test_client().get(
-        "/consumers/crm-sync").get_json()
-    assert crm["lagSeconds"] == 93.0
-    assert crm["oldestFailure"]["queueAgeSeconds"] == 7200
-    assert (crm["policy"], crm["policySource"]) == ("dlq-capture", "env CRM_SYNC_FAILURE_POLICY")
-
-
-def test_one_job_per_consumer_and_no_peeking_while_it_drains(env):
-    """While a local job runs: a second one is 409, and samples come from the cache, never a receive
-    (a peek could hide messages from the worker and end its run early)."""
-    import threading
-
-    from opsapi import create_app
-
-    release = threading.Event()
-    started = threading.Event()
-
-    def slow_but_fine(record):  # stands in for a slow sink; the job waits for the test
-        started.set()
-        assert release.wait(30)
-
-    app = create_app({"SAMPLE_TTL_S": 0, "DRAIN_OPTIONS": {"wait_time_s": 0, "handle_record": slow_but_fine}})
-    client = app.test_client()
-    failures, parking = create_consumer_queues("slack-notifier")
-    put_failures(failures, "slack-notifier", 3)
-    try:
-        first = client.post("/consumers/slack-notifier/reprocess", json={})
-        assert first.status_code == 202
-        assert started.wait(30)
-        second = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True})
-        assert second.status_code == 409 and second.get_json()["jobId"] == first.get_json()["jobId"]
-        assert client.get("/consumers/slack-notifier").get_json()["job"]["jobId"] == first.get_json()["jobId"]
-        sample = client.get("/consumers/slack-notifier/failures").get_json()
-        assert sample["cached"] is True and sample["messages"] == []
-        assert client.post("/consumers/search-indexer/reprocess", json={"dryRun": True}).status_code == 202
-    finally:
-        release.set()
-    job = wait_job(client, first.get_json()["jobId"])
-    assert job["status"] == "succeeded" and job["summary"]["taken"] == 3 and job["summary"]["succeeded"] == 3
-    assert queue_depth(failures) == (0, 0) and queue_depth(parking) == (0, 0)
-
-
-def test_mapping_state_and_settings_come_from_lambda_when_it_has_one(client):
-    """In AWS the mapping is Lambda's (ListEventSourceMappings). Nothing is written to the table
-    after the mapping exists, so moto never tries to invoke the function (LOCAL-AWS-NOTES)."""
-    stream_arn = create_users_table("opsapi-users")
-    create_function("userstream-dev-search-indexer", {"FAILURE_POLICY": "dlq-capture"})
-    boto3.client("lambda").create_event_source_mapping(
-        FunctionName="userstream-dev-search-indexer", EventSourceArn=stream_arn,
-        StartingPosition="TRIM_HORIZON", BatchSize=25, FunctionResponseTypes=["ReportBatchItemFailures"])
-    si = client.get("/consumers/search-indexer").get_json()
-    m = si["mapping"]
-    assert m["source"] == "lambda" and m["uuid"] and m["state"]
-    assert m["eventSourceArn"] == stream_arn
-    assert m["settings"]["BatchSize"] == 25 and m["settings"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert si["lagSeconds"] is None  # no CloudWatch outside AWS
-
-
-def test_health_and_job_list(client):
-    assert client.get("/healthz").get_json() == {"ok": True}
-    failures, _ = create_consumer_queues("slack-notifier")
-    put_failures(failures, "slack-notifier", 1)
-    job_id = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True, "max": 1}).get_json()["jobId"]
-    wait_job(client, job_id)
-    jobs = client.get("/jobs").get_json()["jobs"]
-    assert [(j["jobId"], j["consumer"], j["status"], j["request"]["max"]) for j in jobs] == [
-        (job_id, "slack-notifier", "succeeded", 1)]
-
-
-def test_a_refreshing_page_reuses_metrics_and_mappings(env):
-    """CloudWatch bills per metric requested and the Lambda control plane throttles: two page
-    refreshes inside the cache windows make one GetMetricData per metric and one
-    ListEventSourceMappings per function."""
-    from opsapi import create_app
-
-    app = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess"})
-    clients = get_services(app).clients
-    calls: list[str] = []
-    for service, op in (("cloudwatch", "GetMetricData"), ("lambda", "ListEventSourceMappings")):
-        clients.get(service).meta.events.register(f"before-call.{service}.{op}",
-                                                  lambda model, **kw: calls.append(model.name))
-    client = app.test_client()
-    for _ in range(2):
-        assert client.get("/consumers").status_code == 200
-    # Per consumer: IteratorAge + ApproximateAgeOfOldestMessage, and one mapping lookup.
-    assert calls.count("GetMetricData") == 6 and calls.count("ListEventSourceMappings") == 3
-
-
-def test_a_lambda_job_reports_the_summary_the_real_reprocess_handler_stored(env, monkeypatch):
-    """The whole AWS path: the API's async invoke payload, run by the real reprocess handler
-    (as Lambda would), stored in the jobs bucket, then read back by GET /jobs/<id>."""
-    from opsapi import create_app
-    from streamkit.testing import LambdaContext
-
-    boto3.client("s3").create_bucket(Bucket="failures")
-    monkeypatch.setenv("JOBS_BUCKET", "failures")
-    monkeypatch.setenv("FAILURE_BUCKET", "failures")
-    failures, parking = create_consumer_queues("slack-notifier")
-    put_failures(failures, "slack-notifier", 3)
-    app = create_app({"REPROCESS_FUNCTION_NAME": "userstream-dev-reprocess", "JOBS_BUCKET": "failures"})
-    sent = _capture_invokes(app)
-    client = app.test_client()
-    job_id = client.post("/consumers/slack-notifier/reprocess", json={"dryRun": True}).get_json()["jobId"]
-    assert client.get(f"/jobs/{job_id}").get_json()["status"] == "submitted"
-
-    from handlers.reprocess import handler
-
-    result = handler(sent[0], LambdaContext(timeout_s=60, function_name="userstream-dev-reprocess"))
-    job = client.get(f"/jobs/{job_id}").get_json()
-    assert job["status"] == "succeeded" and job["summary"]["taken"] == result["taken"] == 3
-    assert job["summary"]["by_error_type"] == {"KeyError": 3}
-    visible, in_flight = queue_depth(failures)
-    assert visible + in_flight == 3  # a dry run deletes nothing
-
-
-def test_secret_named_fields_are_redacted_whatever_their_source(client, tmp_path):
-    """Values the API cannot know as secrets (not in any environment it reads) are still hidden
-    when their key says what they are, e.g. a setting in the emulator's state file."""
-    state = {"mappings": [{"functionName": "userstream-dev-slack-notifier", "state": "Enabled",
-                           "settings": {"BatchSize": 5, "webhook_url": "https://hooks.example/T1/B1/zzz",
-                                        "auth_token": "tok123"}}]}
-    (tmp_path / "esm.json").write_text(json.dumps(state))
-    text = client.get("/consumers/slack-notifier").get_data(as_text=True)
-    settings = json.loads(text)["mapping"]["settings"]
-    assert settings == {"BatchSize": 5, "webhook_url": "[redacted]", "auth_token": "[redacted]"}
-    assert "hooks.example" not in text and "tok123" not in text
+    encoded = quote(SLACK_SECRET, safe="")
+    escaped = json.dumps({"url": SLACK_SECRET}).replace("/", "\\/")
+    truncated = ("POST " + SLACK_SECRET)[:60]  # a prefix of the secret left at the end by truncation
+    for i, message in enumerate([f"POST {SLACK_SECRET} failed; Bearer {CRM_SECRET}", f"url={encoded}",
+                                 f"body {escaped}", truncated, truncated + "..."]):
+        capture_failures(failures, "slack-notifier", 1, start=i, error_type="SlackWebhookError", message=message)
+    bodies = {p: client.get(p).get_data(as_text=True) for p in
+              ("/consumers", "/consumers/slack-notifier", "/consumers/slack-notifier/failures")}
+    for text in bodies.values():
+        assert SLACK_SECRET not in text and CRM_SECRET not in text and encoded not in text
+        assert "s3cr3tWebhookValue" not in text and "s3cr3tWebhookValue".lower() not in text.lower()
+        assert "hooks.slack.example/services/T000/B" not in text
+    status = json.loads(bodies["/consumers/slack-notifier"])
+    assert status["topErrorTypes"] == {"SlackWebhookError": 5}  # a key name is never redacted
+    messages = sorted(i["errorMessage"] for i in json.loads(bodies["/consumers/slack-notifier/failures"])["items"])
+    assert "POST [redacted] failed; Bearer [redacted]" in messages and "url=[redacted]" in messages
+    assert 'body {"url": "[redacted]"}' in messages
+    assert messages.count("POST [redacted]") == 1 and "POST [redacted]..." in messages
 
 
 def test_a_deployed_functions_secret_value_is_redacted_inside_failure_messages(client):
@@ -548,23 +605,51 @@ def test_a_deployed_functions_secret_value_is_redacted_inside_failure_messages(c
     create_function("userstream-dev-slack-notifier", {"FAILURE_POLICY": "soft-fail",
                                                       "SLACK_WEBHOOK_URL": function_secret})
     failures, _ = create_consumer_queues("slack-notifier")
-    put_failures(failures, "slack-notifier", 1, error_type="SlackApiError", message=f"POST {function_secret} 500")
+    capture_failures(failures, "slack-notifier", 1, error_type="SlackApiError", message=f"POST {function_secret} 500")
     listing = client.get("/consumers").get_data(as_text=True)  # reads the function's environment
-    sample = client.get("/consumers/slack-notifier/failures")
-    assert sample.status_code == 200
-    message = sample.get_json()["messages"][0]["errorMessage"]
-    assert message == "POST [redacted] 500"
-    assert function_secret not in listing and function_secret not in sample.get_data(as_text=True)
+    items = client.get("/consumers/slack-notifier/failures").get_json()["items"]
+    assert items[0]["errorMessage"] == "POST [redacted] 500"
+    assert function_secret not in listing
+
+
+def test_messages_the_ledger_does_not_list_are_shown_from_the_queue_depth(client):
+    """Lambda's own on-failure records (and anything sent around the capture path) are in the
+    queue but not in the ledger: the status says how many, from GetQueueAttributes."""
+    failures, _ = create_consumer_queues("crm-sync")
+    put_failures(failures, "crm-sync", 2)  # sent directly, not by the capture path
+    crm = client.get("/consumers/crm-sync").get_json()
+    assert crm["ledger"]["open"] == 0 and crm["failures"]["visible"] == 2
+    assert crm["status"]["badge"] == "degraded"
+    assert any(r.startswith("2 message(s) in the failure queue the ledger does not list") for r in crm["status"]["reasons"])
+
+
+def test_page_is_served_with_its_controls(client):
+    resp = client.get("/")
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+    js = client.get("/static/app.js").get_data(as_text=True)
+    assert "Preview (dry run)" in js and "Redrive parked" in js and "Cancel job" in js and "innerHTML" not in js
+
+
+def test_lambda_entry_point_imports_no_consumer_client_library():
+    code = ("import sys, handlers.api as a; assert a.app.name; "
+            "heavy = [m for m in sys.modules if m.split('.')[0] in "
+            "('slack_sdk', 'opensearchpy', 'httpx', 'structlog', 'aws_lambda_powertools') "
+            "or m.startswith('consumers.') and m != 'consumers.registry' "
+            "or m in ('reprocess.worker', 'reprocess.runner', 'reprocess.redrive')]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_health(client):
+    assert client.get("/healthz").get_json() == {"ok": True}
 
 
 def test_routes_are_one_blueprint_and_its_services_are_public():
-    """Issue 12 builds on this shape: every route in the ``opsapi`` blueprint, the objects
-    behind them reachable as attributes of ``get_services(app)``."""
     from opsapi import Services, create_app, get_services
 
     app = create_app()
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()} - {"static"}
     assert endpoints and all(e.startswith("opsapi.") for e in endpoints)
     svc = get_services(app)
-    assert isinstance(svc, Services) and svc.sampler.inspector is svc.inspector
+    assert isinstance(svc, Services) and svc.ledger.clients is svc.clients
     assert svc.jobs.clients is svc.clients and svc.inspector.clients is svc.clients

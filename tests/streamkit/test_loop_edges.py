@@ -268,7 +268,7 @@ def test_metrics_are_emitted_as_emf_per_consumer(quiet_env, capsys, source):
     assert doc["consumer"] == "slack-notifier"
     assert doc["processed"] == [4.0] and doc["failed"] == [1.0] and doc["reported_for_retry"] == [0.0]
     names = {m["Name"] for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    assert names == {"processed", "failed", "captured", "retried", "reported_for_retry"}
+    assert names == {"processed", "failed", "captured", "retried", "reported_for_retry", "dropped"}
 
 
 # --- cold start cost -------------------------------------------------------------------------

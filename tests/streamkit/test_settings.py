@@ -29,7 +29,7 @@ for _env in GOOD_ENV.values():  # every consumer has its circuit breaker, as ser
     _env.update(CIRCUIT_FAILURES="5", CIRCUIT_TABLE="circuits")
 # Free text with no wrong value: nothing to reject (each is optional).
 FREE_TEXT = {"FAILURE_BUCKET", "POWERTOOLS_METRICS_NAMESPACE", "SEARCH_INDEX", "SLACK_WEBHOOK_URL_PARAM",
-             "CRM_TOKEN_PARAM"}
+             "CRM_TOKEN_PARAM", "LEDGER_TABLE"}  # LEDGER_TABLE: a table name, optional (unset: no ledger)
 
 
 def declarations(consumer: str) -> list[Setting]:

@@ -40,7 +40,8 @@ def create_table(name: str, key: str = "user_id") -> str:
 
 def _create_declared(logical_id: str, name: str, *, stream: bool = True) -> dict:
     props = declared_table(logical_id)
-    params: dict[str, Any] = {k: props[k] for k in ("KeySchema", "AttributeDefinitions", "BillingMode")}
+    params: dict[str, Any] = {k: props[k] for k in ("KeySchema", "AttributeDefinitions", "BillingMode",
+                                                    "GlobalSecondaryIndexes") if k in props}
     if stream and "StreamSpecification" in props:
         params["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
     ddb = boto3.client("dynamodb")
@@ -66,6 +67,12 @@ def create_idempotency_table(name: str = "idempotency") -> str:
 def create_circuit_table(name: str = "circuits") -> str:
     """The circuit breakers' table as deployed (``CircuitTable``: key ``consumer``)."""
     _create_declared("CircuitTable", name)
+    return name
+
+
+def create_ledger_table(name: str = "failure-ledger") -> str:
+    """The failure ledger as deployed (``LedgerTable``: keys, the byState index, TTL)."""
+    _create_declared("LedgerTable", name)
     return name
 
 
