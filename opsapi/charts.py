@@ -13,7 +13,7 @@ and the consumer's own EMF counters; locally the emulator's per-minute buckets s
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streamkit.timefmt import iso
@@ -44,7 +44,7 @@ def queries(*, function: str, failures_queue: str, consumer: str, namespace: str
 
 
 def window(now: datetime | None = None) -> tuple[datetime, datetime]:
-    end = (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
+    end = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
     return end - timedelta(hours=HOURS), end
 
 
@@ -54,7 +54,7 @@ def from_cloudwatch(results: list[dict], start: datetime, end: datetime) -> dict
 
     def points(qid: str, scale: float = 1.0) -> list[list[Any]]:
         r = by_id.get(qid) or {}
-        pairs = sorted(zip(r.get("Timestamps") or [], r.get("Values") or []), key=lambda p: p[0])
+        pairs = sorted(zip(r.get("Timestamps") or [], r.get("Values") or [], strict=False), key=lambda p: p[0])
         return [[iso(t) if isinstance(t, datetime) else str(t), round(float(v) * scale, 3)] for t, v in pairs]
 
     series = {"iteratorAgeSeconds": points("iteratorAge", 0.001), "failureQueueDepth": points("depth"),

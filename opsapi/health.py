@@ -17,7 +17,7 @@ The inputs are the stack's alarms, the mapping, the ledger and the consumer's ow
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from streamkit.ledger import age_out_at
@@ -32,7 +32,7 @@ BADGES = ("ok", "degraded", "dropping", "blocked")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def age_s(text: Any, now: datetime | None = None) -> float | None:
@@ -55,7 +55,7 @@ def classify_alarm(alarm: dict, *, function: str, failures_queue: str, parking_q
                    consumer: str) -> str | None:
     """Which of a consumer's alarms this is (``iteratorAge``, ``errors``, ...), ``other`` for
     one of its alarms on another metric, None when it is not this consumer's."""
-    for namespace, metric, name, value in _dimensions(alarm):
+    for _namespace, metric, name, value in _dimensions(alarm):
         if name == "FunctionName" and value == function:
             return {"IteratorAge": "iteratorAge", "Errors": "errors"}.get(metric, "other")
         if name == "QueueName" and value == failures_queue:
@@ -170,7 +170,8 @@ def derive(policy: str, *, alarms: dict, mapping: dict | None, ledger: dict, dro
     if blocking and blocking.get("state") == "blocked":
         recent = (blocking.get("lastFailedAgeSeconds") or 1e9) <= RECENT_FAILURE_S
         retrying = mapping.get("status") == "retrying"
-        aged_out = blocking.get("agesOutAt") and parse_iso(blocking["agesOutAt"]) and parse_iso(blocking["agesOutAt"]) < now
+        ages_out = parse_iso(blocking.get("agesOutAt"))
+        aged_out = ages_out is not None and ages_out < now
         if (recent or retrying or _state(alarms, "iteratorAge") == ALARM) and not aged_out:
             used = blocking.get("attempts")
             of = blocking.get("maxRetryAttempts")

@@ -47,7 +47,7 @@ def stale_note(updated_at: str | None) -> dict:
     written = parse_iso(updated_at)
     if written is None:
         return {"ageSeconds": None, "stale": "the emulator's state file has no time: its age is unknown"}
-    age = round((datetime.now(timezone.utc) - written).total_seconds(), 1)
+    age = round((datetime.now(UTC) - written).total_seconds(), 1)
     if age > health.STALE_STATE_S:
         return {"ageSeconds": age, "stale": f"mapping state is {age:.0f}s old: is `python -m local run` still running?"}
     return {"ageSeconds": age}

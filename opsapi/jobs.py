@@ -11,14 +11,15 @@ live in memory only, and every answer says so.
 """
 from __future__ import annotations
 
+import builtins
 import json
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from reprocess.jobkinds import JobContext, Plan, get_kind
-from reprocess.jobstore import (FINAL_STATUSES, STATUS_FIELDS, JobStore, cancelled_by, eta_seconds, new_job_id,
-                                status_of)
+from reprocess.jobstore import FINAL_STATUSES, STATUS_FIELDS, JobStore, cancelled_by, eta_seconds, new_job_id, status_of
 from streamkit.awsclient import ClientCache, describe_aws_error
 from streamkit.timefmt import now_iso
 
@@ -230,7 +231,7 @@ class JobRunner:
             answer["error"] = f"job history not readable: {error}"
         return answer
 
-    def _history_ids(self, limit: int) -> tuple[list[str], str | None]:
+    def _history_ids(self, limit: int) -> tuple[builtins.list[str], str | None]:
         if self.store is None:
             return [], None
         now = self.clock()

@@ -14,7 +14,8 @@ import json
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from consumers.registry import stack_prefix
 from streamkit.awsclient import ClientCache, describe_aws_error
@@ -198,6 +199,7 @@ class LedgerView:
         if filters:
             kw["FilterExpression"] = " AND ".join(filters)
         key_names = ("consumer", "id", "consumerState", "capturedAt") if state else ("consumer", "id")
+        last: dict = {}
         try:
             for _ in range(MAX_LIST_PAGES):
                 if start:

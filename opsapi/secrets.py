@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|WEBHOOK|PASSWORD|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)

@@ -7,8 +7,9 @@ runner by public attributes, never by digging into an app or a closure.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Flask, current_app
 

@@ -14,8 +14,9 @@ do for a drain.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .options import API_FIELDS, DrainOptions, OptionsError
 

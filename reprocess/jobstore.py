@@ -18,7 +18,8 @@ import json
 import re
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from streamkit.awsclient import describe_aws_error
 
@@ -124,7 +125,7 @@ class JobStore:
         token = None
         try:
             for _ in range(20):  # jobs expire after 7 days: a few pages at most
-                kw = {"ContinuationToken": token} if token else {}
+                kw: dict[str, Any] = {"ContinuationToken": token} if token else {}
                 resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=PREFIX, Delimiter="/", **kw)
                 ids += [p["Prefix"][len(PREFIX):].rstrip("/") for p in resp.get("CommonPrefixes") or []]
                 token = resp.get("NextContinuationToken")

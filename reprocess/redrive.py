@@ -11,8 +11,9 @@ malformed bodies move byte for byte with their ``ledgerId``. The ledger item goe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from consumers.registry import get_consumer
 from streamkit.awsclient import describe_aws_error

@@ -189,6 +189,7 @@ class Settler:
                               else item.park_reason or item.what.park_reason or "")})
         if item.error is not None:
             common["error"] = item.error
+        extra: dict[str, Any]
         if disposition is Disposition.HANDLED:
             state, extra = "handled", {}
         elif disposition is Disposition.PARKED:

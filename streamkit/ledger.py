@@ -30,8 +30,9 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .settings import Setting, load
 from .timefmt import iso, iso_from_epoch, now_iso, parse_iso
@@ -145,10 +146,11 @@ def failure_item(envelope: Mapping[str, Any], *, state: str, message_id: str | N
 
     ``record`` is the full record when the envelope holds only a claim-check stub."""
     now = time.time() if now is None else now
-    error = envelope.get("error") if isinstance(envelope.get("error"), dict) else {}
+    raw_error, raw_ref, raw_source = envelope.get("error"), envelope.get("payloadRef"), envelope.get("source")
+    error: Mapping[str, Any] = raw_error if isinstance(raw_error, dict) else {}
     consumer = str(envelope.get("consumer") or "")
-    ref = envelope.get("payloadRef") if isinstance(envelope.get("payloadRef"), dict) else None
-    source = envelope.get("source") if isinstance(envelope.get("source"), dict) else {}
+    ref: Mapping[str, Any] | None = raw_ref if isinstance(raw_ref, dict) else None
+    source: Mapping[str, Any] = raw_source if isinstance(raw_source, dict) else {}
     item = {
         "consumer": consumer,
         "id": failure_id(envelope),

@@ -7,13 +7,13 @@ import json
 import subprocess
 import sys
 import zipfile
+from datetime import UTC
 from pathlib import Path
 
 import boto3
 import pytest
 
 from opsapi.services import get_services
-
 from tests.support.aws import create_consumer_queues, queue_depth
 
 from .conftest import CRM_SECRET, SLACK_SECRET, capture_failures, put_failures
@@ -194,13 +194,13 @@ def test_mapping_state_and_settings_come_from_lambda_when_it_has_one(client):
 
 
 def test_in_aws_lag_queue_age_and_charts_come_from_one_get_metric_data_per_consumer(env, monkeypatch):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from opsapi import create_app
 
     create_consumer_queues("crm-sync")
     cw = boto3.client("cloudwatch")
-    when = datetime.now(timezone.utc) - timedelta(minutes=2)
+    when = datetime.now(UTC) - timedelta(minutes=2)
     cw.put_metric_data(Namespace="AWS/Lambda", MetricData=[{
         "MetricName": "IteratorAge", "Dimensions": [{"Name": "FunctionName", "Value": "userstream-dev-crm-sync"}],
         "Timestamp": when, "Value": 93_000, "Unit": "Milliseconds"}])
