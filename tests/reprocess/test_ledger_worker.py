@@ -11,10 +11,11 @@ from reprocess.worker import drain
 from streamkit import stream_handler
 from streamkit.ledger import failure_id
 from streamkit.testing import LambdaContext, make_event
+from tests.support.aws import take_all
+from tests.support.users import insert, user_item
 
 from ..streamkit.test_capture_faults import error_response
 from ..streamkit.test_ledger import ledger_items, peek_all
-from .conftest import insert, take_all, user
 
 FAST = dict(wait_time_s=0)
 
@@ -44,7 +45,7 @@ def capture_all(queues, monkeypatch, n: int) -> list[dict]:
     def v1(record):
         raise KeyError("fullname")
 
-    records = [insert(user(i)) for i in range(n)]
+    records = [insert(user_item(i)) for i in range(n)]
     handler = stream_handler("search-indexer", v1, policy="dlq-capture")
     assert handler(make_event(records), LambdaContext())["batchItemFailures"] == []
     assert handler.loop.last_batch.captured == n

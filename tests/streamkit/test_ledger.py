@@ -12,8 +12,9 @@ from streamkit import stream_handler
 from streamkit.envelope import build_envelope
 from streamkit.ledger import BATCH_WRITE_MAX, Ledger, failure_id, from_item
 from streamkit.testing import LambdaContext
+from tests.support.aws import take_all
 
-from .helpers import Recorder, drain_queue, event_of, reported, seqs, user_records
+from .helpers import Recorder, event_of, reported, seqs, user_records
 from .test_capture_faults import error_response
 
 
@@ -174,7 +175,7 @@ def test_a_failing_ledger_never_blocks_or_loses_a_capture(quiet_env, queue_url, 
     resp = handler(event_of(records), LambdaContext())
     batch = handler.loop.last_batch
     assert reported(resp) == [] and batch.captured == 3 and batch.handled == 9  # the captures stand
-    assert len(drain_queue(queue_url)) == 3
+    assert len(take_all(queue_url)) == 3
     assert ledger_items(ledger_table, "search-indexer") == []
     out = capsys.readouterr().out
     metric_docs = [json.loads(line) for line in out.splitlines() if '"ledger_write_failures"' in line]
