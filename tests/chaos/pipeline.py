@@ -289,7 +289,8 @@ class World:
         dep = self.deployment
         ddb, sqs, s3 = self.aws["dynamodb"], self.aws["sqs"], self.aws["s3"]
         for logical, props in dep.tables.items():
-            args = {k: props[k] for k in ("TableName", "KeySchema", "AttributeDefinitions") if k in props}
+            args = {k: props[k] for k in ("TableName", "KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes")
+                    if k in props}
             spec = props.get("StreamSpecification")
             if spec:
                 args["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": spec["StreamViewType"]}
