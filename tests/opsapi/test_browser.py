@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 import boto3
 import pytest
@@ -14,7 +16,8 @@ from tests.support.aws import create_consumer_queues, queue_depth
 
 from .conftest import capture_failures
 
-CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[2]
+UNAVAILABLE = ROOT / ".venv" / ".chromium-unavailable"  # written by scripts/ensure-chromium.sh (make test)
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 pytestmark = pytest.mark.browser
@@ -40,12 +43,14 @@ def serve(config: dict):
 
 @contextmanager
 def browser_page():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does it)")
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if chromium is None:
+        why = UNAVAILABLE.read_text().strip() if UNAVAILABLE.exists() else "`make test` installs it when it can"
+        pytest.skip(f"Debian's chromium is not installed and could not be: {why}")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)
@@ -201,3 +206,56 @@ def test_hostile_values_are_shown_as_text_bidi_controls_visible_and_long_values_
         expect(long_cell).to_have_text("x" * 240 + "\u2026")
         expect(long_cell).to_have_attribute("title", "x" * 900)
         assert page.csp_errors == []
+
+
+def test_half_an_hour_of_the_pages_own_refresh_on_a_simulated_clock_receives_nothing(env):
+    """The page itself (its timers on Playwright's simulated clock, the API's caches on the same
+    simulated time) refreshes for 30 minutes at its default 3 s: every failure-queue message's
+    receive count is where it was, nothing reached parking, and no ReceiveMessage was made."""
+    from opsapi.services import get_services
+
+    queues = {n: create_consumer_queues(n, redrive_max=5) for n in ("search-indexer", "slack-notifier", "crm-sync")}
+    for name, (failures, _) in queues.items():
+        capture_failures(failures, name, 4)
+    now = [0.0]
+    config = {"CLOCK": lambda: now[0], "REFRESH_MS": 3000, "LEDGER_TTL_S": 10, "REPROCESS_FUNCTION_NAME": None}
+    seen: dict[str, int] = {}
+    in_flight = [0]
+
+    def started(request):
+        path = request.url.split("//", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
+        seen[path] = seen.get(path, 0) + 1
+        in_flight[0] += 1
+
+    def ended(_request):
+        in_flight[0] -= 1
+
+    with serve(config) as (url, app), browser_page() as page:
+        receives: list[dict] = []
+        get_services(app).clients.get("sqs").meta.events.register(
+            "before-call.sqs.ReceiveMessage", lambda params, **kw: receives.append(params))
+        page.clock.install()  # from now on the page's timers and Date run only when told
+        page.on("request", started)
+        page.on("requestfinished", ended)
+        page.on("requestfailed", ended)
+        page.goto(url)
+        step_ms = 30_000  # ten refreshes per step, the API's clock moving with the page's
+        for _ in range(30 * 60 * 1000 // step_ms):
+            now[0] += step_ms / 1000
+            page.clock.run_for(step_ms)
+            for _wait in range(3000):  # until the step's requests are answered
+                if in_flight[0] == 0:
+                    break
+                page.wait_for_timeout(10)
+            assert in_flight[0] == 0, "the page's requests did not finish"
+        assert page.locator("#status").inner_text() == ""  # no refresh failed
+    assert receives == []
+    assert seen.get("consumers", 0) >= 600  # 30 minutes at one refresh every 3 s
+    for name in queues:
+        assert seen.get(f"consumers/{name}/failures", 0) >= 600
+        assert seen.get(f"consumers/{name}/charts", 0) >= 30  # once a (simulated) minute
+    sqs = boto3.client("sqs")
+    for failures, parking in queues.values():
+        msgs = sqs.receive_message(QueueUrl=failures, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+        assert sorted(m["Attributes"]["ApproximateReceiveCount"] for m in msgs) == ["1"] * 4  # this receive only
+        assert queue_depth(parking) == (0, 0)
