@@ -2,8 +2,9 @@
 
 Everything here tolerates a missing resource or a denied call: an operator page that shows
 "unknown" for one field is better than one that shows nothing. Errors are reported in the
-result (``error`` fields), never raised to the route. Sampling the failure queues lives in
-``opsapi.sampling``; turning these answers into the API's JSON in ``opsapi.status``.
+result (``error`` fields), never raised to the route. Nothing here receives from a queue (SQS has
+no peek): failures come from the ledger (``opsapi.ledger_view``); turning these answers into the
+API's JSON is ``opsapi.status``'s job.
 """
 from __future__ import annotations
 

@@ -498,6 +498,25 @@ def test_failure_ledger_table_and_who_may_do_what_with_it(template):
         assert env.get("LEDGER_TABLE") == ({"Ref": "LedgerTable"} if actions else None), name
 
 
+def test_ledger_items_outlive_the_longest_a_failure_can_live(template):
+    """A failure can wait in its queue for the retention period once per worker attempt (each
+    retry re-sends it), then sit in parking for that queue's retention: its ledger item must not
+    expire before it, or the page would lose a failure that still exists."""
+    from reprocess.options import DEFAULT_MAX_ATTEMPTS
+    from streamkit.ledger import DEFAULT_RETENTION_DAYS
+
+    queues = resources(template, "AWS::SQS::Queue")
+    fns = functions_by_name(template)
+    for consumer in CONSUMERS:
+        failures = queues[queue_logical(consumer, "failures")]["Properties"]["MessageRetentionPeriod"]
+        parking = queues[queue_logical(consumer, "parking")]["Properties"]["MessageRetentionPeriod"]
+        longest_s = failures * DEFAULT_MAX_ATTEMPTS + parking
+        for name in (consumer, "reprocess"):
+            env = fns[name][1]["Properties"]["Environment"]["Variables"]
+            days = int(env.get("LEDGER_RETENTION_DAYS") or DEFAULT_RETENTION_DAYS)
+            assert days * 86_400 >= longest_s, (consumer, name, days, longest_s / 86_400)
+
+
 def test_the_operator_api_never_receives_from_a_queue_and_keeps_job_records(template):
     """SQS has no peek: the api role may read queue depths, never receive; its job records and
     cancel requests live under the failure bucket's jobs/ prefix, which the reprocess role
