@@ -103,7 +103,12 @@ def local_alarms(mapping: dict | None, failures: dict, parking: dict, *, thresho
     depths (same metrics, same thresholds as the template's alarms)."""
     out: dict[str, Any] = {"source": "local", "other": []}
     threshold_ms = iterator_age_threshold_ms() if threshold_ms is None else threshold_ms
-    if mapping and mapping.get("source") == "local-esm":
+    if mapping and mapping.get("source") == "local-esm" and mapping.get("stale"):
+        # CloudWatch says INSUFFICIENT_DATA when a metric stops arriving; an old state file is that
+        note = f"no current data: {mapping['stale']}"
+        out["iteratorAge"] = {"state": NO_DATA, "reason": note}
+        out["errors"] = {"state": NO_DATA, "reason": note}
+    elif mapping and mapping.get("source") == "local-esm":
         age = mapping.get("iteratorAgeSeconds")
         out["iteratorAge"] = {"state": NO_DATA if age is None else (ALARM if age * 1000 > threshold_ms else OK),
                               "reason": f"iterator age {age}s, threshold {threshold_ms / 1000:g}s"}

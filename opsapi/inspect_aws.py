@@ -19,7 +19,7 @@ from typing import Any
 
 from consumers.registry import Consumer, stack_prefix
 from streamkit.awsclient import ClientCache, describe_aws_error
-from streamkit.timefmt import now_iso, parse_iso
+from streamkit.timefmt import age_words, now_iso, parse_iso
 
 from . import charts, health
 
@@ -50,7 +50,8 @@ def stale_note(updated_at: str | None) -> dict:
         return {"ageSeconds": None, "stale": "the emulator's state file has no time: its age is unknown"}
     age = round((datetime.now(UTC) - written).total_seconds(), 1)
     if age > health.STALE_STATE_S:
-        return {"ageSeconds": age, "stale": f"mapping state is {age:.0f}s old: is `python -m local run` still running?"}
+        return {"ageSeconds": age, "stale": f"mapping state is {age_words(age)} old (lag and alarms are as of then): "
+                                            "is `python -m local run` still running?"}
     return {"ageSeconds": age}
 
 

@@ -39,3 +39,15 @@ def parse_iso(value: Any) -> datetime | None:
     except ValueError:
         return None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def age_words(seconds: float) -> str:
+    """An age as a person reads it ("45 s", "12 min", "3.5 h", "3.0 days"); the operator page's
+    ``fmtAge`` (opsapi/static/app.js) writes the same units."""
+    if seconds < 120:
+        return f"{round(seconds)} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} days"

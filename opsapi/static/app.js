@@ -124,7 +124,9 @@ function render(c) {
   row("mapping", mappingText, el("span", {class: "muted"}, m.source ? " " + clean(m.source) +
       (m.ageSeconds !== undefined && m.ageSeconds !== null ? ", state " + fmtAge(m.ageSeconds) + " old" : "") : ""),
       m.error ? el("div", {class: "warn"}, "error: ", val(m.error)) : null, m.note ? el("div", {class: "muted"}, val(m.note)) : null);
-  row("lag (iterator age)", c.lagSeconds === null || c.lagSeconds === undefined ? "no data" : fmtAge(c.lagSeconds));
+  row("lag (iterator age)", c.lagSeconds === null || c.lagSeconds === undefined ? "no data" : fmtAge(c.lagSeconds),
+      m.stale && c.lagSeconds !== null && c.lagSeconds !== undefined ?
+        el("span", {class: "warn", id: "lag-stale-" + n}, " as of " + fmtAge(m.ageSeconds) + " ago (stale)") : null);
   row("failure queue", f.exists === false ? "no queue" : (f.error ? el("span", {class: "warn"}, "error: ", val(f.error)) :
       el("span", {id: "depth-" + n, "data-depth": String(f.visible)}, num(f.visible) + " visible, " + num(f.inFlight) + " in flight")));
   if (L.error) row("failure ledger", el("span", {class: "warn"}, "error: ", val(L.error)));

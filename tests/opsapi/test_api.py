@@ -125,7 +125,9 @@ def test_a_stale_state_file_says_how_old_it_is(client, tmp_path):
     (tmp_path / "esm.json").write_text(json.dumps(state))
     crm = client.get("/consumers/crm-sync").get_json()
     assert crm["mapping"]["source"] == "local-esm" and crm["mapping"]["ageSeconds"] > 86_400
-    assert any(u.startswith("mapping state is") and "old" in u for u in crm["status"]["unknown"])
+    assert any(u.startswith("mapping state is") and "days old" in u for u in crm["status"]["unknown"])
+    # the stale state's "iterator age 0" is no evidence of health now: no data, as CloudWatch says
+    assert crm["alarms"]["iteratorAge"]["state"] == crm["alarms"]["errors"]["state"] == "INSUFFICIENT_DATA"
 
 
 def test_aws_errors_are_shown_in_words_never_as_question_marks(env, monkeypatch):

@@ -2,9 +2,11 @@
 browser), against the API on moto: each visible behaviour of issue 12 end to end."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,6 +184,38 @@ def test_job_history_is_there_after_a_reload_and_a_restart_of_the_api(env):
         expect(row).to_contain_text("reprocess (preview)")
         expect(row).to_contain_text("slack-notifier")
         expect(page.locator("#history-note")).to_have_text("kept in s3://jobs-bucket/jobs/")
+
+
+def test_with_aws_unreachable_and_a_stale_state_the_page_says_so_in_words_with_the_age(env, monkeypatch, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from playwright.sync_api import expect
+
+    written = datetime.now(UTC) - timedelta(days=3)
+    (tmp_path / "esm.json").write_text(json.dumps({
+        "updatedAt": written.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "mappings": [{"uuid": "u-1", "functionName": "userstream-dev-crm-sync", "state": "Enabled",
+                      "status": "caught-up", "settings": {}, "iteratorAgeSeconds": 0.0, "counters": {}}]}))
+    with socket.socket() as s:  # a port nothing listens on: every AWS call is refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    with serve({}) as (url, _app), browser_page() as page:
+        page.goto(url)
+        expect(page.locator("#badge-search-indexer")).to_have_text("unknown")
+        expect(page.locator("#unknown-search-indexer")).to_contain_text("failure ledger not readable: ")
+        expect(page.locator("#unknown-search-indexer")).to_contain_text("failure queue not readable: ")
+        facts = page.locator("#facts-search-indexer")
+        expect(facts).to_contain_text("error: ")
+        expect(facts).to_contain_text(dead)  # which endpoint, in words
+        expect(page.locator("#unknown-crm-sync")).to_contain_text("mapping state is 3.0 days old")
+        expect(page.locator("#facts-crm-sync")).to_contain_text("state 3.0 days old")
+        expect(page.locator("#lag-stale-crm-sync")).to_have_text(" as of 3.0 days ago (stale)")
+        # an old state proves nothing about now: its alarms have no data, as CloudWatch would say
+        expect(page.locator("#facts-crm-sync")).to_contain_text("iteratorAge INSUFFICIENT_DATA, errors INSUFFICIENT_DATA")
+        for cell in page.locator("section.consumer td, section.consumer .badge").all_inner_texts():
+            assert cell.strip() not in ("?", ""), cell
+        shot(page, "unreachable")
 
 
 def test_hostile_values_are_shown_as_text_bidi_controls_visible_and_long_values_cut(env):
