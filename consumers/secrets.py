@@ -3,12 +3,15 @@
 ``SLACK_WEBHOOK_URL`` / ``SLACK_WEBHOOK_URL_PARAM`` and ``CRM_TOKEN`` / ``CRM_TOKEN_PARAM``:
 the plain value wins (local runs); otherwise the parameter is read with Powertools
 Parameters (decrypted, cached ``SECRET_MAX_AGE_S`` seconds, default 300) so a rotated
-secret is picked up without a redeploy and SSM is not called per record.
+secret is picked up without a redeploy and SSM is not called per record. Every value read
+is registered with ``streamkit.redact``: no failure this process describes (the envelope,
+the failure log, the ledger) carries it, in any form.
 """
 from __future__ import annotations
 
 import os
 
+from streamkit.redact import register_secret
 from streamkit.settings import Setting
 
 SECRET_MAX_AGE_S = Setting(
@@ -31,6 +34,7 @@ def get_secret(name: str) -> str:
     """The value of ``name`` from the env, or from SSM via ``<name>_PARAM``; ConfigError if neither."""
     value = os.environ.get(name)
     if value:
+        register_secret(value)
         return value
     param = os.environ.get(f"{name}_PARAM")
     if not param:
@@ -39,4 +43,6 @@ def get_secret(name: str) -> str:
         raise ConfigError(f"set {name} (local) or {name}_PARAM (the SSM SecureString name, in AWS)")
     from aws_lambda_powertools.utilities import parameters  # only in AWS, only when needed
 
-    return str(parameters.get_parameter(param, decrypt=True, max_age=SECRET_MAX_AGE_S.read()))
+    value = str(parameters.get_parameter(param, decrypt=True, max_age=SECRET_MAX_AGE_S.read()))
+    register_secret(value)  # from now on no failure description of this process carries it
+    return value

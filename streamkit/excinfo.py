@@ -6,6 +6,8 @@ profile, against ~16-29 µs for this). Chained causes are kept.
 """
 from __future__ import annotations
 
+from .redact import redact
+
 MAX_TRACEBACK_CHARS = 8_000
 
 
@@ -47,10 +49,13 @@ def describe_error(exc: BaseException) -> dict:
 
 
 def error_message(exc: BaseException) -> str:
+    """``str(exc)`` without the secret values this process has read (``streamkit.redact``):
+    the one place every failure description gets its text from."""
     try:
-        return str(exc)
+        text = str(exc)
     except Exception:
         return "<exception str() failed>"
+    return redact(text)
 
 
 def drop_tracebacks(exc: BaseException) -> None:

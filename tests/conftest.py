@@ -23,6 +23,16 @@ os.environ["AWS_ACCOUNT_ID_ENDPOINT_MODE"] = "disabled"
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "StreamKitTests")
 
 
+@pytest.fixture(autouse=True)
+def no_secrets_remembered():
+    """Each test starts from a process that has read no secret (``streamkit.redact``): a value
+    one test registered must not be redacted from another test's messages."""
+    yield
+    from streamkit.redact import forget_secrets
+
+    forget_secrets()
+
+
 @pytest.fixture(scope="session")
 def embedded_aws():
     """The local runtime's embedded AWS (moto, server mode) for the whole session. Only tests
