@@ -109,7 +109,7 @@ class FunctionRuntime:
         context = LambdaContext(timeout_s=self.config.timeout_s, function_name=self.config.name)
         loop = getattr(self._handler, "loop", None)
         if loop is not None:
-            loop.last_batch = None  # so last_counts() never reports a previous invocation
+            loop.forget_last_batch()  # so last_counts() never reports a previous invocation
         with applied_env(self.config.environment):
             return self._handler(event, context)
 

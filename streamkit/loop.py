@@ -176,6 +176,10 @@ class BatchLoop:
         """How the last batch ended, in counts (for tests and the local runtime): never its records."""
         return None if self._last is None else self._last.result()
 
+    def forget_last_batch(self) -> None:
+        """The local runtime, before an invocation: ``last_batch`` then never reports a previous one."""
+        self._last = None
+
     def _run(self, batch: Batch, records: list, deadline: Deadline) -> dict:
         policy = self.policy
         handle = self._call
