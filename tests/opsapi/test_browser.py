@@ -134,31 +134,38 @@ def test_reprocess_asks_for_confirmation_with_the_count_then_runs(env):
     assert queue_depth(failures) == (0, 0) and queue_depth(parking) == (0, 0)
 
 
-def test_cancel_stops_a_running_job_and_says_who_stopped_it(env):
+def test_progress_has_an_eta_and_cancel_stops_a_running_job_and_says_who_stopped_it(env):
     from playwright.sync_api import expect
 
     gate = threading.Event()
+    calls = [0]
 
     def slow(record):
-        assert gate.wait(30)
+        calls[0] += 1
+        if calls[0] > 10:  # the first round (at most 10 messages) goes through: a rate to estimate from
+            assert gate.wait(30)
 
     failures, _ = create_consumer_queues("slack-notifier")
-    capture_failures(failures, "slack-notifier", 6)
+    capture_failures(failures, "slack-notifier", 25)
     with serve({"DRAIN_OPTIONS": {"wait_time_s": 0, "handle_record": slow}}) as (url, _app), browser_page() as page:
         page.goto(url)
         page.click("#reprocess-slack-notifier")
         page.click("#confirm-yes-slack-notifier")
         expect(page.locator("#job-status-slack-notifier")).to_have_text("running")
-        expect(page.locator("#job-progress-slack-notifier")).to_contain_text("of 6")
+        # N of total, and an estimate of what is left from the rate so far
+        expect(page.locator("#job-progress-slack-notifier")).to_have_text(
+            re.compile(r"^([1-9]|10) of 25, about \d+(\.\d)? (s|min|h|days) left$"))
+        expect(page.locator("#job-progress-slack-notifier progress")).to_have_attribute("value", re.compile(r"^[1-9]"))
         page.click("#job-cancel-slack-notifier")
         expect(page.locator("#job-" + "slack-notifier")).to_contain_text("cancel asked by local user")
         gate.set()
         expect(page.locator("#job-status-slack-notifier")).to_have_text("cancelled")
         expect(page.locator("#job-stopped-slack-notifier")).to_contain_text("stopped because: cancelled by local user")
+        expect(page.locator("#job-progress-slack-notifier")).not_to_contain_text("left")  # no ETA once stopped
         expect(page.locator("#job-cancel-slack-notifier")).to_have_count(0)
         expect(page.locator("#history tbody tr").first).to_contain_text("cancelled")
     visible, in_flight = queue_depth(failures)
-    assert in_flight == 0 and 0 < visible < 6  # stopped between messages; what it did not take is visible
+    assert in_flight == 0 and 0 < visible < 25  # stopped between messages; what it did not take is visible
 
 
 def test_job_history_is_there_after_a_reload_and_a_restart_of_the_api(env):
