@@ -61,6 +61,10 @@ class Holds:
     def __init__(self) -> None:
         self.seen: set[str] = set()
         self.receipts: dict[str, str] = {}  # MessageId -> latest receipt handle
+        # Messages this run deleted. SQS can deliver a message again while a copy is being
+        # run (at-least-once, or its visibility ran out); a delete made with the older
+        # receipt handle "succeeds" without deleting, so the held copy is deleted at the end.
+        self.deleted: set[str] = set()
 
     def hold(self, message: dict) -> None:
         self.receipts[message["MessageId"]] = message["ReceiptHandle"]

@@ -127,8 +127,12 @@ class Settler:
     def release(self) -> None:
         """Make every held message visible again (they would reappear after the visibility
         timeout anyway; this lets the next run see them at once)."""
-        handles = list(self.holds.receipts.values())
+        deleted = self.holds.deleted
+        again = [h for mid, h in self.holds.receipts.items() if mid in deleted]
+        handles = [h for mid, h in self.holds.receipts.items() if mid not in deleted]
         self.holds.receipts.clear()
+        if again:
+            self._delete_redelivered(again)
         for i in range(0, len(handles), 10):
             entries = [{"Id": str(j), "ReceiptHandle": h, "VisibilityTimeout": 0}
                        for j, h in enumerate(handles[i : i + 10])]
@@ -139,6 +143,23 @@ class Settler:
                 self.summary.note(f"could not release messages early: {type(exc).__name__}: {exc}"[:300])
                 continue
             self.summary.unreleased += len(resp.get("Failed") or [])
+
+    def _delete_redelivered(self, handles: list[str]) -> None:
+        """Copies of messages this run already settled and deleted, delivered again while
+        they ran: their delete took the older receipt handle, so delete them by the newer."""
+        left = 0
+        for i in range(0, len(handles), 10):
+            entries = [{"Id": str(j), "ReceiptHandle": h} for j, h in enumerate(handles[i : i + 10])]
+            try:
+                resp = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:
+                left += len(entries)
+                self.summary.note(f"could not delete redelivered copies: {type(exc).__name__}: {exc}"[:300])
+                continue
+            left += len(resp.get("Failed") or [])
+        self.summary.note(f"{len(handles)} message(s) delivered again while they ran; the copies "
+                          f"were deleted ({left} could not be)")
+        self.summary.delete_failures += left
 
     # ---- counting -------------------------------------------------------------------------------
     def _count(self, item: Item, disposition: Disposition, error_type: str | None = None) -> None:
@@ -372,6 +393,7 @@ class Settler:
                     self.log.error("delete failed for one message", code=f.get("Code"), error=f.get("Message"))
                 bad = {f.get("Id") for f in failed} | {e["Id"] for e in entries if e["Id"] not in answered}
                 undeleted = [it for i, it in enumerate(chunk) if str(i) in bad]
+                self.holds.deleted.update(it.message_id for i, it in enumerate(chunk) if str(i) not in bad)
             for item in undeleted:  # still in the queue: made visible again when the run ends
                 self.holds.hold(item.message)
             return len(undeleted)

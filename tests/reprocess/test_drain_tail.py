@@ -121,3 +121,54 @@ def test_slow_deletes_hold_the_loop_back_before_taken_messages_reappear(queues, 
               wait_time_s=0, visibility_timeout_s=2, sqs=sqs)
     assert (s.taken, s.succeeded, s.delete_failures) == (120, 120, 0) and s.conserved
     assert queue_count(failures) == 0
+
+
+def test_a_message_delivered_again_while_it_ran_is_not_left_behind(queues, index_table):
+    """SQS delivers at least once: a message can come back (a new receipt handle) while its
+    first copy runs. The first copy's delete, with the older handle, 'succeeds' without
+    deleting; the run deletes the held copy by its newer handle instead of releasing it."""
+    failures, _ = queues
+    capture(failures, [envelope(insert(user_item(i))) for i in range(20)])
+    sqs = boto3.client("sqs")
+    other = boto3.client("sqs")
+    first_receipts: list[str] = []
+    handled: list[str] = []
+
+    def remember(parsed, **kw):
+        if not first_receipts and parsed.get("Messages"):
+            first_receipts.append(parsed["Messages"][0]["ReceiptHandle"])
+
+    def redeliver_before_the_second_receive(**kw):
+        if first_receipts and len(first_receipts) == 1:
+            first_receipts.append("redelivered")
+            other.change_message_visibility(QueueUrl=failures, ReceiptHandle=first_receipts[0], VisibilityTimeout=0)
+
+    def handle(record):
+        sample_consumers.index_v1(record)
+        handled.append(record.keys["user_id"])
+
+    def entries_of(params, context, **kw):
+        context["entries"] = params.get("Entries") or []
+
+    def stale_handle_deletes_nothing(context, **kw):
+        """SQS: a delete with a receipt handle older than the latest 'succeeds', but the
+        message might not be deleted (moto deletes it; this makes it behave as SQS may)."""
+        from botocore.awsrequest import AWSResponse
+
+        entries = context.get("entries") or []
+        if not (first_receipts and any(e["ReceiptHandle"] == first_receipts[0] for e in entries)):
+            return None
+        rest = [e for e in entries if e["ReceiptHandle"] != first_receipts[0]]
+        if rest:
+            other.delete_message_batch(QueueUrl=failures, Entries=rest)
+        return AWSResponse("https://sqs.local", 200, {}, None), {"Successful": [{"Id": e["Id"]} for e in entries]}
+
+    sqs.meta.events.register("after-call.sqs.ReceiveMessage", remember)
+    sqs.meta.events.register("before-call.sqs.ReceiveMessage", redeliver_before_the_second_receive)
+    sqs.meta.events.register("provide-client-params.sqs.DeleteMessageBatch", entries_of)
+    sqs.meta.events.register("before-call.sqs.DeleteMessageBatch", stale_handle_deletes_nothing)
+    s = drain("search-indexer", mode="replay", handle_record=handle, concurrency=1, wait_time_s=0, sqs=sqs)
+    assert (s.taken, s.succeeded, s.delete_failures) == (20, 20, 0) and s.conserved
+    assert sorted(handled) == sorted(set(handled)) and len(handled) == 20  # the copy did not run twice
+    assert s.held >= 1  # the copy came back and was held as already tried
+    assert queue_count(failures) == 0
