@@ -33,7 +33,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(TEMPLATE): $(STAMP) node_modules/.installed $(PKG_SOURCES) scripts/package.sh scripts/check_readers.py
+$(TEMPLATE): $(STAMP) node_modules/.installed $(PKG_SOURCES) scripts/package.sh scripts/check_readers.py deploy/requirements_closure.py
 	PYTHON_BIN=$(abspath $(BIN)/python) scripts/package.sh
 
 package: $(TEMPLATE)

@@ -18,6 +18,7 @@
  */
 
 const { emitSource, checkReaderBudget } = require('./stream-consumers/source');
+const { defineFunctionSchema, pinLambdaPlatform, pruneFunctionPackages } = require('./stream-consumers/packages');
 
 const POLICIES = ['soft-fail', 'hard-fail', 'dlq-capture'];
 
@@ -28,12 +29,20 @@ const ref = (logicalId) => ({ Ref: logicalId });
 const sub = (text) => ({ 'Fn::Sub': text });
 
 class StreamConsumers {
-  constructor(serverless) {
+  constructor(serverless, options) {
     this.serverless = serverless;
+    this.options = options || {};
+    defineFunctionSchema(serverless);
+    const log = (msg) => serverless.cli.log(msg);
     this.hooks = {
       'before:package:initialize': () => this.generate(),
       'before:deploy:function:initialize': () => this.generate(),
       'before:invoke:local:invoke': () => this.generate(),
+      'after:package:createDeploymentArtifacts': () => this.keepWsgiFilesAtRoot(),
+      'after:deploy:function:packageFunction': () => this.keepWsgiFilesAtRoot(),
+      // after serverless-python-requirements injected everything into every zip
+      'before:package:compileFunctions': () => pruneFunctionPackages(serverless, log),
+      'before:deploy:function:deploy': () => pruneFunctionPackages(serverless, log, this.options.function),
       'after:aws:package:finalize:mergeCustomProviderResources': () => {
         this.dropUnusedDefaultRole();
         checkReaderBudget(this.serverless);
@@ -48,6 +57,7 @@ class StreamConsumers {
   generate() {
     if (this.done) return;
     this.done = true;
+    pinLambdaPlatform(this.serverless);
     const service = this.serverless.service;
     const custom = service.custom || {};
     const consumers = custom.streamConsumers || {};
@@ -193,6 +203,8 @@ class StreamConsumers {
         environment,
         iamRoleStatements: statements,
         events: [{ stream }],
+        requirements: c.requirements,
+        package: { patterns: custom.streamFunctionPatterns || [] },
       };
       const lambdaFn = this.naming().getLambdaLogicalId(fnName);
 
@@ -279,6 +291,21 @@ class StreamConsumers {
     }
   }
 }
+
+/**
+ * With package.individually, serverless-python-requirements marks every function with
+ * `module: '.'`; serverless-wsgi takes any module as "the handler lives in the app's folder"
+ * and, in its after-packaging cleanup, looks for its wsgi_handler.py, serverless_wsgi.py and
+ * .serverless-wsgi in handlers/ while it wrote them to the service root (it is listed before
+ * serverless-python-requirements, so it wrote them before the mark). Clearing the mark before
+ * its cleanup runs keeps both steps at the root; serverless-python-requirements sets it again
+ * when it injects.
+ */
+StreamConsumers.prototype.keepWsgiFilesAtRoot = function keepWsgiFilesAtRoot() {
+  for (const fn of Object.values(this.serverless.service.functions || {})) {
+    if ((fn.handler || '').includes('wsgi_handler.handler') && fn.module === '.') delete fn.module;
+  }
+};
 
 /** The framework's default role collects every function's stream and queue rights; with a
  * role per function nobody uses it, and it must not linger as the union of everyone's rights. */

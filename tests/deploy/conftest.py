@@ -17,13 +17,36 @@ def template() -> dict:
     return json.loads(TEMPLATE.read_text())
 
 
+def function_resources(template: dict) -> dict[str, dict]:
+    """{function short name (crm-sync, api, ...): its AWS::Lambda::Function Properties}"""
+    out = {}
+    for r in template["Resources"].values():
+        if r["Type"] == "AWS::Lambda::Function":
+            props = r["Properties"]
+            out[props["FunctionName"].split("-dev-", 1)[1]] = props
+    return out
+
+
 @pytest.fixture(scope="session")
-def zip_names() -> list[str]:
-    zips = sorted(ARTIFACTS.glob("*.zip"))
-    if not zips:
-        pytest.fail("no deployment zip in artifacts/: run `make package`")
-    with zipfile.ZipFile(zips[0]) as z:
-        return z.namelist()
+def function_zips(template) -> dict[str, Path]:
+    """{function short name: its own deployment zip in artifacts/} (package.individually)."""
+    out = {}
+    for name, props in function_resources(template).items():
+        zip_path = ARTIFACTS / props["Code"]["S3Key"].rsplit("/", 1)[1]
+        if not zip_path.exists():
+            pytest.fail(f"{zip_path.name} (the Code of {name}) is not in artifacts/: run `make package`")
+        out[name] = zip_path
+    return out
+
+
+@pytest.fixture(scope="session")
+def zip_contents(function_zips) -> dict[str, set[str]]:
+    """{function short name: the file names in its zip}"""
+    out = {}
+    for name, path in function_zips.items():
+        with zipfile.ZipFile(path) as z:
+            out[name] = set(z.namelist())
+    return out
 
 
 EXISTING_TABLE_TEMPLATE = ARTIFACTS / "existing-table" / "cloudformation-template-update-stack.json"

@@ -268,17 +268,17 @@ def test_secrets_are_references_not_plaintext(template):
     assert "hooks.slack.com" not in text and "Bearer " not in text
 
 
-def test_zip_ships_handlers_and_no_tests_caches_or_venvs(zip_names):
-    for handler in ("handlers/search_indexer.py", "handlers/slack_notifier.py", "handlers/crm_sync.py",
-                    "handlers/reprocess.py", "streamkit/loop.py", "consumers/registry.py", "wsgi_handler.py"):
-        assert handler in zip_names
-    for top in ("tests/", "bench/", "local/", ".venv/", "node_modules/", "artifacts/", "scripts/", "plugins/",
-                "deploy/", "docs/", "streamkit/testing.py"):
-        assert not [n for n in zip_names if n.startswith(top)], top
-    for anywhere in ("__pycache__", ".pyc"):
-        assert not [n for n in zip_names if anywhere in n], anywhere
-    assert any(n.startswith("structlog/") for n in zip_names)  # dependencies are packed
-    assert not any(n.startswith("boto3/") for n in zip_names)  # the runtime provides boto3
+def test_zips_ship_runtime_code_and_no_tests_caches_or_venvs(zip_contents):
+    for name, names in zip_contents.items():
+        for top in ("tests/", "bench/", "local/", ".venv/", "node_modules/", "artifacts/", "scripts/", "plugins/",
+                    "deploy/", "docs/", "streamkit/testing.py"):
+            assert not [n for n in names if n.startswith(top)], (name, top)
+        for anywhere in ("__pycache__", ".pyc"):
+            assert not [n for n in names if anywhere in n], (name, anywhere)
+        assert "streamkit/loop.py" in names and "consumers/registry.py" in names, name
+        assert any(n.startswith("structlog/") for n in names) or name == "api", name  # dependencies are packed
+        assert not any(n.startswith(("boto3/", "botocore/")) for n in names), name  # the runtime provides boto3
+    assert "wsgi_handler.py" in zip_contents["api"] and "handlers/reprocess.py" in zip_contents["reprocess"]
 
 
 def check_readers(template: dict, tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -534,3 +534,15 @@ def test_the_operator_api_never_receives_from_a_queue_and_keeps_job_records(temp
     (listing,) = [st for st in api if st["Action"] == ["s3:ListBucket"]]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["jobs/*"]}}
     assert any("cloudwatch:DescribeAlarms" in st["Action"] for st in api)
+
+
+def test_deployment_bucket_private_versioned_and_encrypted(template):
+    props = template["Resources"]["ServerlessDeploymentBucket"]["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+
+
+def test_functions_are_not_versioned(template):
+    # versionFunctions: false: nothing uses versions or aliases; each deploy would add one per function
+    assert not resources(template, "AWS::Lambda::Version")
