@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+from pathlib import Path
 
 import boto3
 import pytest
@@ -35,6 +37,7 @@ FOURTH = """
       maximumRecordAgeInSeconds: 3600
       timeout: 30
       memorySize: 256
+      requirements: [aws-lambda-powertools, structlog, opensearch-py]
       filterPatterns:
         - eventName: [MODIFY]
       environment:
@@ -43,7 +46,7 @@ FOURTH = """
 
 
 @pytest.fixture(scope="module")
-def fourth_consumer_template(tmp_path_factory):
+def fourth_consumer_package(tmp_path_factory) -> Path:
     """serverless.yml plus a fourth block in custom.streamConsumers, packaged as it is."""
     text = (ROOT / "serverless.yml").read_text()
     anchor = "\n  # Functions that get every consumer's"
@@ -56,7 +59,22 @@ def fourth_consumer_template(tmp_path_factory):
     finally:
         variant.unlink()
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    return json.loads((out / "cloudformation-template-update-stack.json").read_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def fourth_consumer_template(fourth_consumer_package) -> dict:
+    return json.loads((fourth_consumer_package / "cloudformation-template-update-stack.json").read_text())
+
+
+def test_a_fourth_consumer_gets_its_own_zip_with_only_what_it_declares(fourth_consumer_package,
+                                                                      fourth_consumer_template):
+    _, fn = functions_by_name(fourth_consumer_template)["search-audit"]
+    path = fourth_consumer_package / fn["Properties"]["Code"]["S3Key"].rsplit("/", 1)[1]
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+    assert "handlers/search_indexer.py" in names and any(n.startswith("opensearchpy/") for n in names)
+    assert not any(n.startswith(("flask/", "click/", "pygments/", "httpx/", "slack_sdk/")) for n in names)
 
 
 def test_a_fourth_consumer_gets_its_own_fan_out_consumer_mapping_queues_role_and_alarms(fourth_consumer_template):
