@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv lint test demo bench package node_modules clean api chaos browser
+.PHONY: all venv lint test demo bench package node_modules checkov clean api chaos browser
 
 all: test
 
@@ -51,7 +51,17 @@ CHROMIUM_NOTE := $(VENV)/.chromium-unavailable
 browser: venv
 	@scripts/ensure-chromium.sh $(CHROMIUM_NOTE)
 
-test: venv lint package browser
+# checkov in its own venv: it pins boto3/packaging versions the project's .venv cannot share.
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+$(CHECKOV_STAMP): requirements-checkov.txt
+	@py=$$(scripts/find-python312.sh) || exit 1; rm -rf $(CHECKOV_VENV); $$py -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-checkov.txt
+	@touch $@
+
+checkov: $(CHECKOV_STAMP)
+
+test: venv lint package browser checkov
 	$(BIN)/python -m pytest
 
 # The randomized whole-pipeline fault suite at length (tests/chaos, docs/chaos.md): CHAOS_SCENARIOS
@@ -67,7 +77,7 @@ bench: venv
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache artifacts .serverless node_modules .requirements-cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache artifacts .serverless node_modules .requirements-cache
 
 # The operator API and page on http://127.0.0.1:5000 (docs/operator-api.md); point it at
 # `python -m local run` with the AWS_ENDPOINT_URL that command prints.

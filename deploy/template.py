@@ -6,8 +6,9 @@ that stack after two changes, made by :func:`prepare_for_moto` and nothing else:
 * ``AWS::Lambda::EventSourceMapping`` resources are taken out and returned with their
   properties. moto would try to run the functions through Docker on every stream write and
   empty the shard (see shared/LOCAL-AWS-NOTES.md), so a local runtime emulates the mappings
-  from these settings, and tests assert them from the template. ``DependsOn`` entries and
-  outputs naming a removed mapping are dropped with it.
+  from these settings, and tests assert them from the template. ``DependsOn`` entries,
+  outputs and alarms (on the mapping's metrics; moto skips alarms anyway) naming a removed
+  mapping are dropped with it.
 * each ``AWS::Lambda::Function``'s ``Code`` (an S3 object in the deployment bucket, which is
   never uploaded offline) becomes a one-line inline stub: locally the handlers run in-process.
 
@@ -32,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED_TEMPLATE = ROOT / "artifacts" / "cloudformation-template-update-stack.json"
 ESM_TYPE = "AWS::Lambda::EventSourceMapping"
+ALARM_TYPE = "AWS::CloudWatch::Alarm"
 LOCAL_CODE = {"ZipFile": "# local stand-in: the handler runs in-process from the working tree\n"}
 # Types CloudFormation on moto 5.2.x accepts but does not create (it lists them without an id).
 MOTO_SKIPS = ("AWS::CloudWatch::Alarm", "AWS::ApiGatewayV2::", "AWS::S3::BucketPolicy")
@@ -89,6 +91,8 @@ def prepare_for_moto(template: dict) -> tuple[dict, dict[str, dict]]:
     outputs = out.get("Outputs") or {}
     for key in [k for k, v in outputs.items() if _names(v, gone)]:
         del outputs[key]
+    for key in [k for k, r in resources.items() if r.get("Type") == ALARM_TYPE and _names(r, gone)]:
+        del resources[key]
     leftover = [k for k, r in resources.items() if _names(r, gone)]
     if leftover:
         raise TemplateError(f"resources {leftover} reference removed event-source mappings; "

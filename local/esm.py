@@ -362,6 +362,7 @@ class Mapping:
     # ---- on-failure destination -------------------------------------------------------
     def _on_failure(self, shard: ShardState, records: list[Pending], condition: str,
                     invoke_count: int, *, function_error: str | None) -> None:
+        dest = self.config.on_failure_arn
         message = onfailure.build(
             onfailure.BatchInfo(
                 shard_id=shard.shard_id,
@@ -378,11 +379,13 @@ class Mapping:
             invoke_count=invoke_count,
             function_error=function_error,
             at_epoch_s=self.em.clock(),
+            # an S3 destination keeps the whole invocation: the records outlive the stream
+            records=[p.record for p in records] if dest and onfailure.is_s3_destination(dest) else None,
         )
-        dest = self.config.on_failure_arn
         if not dest:
             return  # Lambda bypasses the records when no destination is set
-        self.em.send_to_destination(dest, message)
+        key = onfailure.s3_object_key(self.uuid, shard.shard_id, self.em.clock())
+        self.em.send_to_destination(dest, message, s3_key=key)
 
     # ---- reporting --------------------------------------------------------------------
     def iterator_age_s(self) -> float:
@@ -471,6 +474,7 @@ class Emulator:
         self._kinesis = kinesis_client
         self.bridges = list(bridges)  # local.bridge.KinesisBridge: table changes -> Kinesis, before each poll
         self._sqs, self._sns = sqs_client, sns_client
+        self._s3: Any = None
         self.clock, self.sleep = clock, sleep
         self.retry_backoff_s, self.max_backoff_s = retry_backoff_s, max_backoff_s
         self.state_path = Path(state_path or os.environ.get("LOCAL_ESM_STATE", DEFAULT_STATE_PATH))
@@ -503,7 +507,8 @@ class Emulator:
         return sum(getattr(bridge, "pending", 0) for bridge in self.bridges)
 
     # ---- destinations -----------------------------------------------------------------
-    def send_to_destination(self, arn: str, message: dict) -> None:
+    def send_to_destination(self, arn: str, message: dict, *, s3_key: str | None = None) -> None:
+        """SQS, SNS, or an S3 bucket (the object at ``s3_key``, as Lambda names it)."""
         import boto3
 
         body = json.dumps(message)
@@ -517,8 +522,12 @@ class Emulator:
         elif service == "sns":
             self._sns = self._sns or boto3.client("sns")
             self._sns.publish(TopicArn=arn, Message=body)
+        elif onfailure.is_s3_destination(arn) and s3_key:
+            self._s3 = self._s3 or boto3.client("s3")
+            self._s3.put_object(Bucket=arn.rsplit(":", 1)[1], Key=s3_key, Body=body.encode(),
+                                ContentType="application/json")
         else:
-            raise ValueError(f"unsupported on-failure destination {arn!r} (SQS queue or SNS topic)")
+            raise ValueError(f"unsupported on-failure destination {arn!r} (SQS queue, SNS topic or S3 bucket)")
 
     def backoff(self, attempts: int) -> float:
         return min(self.max_backoff_s, self.retry_backoff_s * (2 ** max(0, attempts - 1)))

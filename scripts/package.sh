@@ -2,7 +2,9 @@
 # Offline `serverless package` (osls) into artifacts/: no AWS credentials, no AWS calls; only the
 # npm and PyPI registries are used (by `npm ci` and serverless-python-requirements' pip).
 #   artifacts/                  --stage dev (Kinesis source), the template tests/deploy and the local runtime read
-#   artifacts/existing-table/   the same with usersStreamArn set (the bring-your-own-table path)
+#   artifacts/package-dev.log   the dev package's output (its warnings are tested)
+#   artifacts/existing-table/   usersStreamArn set, productionStage and alarmEmail as on prod (the
+#                               bring-your-own-table path; the table's name comes from the stream ARN)
 #   artifacts/dynamodb-source/  streamSource=dynamodb, its reader budget acknowledged (`python -m local demo --source dynamodb`)
 # Packaging itself runs the reader-budget check (plugins/stream-consumers/source.js); it runs
 # again on what was written. Serialized with a lock and swapped in whole: several `make test`
@@ -11,7 +13,7 @@
 #
 # One more package, for a test: scripts/package.sh --variant DIR [serverless options...]
 # packages into DIR under the same lock (nothing else is touched) and exits with serverless'
-# status, e.g. --param="streamSource=dynamodb" or --config serverless.variant-x.yml.
+# status, e.g. --param="streamSource=dynamodb", --stage prod or --config serverless.variant-x.yml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,15 +44,19 @@ sls() {
 if [ "${1:-}" = "--variant" ]; then
   out=${2:?usage: scripts/package.sh --variant DIR [serverless options...]}
   shift 2
-  sls package --package "$out" --stage dev "$@"
+  sls package --package "$out" "$@"          # stage: dev unless the options say --stage
   exit $?
 fi
 
 next=$(mktemp -d artifacts.next.XXXXXX)
-trap 'rm -rf "$next"' EXIT
-sls package --package "$next" --stage dev
-sls package --package "$next/existing-table" --stage dev \
-  --param="usersStreamArn=$EXAMPLE_STREAM" --param="usersTableName=users" >/dev/null
+log=$(mktemp)
+trap 'rm -rf "$next" "$log"' EXIT
+sls package --package "$next" --stage dev 2>&1 | tee "$log"
+cp "$log" "$next/package-dev.log"   # tests/deploy read its warnings
+# A team's own table, packaged the way production is (productionStage: alarm email required,
+# deletion and termination protection). The table's name comes from the stream ARN.
+sls package --package "$next/existing-table" --stage dev --param="usersStreamArn=$EXAMPLE_STREAM" \
+  --param="productionStage=true" --param="alarmEmail=oncall@example.com" >/dev/null
 sls package --package "$next/dynamodb-source" --stage dev \
   --param="streamSource=dynamodb" --param="dynamodbStreamReadersAccepted=4" >/dev/null
 "$PY" scripts/check_readers.py "$next/cloudformation-template-update-stack.json"

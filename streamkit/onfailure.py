@@ -125,6 +125,22 @@ class OnFailureMessage:
         return out
 
 
+S3_KEY_PREFIX = "aws/lambda/"
+
+
+def is_s3_destination(arn: str) -> bool:
+    """An S3 bucket ARN (``arn:aws:s3:::name``): the destination that keeps the records."""
+    return arn.split(":")[2:3] == ["s3"]
+
+
+def s3_object_key(mapping_uuid: str, shard_id: str, at_epoch_s: float, unique: str | None = None) -> str:
+    """Where Lambda writes a failed invocation in an S3 on-failure destination:
+    ``aws/lambda/<mapping UUID>/<shard id>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<random UUID>``."""
+    at = datetime.fromtimestamp(int(at_epoch_s), UTC)
+    return (f"{S3_KEY_PREFIX}{mapping_uuid}/{shard_id}/{at:%Y/%m/%d}/"
+            f"{at:%Y-%m-%dT%H.%M.%S}-{unique or uuid.uuid4()}")
+
+
 def arrival_iso(epoch_s: float) -> str:
     """A record's approximate arrival as Lambda writes it in batch info: whole seconds, ``Z``."""
     return datetime.fromtimestamp(int(epoch_s), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

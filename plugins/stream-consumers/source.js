@@ -24,8 +24,7 @@ const { spawnSync } = require('child_process');
 const SOURCES = ['dynamodb', 'kinesis'];
 const KINESIS_STREAM = 'UsersChangesStream';
 const TIMESTAMP_PRECISION = 'MICROSECOND';
-const arn = (logicalId) => ({ 'Fn::GetAtt': [logicalId, 'Arn'] });
-const ref = (logicalId) => ({ Ref: logicalId });
+const { arn, ref } = require('./cfn');
 
 /** The source named in `custom.streamSource` (default kinesis), checked. */
 function sourceKind(serverless) {
@@ -40,16 +39,17 @@ function sourceKind(serverless) {
 }
 
 /**
- * Emits the source's resources into `R` and returns what the plugin needs:
+ * Emits the source's resources into `R` (`tableStreamArn`: the users table's DynamoDB stream,
+ * this stack's or the one `usersStreamArn` names) and returns what the plugin needs:
  *   kind, streamArn (what USERS_STREAM resolves to), readActions (for USERS_STREAM_READ),
  *   event(name, c, prefix) -> the function's `stream` event fields for its source,
  *   statements(name, prefix) -> role statements beyond what the framework derives.
  */
-function emitSource(serverless, { R, O, serviceName, stage, existingStreamArn }) {
+function emitSource(serverless, { R, O, serviceName, stage, tableStreamArn }) {
   const custom = serverless.service.custom || {};
   const kind = sourceKind(serverless);
   if (kind === 'dynamodb') {
-    const streamArn = existingStreamArn || { 'Fn::GetAtt': ['UsersTable', 'StreamArn'] };
+    const streamArn = tableStreamArn; // the users table's DynamoDB stream (checks.usersTable)
     return {
       kind,
       streamArn,

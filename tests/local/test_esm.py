@@ -395,3 +395,30 @@ def test_a_kinesis_on_failure_range_is_what_the_worker_reads_back(stream, dlq):
     res = backstop.resolve(parsed, boto3.client("kinesis"))
     assert [sources.keys_of(r)["user_id"]["S"] for r in res.records] == ["u000", "u001", "u002"]
     assert res.missing == 0 and not res.expired
+
+
+@pytest.mark.parametrize("source", ["dynamodb", "kinesis"])
+def test_an_s3_destination_gets_the_whole_failed_invocation_records_included(stream, source):
+    """What Lambda writes to an S3 on-failure destination (hard-fail consumers): the metadata
+    plus the invocation's records, at aws/lambda/<mapping UUID>/<shard>/YYYY/MM/DD/<time>-<uuid>,
+    on either source (DDBStreamBatchInfo or KinesisBatchInfo; the records in that source's format)."""
+    import re
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="userstream-dev-crm-sync-failed")
+    put_users(3)
+    fn = function("keeps", BEHAVIOUR="raise-on-bad", BAD_USERS="u001")
+    em = emulator(stream, {"function": "keeps", "batch_size": 3, "max_retry_attempts": 1,
+                           "on_failure_arn": "arn:aws:s3:::userstream-dev-crm-sync-failed"}, functions=[fn], source=source)
+    em.run_until_idle()
+    (obj,) = s3.list_objects_v2(Bucket="userstream-dev-crm-sync-failed")["Contents"]
+    mapping = em.mapping("keeps")
+    shard = next(iter(mapping.shards))
+    layout = rf"aws/lambda/{mapping.uuid}/{shard}/\d{{4}}/\d\d/\d\d/\d{{4}}-\d\d-\d\dT\d\d\.\d\d\.\d\d-[0-9a-f-]{{36}}"
+    assert re.fullmatch(layout, obj["Key"]), obj["Key"]
+    body = json.loads(s3.get_object(Bucket="userstream-dev-crm-sync-failed", Key=obj["Key"])["Body"].read())
+    assert isinstance(body["payload"], str)  # the invocation event, as a JSON string
+    msg = onfailure.parse(body)
+    assert msg.condition == "RetryAttemptsExhausted" and msg.batch.batch_size == 3 and msg.batch.source == source
+    assert [sources.keys_of(r)["user_id"]["S"] for r in msg.records] == ["u000", "u001", "u002"]
+    assert mapping.counters.read == 3 == mapping.counters.discarded  # nothing lost: all three are in the object
