@@ -422,6 +422,11 @@ class Demo:
                 url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
                 sqs_urls[f"{self.short(m.config.function)} on-failure destination"] = url
         depths = {k: self.queue_depth(v) for k, v in sqs_urls.items()}
+        for m in self.em.mappings:  # hard-fail: an S3 destination keeps the failed invocations
+            if m.config.on_failure_arn and m.config.on_failure_arn.startswith("arn:aws:s3:::"):
+                bucket = m.config.on_failure_arn.rsplit(":", 1)[1]
+                objects = boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount", 0)
+                depths[f"{self.short(m.config.function)} on-failure destination"] = objects
         checks.append(Check("failure, parking and on-failure queues empty", not any(depths.values()),
                             ", ".join(f"{k}: {v}" for k, v in depths.items() if v) or f"{len(depths)} queues, all empty"))
         checks.append(Check("reprocess.py exited 0", self.reprocess.get("exit") == 0,

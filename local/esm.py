@@ -115,7 +115,8 @@ class MappingConfig:
         """Template properties the emulator does not honour (reported, not silently dropped)."""
         known = {"BatchSize", "StartingPosition", "MaximumBatchingWindowInSeconds", "FunctionResponseTypes",
                  "BisectBatchOnFunctionError", "MaximumRetryAttempts", "MaximumRecordAgeInSeconds",
-                 "DestinationConfig", "FilterCriteria", "Enabled", "EventSourceArn", "FunctionName"}
+                 "DestinationConfig", "FilterCriteria", "Enabled", "EventSourceArn", "FunctionName",
+                 "MetricsConfig"}  # CloudWatch metrics only: nothing to emulate
         return sorted(k for k, v in props.items() if k not in known and v not in (None, 1, False)
                       and not (k == "ParallelizationFactor" and v == 1))
 

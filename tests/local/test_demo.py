@@ -66,8 +66,8 @@ def test_demo_tells_the_story_and_every_check_passes(tmp_path, wanted):
 @pytest.mark.demo
 @pytest.mark.slow
 def test_demo_exits_non_zero_when_a_promise_is_broken(tmp_path):
-    """crm-sync deployed with 1 retry: Lambda discards the blocked records (metadata to the
-    on-failure queue) instead of blocking, so the CRM misses contacts and the demo says so."""
+    """crm-sync deployed with 1 retry: Lambda discards the blocked records (the failed
+    invocations to its S3 on-failure destination) instead of blocking, so the CRM misses contacts and the demo says so."""
     def one_retry(t):
         for logical, res in t["Resources"].items():
             if res["Type"] == "AWS::Lambda::EventSourceMapping" and "Crm" in logical:
@@ -79,5 +79,5 @@ def test_demo_exits_non_zero_when_a_promise_is_broken(tmp_path):
     assert "[FAIL] CRM: every contact, right name" in proc.stdout
     # what Lambda discarded is still in the stream: the demo's rewind of crm-sync brings it back
     assert "[PASS] CRM after the rewind: every contact, right name" in proc.stdout
-    assert re.search(r"crm-sync on-failure destination: [1-9]", proc.stdout)  # Lambda's metadata messages
+    assert re.search(r"crm-sync on-failure destination: [1-9]", proc.stdout)  # failed invocations in its S3 bucket
     assert "SOME CHECKS FAILED" in proc.stdout
