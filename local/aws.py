@@ -5,7 +5,9 @@ CloudFormation on moto, so what runs locally is what ``serverless deploy`` would
 On the Kinesis source, two things moto's CloudFormation leaves out are made here from the
 same template: each ``AWS::Kinesis::StreamConsumer`` (registered with RegisterStreamConsumer,
 so a mapping's EventSourceArn is a real consumer ARN), and the table's publishing to Kinesis
-(its ``KinesisStreamSpecification`` becomes a ``local.bridge.KinesisBridge``).
+(its ``KinesisStreamSpecification`` becomes a ``local.bridge.KinesisBridge``). On either
+source, a bucket's notifications to a queue (a hard-fail consumer's on-failure objects) are
+set here too: moto's CloudFormation drops them.
 The functions' settings (handler, timeout, environment: queue URLs, table names) are read
 back from the Lambda functions moto created (``GetFunctionConfiguration``), not from a
 second copy of the configuration. The event-source mappings' settings come from the same
@@ -228,7 +230,40 @@ def deploy(
     cfn = boto3.client("cloudformation")
     cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(moto_template),
                      Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
+    _notify_queues(template, stack_name)
     return describe(template, stack_name=stack_name, overrides=overrides)
+
+
+def _notify_queues(template: dict, stack_name: str) -> None:
+    """moto's CloudFormation drops a bucket's ``NotificationConfiguration``: set it as the
+    template says, so a hard-fail consumer's on-failure objects reach its failure queue (and
+    the reprocess worker) as on AWS."""
+    import boto3
+
+    from streamkit import onfailure
+
+    cfn = boto3.client("cloudformation")
+    resources = {r["LogicalResourceId"]: (r["ResourceType"], r["PhysicalResourceId"])
+                 for r in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+                 if r.get("LogicalResourceId") and r.get("PhysicalResourceId")}
+    resolve = _Resolver(resources, template)
+    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    for logical, res in template.get("Resources", {}).items():
+        notify = ((res.get("Properties") or {}).get("NotificationConfiguration") or {}).get("QueueConfigurations")
+        if res.get("Type") != "AWS::S3::Bucket" or not notify or logical not in resources:
+            continue
+        queue_arns = [resolve(n["Queue"]) for n in notify]
+        s3.put_bucket_notification_configuration(Bucket=resources[logical][1], NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": a, "Events": [n["Event"]]} for a, n in zip(queue_arns, notify, strict=True)]})
+        # S3 tests the configuration with an "s3:TestEvent" message. On AWS the consumer's first
+        # drain deletes it (docs/deploy.md); here it goes at once, so a fresh stack's queues are empty.
+        for arn in set(queue_arns):
+            url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"]
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", []):
+                if onfailure.is_test_event(m["Body"]):
+                    sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+                else:
+                    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
 
 
 def describe(

@@ -462,6 +462,7 @@ class Emulator:
         bridges: list | tuple = (),
         sqs_client: Any = None,
         sns_client: Any = None,
+        s3_client: Any = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         retry_backoff_s: float = 0.5,
@@ -475,7 +476,7 @@ class Emulator:
         self._kinesis = kinesis_client
         self.bridges = list(bridges)  # local.bridge.KinesisBridge: table changes -> Kinesis, before each poll
         self._sqs, self._sns = sqs_client, sns_client
-        self._s3: Any = None
+        self._s3: Any = s3_client
         self.clock, self.sleep = clock, sleep
         self.retry_backoff_s, self.max_backoff_s = retry_backoff_s, max_backoff_s
         self.state_path = Path(state_path or os.environ.get("LOCAL_ESM_STATE", DEFAULT_STATE_PATH))

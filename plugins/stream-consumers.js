@@ -29,7 +29,7 @@ const { finalize } = require('./stream-consumers/finalize');
 const POLICIES = ['soft-fail', 'hard-fail', 'dlq-capture'];
 // Role-statement placeholders in serverless.yml, resolved for custom.allConsumerFunctions.
 const PLACEHOLDERS = ['ALL_CONSUMER_QUEUES', 'USERS_STREAM', 'USERS_STREAM_READ', 'USERS_TABLE',
-  'ON_FAILURE_OBJECTS', 'ALL_CONSUMER_FUNCTIONS'];
+  'ON_FAILURE_OBJECTS', 'ON_FAILURE_BUCKETS', 'ALL_CONSUMER_FUNCTIONS'];
 
 class StreamConsumers {
   constructor(serverless, options) {
@@ -73,6 +73,7 @@ class StreamConsumers {
       metricsNamespace: service.provider.environment.POWERTOOLS_METRICS_NAMESPACE,
       onFailureDestinations: {},
       onFailureObjectArns: [],
+      onFailureBucketArns: [],
       Error: this.serverless.classes.Error,
       log: (msg) => this.serverless.cli.log(msg),
     };
@@ -264,6 +265,7 @@ class StreamConsumers {
         if (st.Resource === 'USERS_STREAM') st.Resource = [source.streamArn];
         if (st.Resource === 'USERS_TABLE') st.Resource = [ctx.table.arn];
         if (st.Resource === 'ON_FAILURE_OBJECTS') st.Resource = ctx.onFailureObjectArns;
+        if (st.Resource === 'ON_FAILURE_BUCKETS') st.Resource = ctx.onFailureBucketArns;
         if (st.Resource === 'ALL_CONSUMER_FUNCTIONS') {
           // By name, not GetAtt: no dependency cycle between the functions.
           st.Resource = Object.keys(ctx.consumers).map((name) => sub(
@@ -271,7 +273,7 @@ class StreamConsumers {
         }
       }
       if (Array.isArray(fn.iamRoleStatements)) {
-        // e.g. ON_FAILURE_OBJECTS when no consumer is hard-fail
+        // e.g. ON_FAILURE_OBJECTS / ON_FAILURE_BUCKETS when no consumer is hard-fail
         fn.iamRoleStatements = fn.iamRoleStatements.filter((st) => !(Array.isArray(st.Resource) && st.Resource.length === 0));
       }
     }

@@ -5,6 +5,9 @@ Three kinds come out:
   fetched from S3 when it runs);
 - a Lambda **on-failure** record (``streamkit.onfailure``) from this consumer's function:
   metadata naming a range of the stream;
+- an **on-failure object** notification: S3 telling that a hard-fail consumer's S3
+  destination kept a failed invocation (records included); the object is read when it runs
+  (S3's test event names no object: it runs as nothing to do);
 - something to **park**, with the reason: not JSON, wrong envelope version, unknown or
   foreign consumer, an unusable on-failure record, one from another function.
 
@@ -28,6 +31,7 @@ from streamkit.timefmt import iso_from_ms
 class Kind(enum.Enum):
     ENVELOPE = "envelope"
     ON_FAILURE = "on-failure"
+    ON_FAILURE_OBJECT = "on-failure-object"
     PARK = "park"
 
 
@@ -40,7 +44,19 @@ class Classified:
     seen_at: str | None = None  # capture time, else SentTimestamp: for oldest/newest
     envelope: Envelope | None = None
     on_failure: onfailure.OnFailureMessage | None = None
+    objects: tuple[onfailure.ObjectRef, ...] = ()  # ON_FAILURE_OBJECT: what to read from S3
     park_reason: str | None = None
+
+
+OBJECT_ERROR_TYPE = "OnFailureObject"  # counted under this until the object is read
+
+
+def foreign_function(message: onfailure.OnFailureMessage, consumer: str) -> str | None:
+    """The park reason when an on-failure record came from another consumer's function."""
+    fn = message.function_name
+    if fn and not fn.endswith(consumer):
+        return f"on-failure message from function {fn}, not consumer {consumer}"
+    return None
 
 
 def key_of(record: Any) -> str:
@@ -77,11 +93,24 @@ def classify(message: dict, consumer: str, known: Collection[str] = CONSUMERS) -
             msg = onfailure.parse(data)
         except onfailure.OnFailureMessageError as exc:
             return _park(f"unusable on-failure message: {exc.reason}", seen_at=seen)
-        fn = msg.function_name
-        if fn and not fn.endswith(consumer):
-            return _park(f"on-failure message from function {fn}, not consumer {consumer}", seen_at=seen)
+        foreign = foreign_function(msg, consumer)
+        if foreign:
+            return _park(foreign, seen_at=seen)
         return Classified(Kind.ON_FAILURE, error_type=msg.batch.key, group=f"shard:{msg.batch.shard_id}",
                           seen_at=seen, on_failure=msg)
+    if onfailure.is_object_notification(data):
+        try:
+            refs = onfailure.object_refs(data)
+        except onfailure.OnFailureMessageError as exc:
+            return _park(f"unusable S3 notification: {exc.reason}", error_type=OBJECT_ERROR_TYPE, seen_at=sent)
+        if not refs:
+            return Classified(Kind.ON_FAILURE_OBJECT, error_type=onfailure.S3_TEST_EVENT, group="s3:test",
+                              seen_at=sent)
+        shards = {r.shard_id for r in refs}
+        group = f"shard:{shards.pop()}" if len(shards) == 1 and None not in shards else f"s3:{refs[0].url}"
+        return Classified(Kind.ON_FAILURE_OBJECT, error_type=OBJECT_ERROR_TYPE, group=group,
+                          order=refs[0].key,  # Lambda's keys sort by time within a mapping and shard
+                          seen_at=refs[0].event_time or sent, objects=tuple(refs))
     try:
         env = parse_envelope(body)
     except EnvelopeError as exc:

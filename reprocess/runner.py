@@ -4,8 +4,10 @@ Items are grouped (an envelope by its record's item key, an on-failure message b
 shard); a group runs on one thread, in stream order, so two records of one key never run at
 the same time. Each record runs as captured (``replay``) or rebuilt from the table
 (``latest``); a claim-checked envelope's record is fetched from S3 first; an on-failure
-message's records are read back from the stream (``backstop``), and the ones that fail
-become envelopes of their own (``Item.follow_ups``). Transient errors get the stream path's
+message's records are read back from the stream (``backstop``), or read from the S3 object
+a hard-fail consumer's destination kept (every object of a notification is fetched before
+any record runs, so an S3 error leaves the message whole), and the ones that fail become
+envelopes of their own (``Item.follow_ups``). Transient errors get the stream path's
 bounded retries. Running only sets each item's outcome: settling acts on it.
 """
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from streamkit.awsclient import ClientCache, is_not_found
+from streamkit import onfailure
+from streamkit.awsclient import ClientCache, describe_aws_error, error_code, is_not_found
 from streamkit.deadline import Deadline
 from streamkit.envelope import build_envelope, describe_error
 from streamkit.errors import MalformedRecordError
@@ -24,7 +27,7 @@ from streamkit.record import StreamRecord
 from streamkit.retry import call_with_retries
 
 from . import backstop
-from .classify import sequence_of
+from .classify import Kind, foreign_function, sequence_of
 from .item import Item, Outcome
 from .latest import build_latest
 from .options import DrainOptions
@@ -69,7 +72,9 @@ class RecordRunner:
                 continue
             try:
                 if item.what.on_failure is not None:
-                    self._run_on_failure(item)
+                    self._run_on_failure(item, [item.what.on_failure])
+                elif item.what.kind is Kind.ON_FAILURE_OBJECT:
+                    self._run_on_failure(item, self._fetch_objects(item.what.objects))
                 else:
                     self._run_envelope(item)
             except ParkError as exc:
@@ -126,29 +131,62 @@ class RecordRunner:
             raise ParkError(f"claim-checked record {where} is not an object")
         return record
 
-    # ---- an on-failure message -------------------------------------------------------------
-    def _run_on_failure(self, item: Item) -> None:
-        """Read the batch back and run each record; the ones that fail become envelopes."""
-        msg = item.what.on_failure
-        assert msg is not None
-        res = backstop.resolve(msg, self.clients.get(backstop.client_service(msg)))
-        item.stream_records = len(res.records)
-        mode = "latest" if res.expired else self.mode
-        for record in sorted(res.records, key=sequence_of):
+    # ---- on-failure messages and objects --------------------------------------------------
+    def _fetch_objects(self, refs: tuple[onfailure.ObjectRef, ...]) -> list[onfailure.OnFailureMessage]:
+        """Every object of a notification, read and parsed before any record runs: an S3 error
+        propagates (the message stays, nothing ran), a missing or unusable object parks it."""
+        if not refs:  # S3's test event: nothing to read, nothing to run
+            return []
+        s3 = self.clients.get("s3")
+        messages = []
+        for ref in refs:
+            extra = {"VersionId": ref.version_id} if ref.version_id else {}
             try:
-                self._call(self._in_mode(record, mode))
+                data = s3.get_object(Bucket=ref.bucket, Key=ref.key, **extra)["Body"].read()
             except Exception as exc:
-                error = (
-                    {"type": "ParkError", "message": exc.reason, "traceback": ""}
-                    if isinstance(exc, ParkError)
-                    else describe_error(exc)
-                )
-                item.follow_ups.append(build_envelope(
-                    consumer=self.consumer, record=record, error=error, attempts=STREAM_ATTEMPTS,
-                    function_name=msg.function_name, request_id=None,
-                ))
-        if res.reason:
-            raise ParkError(res.reason)
+                if is_not_found(exc) or error_code(exc) == "NoSuchVersion":
+                    raise ParkError(f"on-failure object {ref.url} is missing ({describe_aws_error(exc)}): "
+                                    "its records are gone; reconcile these keys from the table") from None
+                raise
+            try:
+                msg = onfailure.parse_object(data, ref)
+            except onfailure.OnFailureMessageError as exc:
+                raise ParkError(exc.reason) from None
+            foreign = foreign_function(msg, self.consumer)
+            if foreign:
+                raise ParkError(f"{foreign} (object {ref.url})")
+            messages.append(msg)
+        return messages
+
+    def _run_on_failure(self, item: Item, messages: list[onfailure.OnFailureMessage]) -> None:
+        """Each message's records (its own copy, else read back from the stream), in stream
+        order; the ones that fail become envelopes. Every range is resolved before any record
+        runs: a read error leaves the message with nothing captured, never half of it."""
+        resolved = []
+        for msg in messages:
+            streams = None if msg.records is not None else self.clients.get(backstop.client_service(msg))
+            resolved.append((msg, backstop.resolve(msg, streams)))
+        reasons = []
+        for msg, res in resolved:
+            item.stream_records += len(res.records)
+            mode = "latest" if res.expired else self.mode
+            for record in sorted(res.records, key=sequence_of):
+                try:
+                    self._call(self._in_mode(record, mode))
+                except Exception as exc:
+                    error = (
+                        {"type": "ParkError", "message": exc.reason, "traceback": ""}
+                        if isinstance(exc, ParkError)
+                        else describe_error(exc)
+                    )
+                    item.follow_ups.append(build_envelope(
+                        consumer=self.consumer, record=record, error=error, attempts=STREAM_ATTEMPTS,
+                        function_name=msg.function_name, request_id=None,
+                    ))
+            if res.reason:
+                reasons.append(res.reason)
+        if reasons:
+            raise ParkError("; ".join(reasons))
         if not item.follow_ups:
             item.outcome = Outcome.HANDLED
             return
@@ -156,6 +194,6 @@ class RecordRunner:
         item.outcome = Outcome.FAILED
         item.error = {
             "type": types.pop() if len(types) == 1 else "Mixed",
-            "message": f"{len(item.follow_ups)} of {len(res.records)} stream records failed; captured as envelopes",
+            "message": f"{len(item.follow_ups)} of {item.stream_records} stream records failed; captured as envelopes",
             "traceback": "",
         }

@@ -41,7 +41,7 @@ class Summary:
     unreleased: int = 0
     aborted: str | None = None
     ledger_write_failures: int = 0
-    stream_records: int = 0  # records read back from the stream for on-failure messages
+    stream_records: int = 0  # records of on-failure messages: read back from the stream, or kept in S3 objects
     by_error_type: Counter = field(default_factory=Counter)
     park_reasons: Counter = field(default_factory=Counter)
     oldest: str | None = None

@@ -20,6 +20,11 @@ Variants slot in without touching callers:
 - an S3 destination writes the whole invocation too (``payload``: the event Lambda sent,
   a JSON string or object); ``message.records`` then holds the records, else ``None``.
 
+An S3 destination's objects reach the failure queue as S3 event notifications (the bucket
+notifies the queue on object creation); ``object_refs`` reads such a notification (S3's
+``{"Records": [{"eventSource": "aws:s3", "s3": {"bucket", "object"}}]}``, and the
+``s3:TestEvent`` S3 sends when the notification is set up), ``parse_object`` the object.
+
 Imports nothing heavy: the local runtime, the worker and the operator API all load it.
 """
 from __future__ import annotations
@@ -29,6 +34,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 from .timefmt import iso_from_epoch
 
@@ -141,6 +147,94 @@ def s3_object_key(mapping_uuid: str, shard_id: str, at_epoch_s: float, unique: s
             f"{at:%Y-%m-%dT%H.%M.%S}-{unique or uuid.uuid4()}")
 
 
+S3_TEST_EVENT = "s3:TestEvent"
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One object an S3 event notification names (the bucket is versioned: the version read
+    is the one written, whatever happened to the key since)."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+    size: int | None = None
+    event_time: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def shard_id(self) -> str | None:
+        """The shard in Lambda's key layout (``s3_object_key``), else ``None``: on-failure
+        objects of one shard run one after the other, like its metadata messages."""
+        if not self.key.startswith(S3_KEY_PREFIX):
+            return None
+        parts = self.key[len(S3_KEY_PREFIX):].split("/")
+        return parts[1] if len(parts) > 2 and parts[1] else None
+
+
+def is_test_event(body: Any) -> bool:
+    """S3's ``s3:TestEvent`` (sent when a bucket's notification is set up; names no object)."""
+    if isinstance(body, (str, bytes)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return False
+    return isinstance(body, dict) and body.get("Event") == S3_TEST_EVENT
+
+
+def is_object_notification(body: Any) -> bool:
+    """True for a decoded JSON body that is an S3 event notification (or S3's test event)."""
+    if not isinstance(body, dict):
+        return False
+    if is_test_event(body):
+        return True
+    records = body.get("Records")
+    return (isinstance(records, list) and bool(records)
+            and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records))
+
+
+def object_refs(body: Any) -> list[ObjectRef]:
+    """The on-failure objects an S3 event notification names (``[]`` for S3's test event).
+
+    Raises ``OnFailureMessageError`` for a notification that names no created object (another
+    event, no bucket or key): the queue gets only object-created notifications of the bucket."""
+    if not is_object_notification(body):
+        raise OnFailureMessageError("not an S3 event notification")
+    if is_test_event(body):
+        return []
+    refs = []
+    for rec in body["Records"]:
+        event = str(rec.get("eventName") or "")
+        if not event.startswith("ObjectCreated:"):
+            raise OnFailureMessageError(f"S3 event {event or '(none)'} is not an object creation")
+        s3 = _object(rec.get("s3"))
+        bucket, obj = _object(s3.get("bucket")).get("name"), _object(s3.get("object"))
+        if not isinstance(bucket, str) or not bucket or not isinstance(obj.get("key"), str) or not obj["key"]:
+            raise OnFailureMessageError("S3 event names no bucket and key")
+        version = obj.get("versionId")
+        refs.append(ObjectRef(
+            bucket=bucket,
+            key=unquote_plus(obj["key"]),  # S3 sends keys URL-encoded, spaces as '+'
+            version_id=version if isinstance(version, str) and version else None,
+            size=_int_or_none(obj.get("size")),
+            event_time=rec.get("eventTime") if isinstance(rec.get("eventTime"), str) else None,
+        ))
+    return refs
+
+
+def parse_object(data: bytes | str, ref: ObjectRef | None = None) -> OnFailureMessage:
+    """An on-failure object's content (what Lambda wrote to an S3 destination): the same
+    record as ``parse``, usually with its ``records``; the error names the object."""
+    try:
+        return parse(data)
+    except OnFailureMessageError as exc:
+        where = f"{ref.url} " if ref is not None else ""
+        raise OnFailureMessageError(f"on-failure object {where}is unusable: {exc.reason}") from None
+
+
 def arrival_iso(epoch_s: float) -> str:
     """A record's approximate arrival as Lambda writes it in batch info: whole seconds, ``Z``."""
     return datetime.fromtimestamp(int(epoch_s), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -248,6 +342,21 @@ def summarize(body: Any) -> dict:
         "functionName": msg.function_name,
         "source": msg.batch.source,
     }
+
+
+def summarize_notification(body: Any) -> dict:
+    """What an operator sees of an S3 notification of on-failure objects (a sample row; the
+    object itself is read only by the worker)."""
+    row: dict[str, Any] = {"kind": "on-failure-object", "errorType": "OnFailureObject", "keys": None,
+                           "sequenceNumber": None, "capturedAt": None, "attempts": None}
+    try:
+        refs = object_refs(body)
+    except OnFailureMessageError as exc:
+        return {**row, "errorMessage": f"unusable S3 notification: {exc.reason}"}
+    if not refs:
+        return {**row, "errorType": S3_TEST_EVENT, "errorMessage": "S3's test event (names no object)"}
+    return {**row, "errorMessage": ", ".join(r.url for r in refs)[:500], "capturedAt": refs[0].event_time,
+            "objects": [r.url for r in refs]}
 
 
 def _object(value: Any) -> dict:

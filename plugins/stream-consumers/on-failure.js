@@ -94,6 +94,8 @@ function onFailureBucket(ctx, name, c, fn) {
   ctx.onFailureDestinations[name] = bucketArn;
   ctx.onFailureObjectArns = ctx.onFailureObjectArns || [];
   ctx.onFailureObjectArns.push(sub(`arn:\${AWS::Partition}:s3:::${bucketName}/*`));
+  ctx.onFailureBucketArns = ctx.onFailureBucketArns || [];
+  ctx.onFailureBucketArns.push(bucketArn);
 }
 
 module.exports = { onFailureBucket };

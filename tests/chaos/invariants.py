@@ -162,6 +162,10 @@ def check_end(run: Any) -> list[str]:
     bucket = run.urls.get("FailureBucket")
     if bucket:
         run.stats["claim_checks"] = run.aws["s3"].list_objects_v2(Bucket=bucket).get("KeyCount", 0)
+    for logical in run.world.deployment.buckets:  # hard-fail: failed invocations its S3 destination kept
+        if logical.endswith("OnFailureBucket"):
+            run.stats["on_failure_objects"] = run.stats.get("on_failure_objects", 0) + run.aws["s3"].list_objects_v2(
+                Bucket=run.urls[logical]).get("KeyCount", 0)
     problems += _check_slack(run)
     return problems
 

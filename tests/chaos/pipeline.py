@@ -60,7 +60,7 @@ class Deployment:
     mappings: dict[str, dict]  # consumer -> EventSourceMapping properties
     queues: dict[str, dict]  # logical id -> properties
     tables: dict[str, dict]
-    buckets: list[str]
+    buckets: dict[str, dict]  # logical id -> properties
     kinesis_streams: dict[str, dict]  # logical id -> properties (the kinesis source)
     stream_consumers: dict[str, dict]  # logical id -> properties (enhanced fan-out)
 
@@ -88,7 +88,8 @@ class Deployment:
             mappings=mappings,
             queues={k: r["Properties"] for k, r in res.items() if r["Type"] == "AWS::SQS::Queue"},
             tables={k: r["Properties"] for k, r in res.items() if r["Type"] == "AWS::DynamoDB::Table"},
-            buckets=[k for k, r in res.items() if r["Type"] == "AWS::S3::Bucket" and k != "ServerlessDeploymentBucket"],
+            buckets={k: r["Properties"] for k, r in res.items()
+                     if r["Type"] == "AWS::S3::Bucket" and k != "ServerlessDeploymentBucket"},
             kinesis_streams={k: r["Properties"] for k, r in res.items() if r["Type"] == "AWS::Kinesis::Stream"},
             stream_consumers={k: r["Properties"] for k, r in res.items() if r["Type"] == "AWS::Kinesis::StreamConsumer"},
         )
@@ -307,10 +308,15 @@ class World:
             url = sqs.create_queue(QueueName=props["QueueName"], Attributes=attrs)["QueueUrl"]
             run.urls[logical] = url
             arns[logical] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{props['QueueName']}"
-        for logical in dep.buckets:
+        for logical, props in dep.buckets.items():
             name = f"userstream-dev-{logical.lower()}-chaos"
             s3.create_bucket(Bucket=name)
             run.urls[logical] = name
+            arns[logical] = f"arn:aws:s3:::{name}"
+            notify = (props.get("NotificationConfiguration") or {}).get("QueueConfigurations") or []
+            if notify:  # a hard-fail consumer's on-failure bucket tells its failure queue (moto's CFN would not)
+                s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={"QueueConfigurations": [
+                    {"QueueArn": arns[n["Queue"]["Fn::GetAtt"][0]], "Events": [n["Event"]]} for n in notify]})
         users = next(v for k, v in run.urls.items() if k == "UsersTable")
         stream_arn = ddb.describe_table(TableName=users)["Table"]["LatestStreamArn"]
         run.stream_arn = stream_arn  # type: ignore[attr-defined]  # the table's DynamoDB stream
@@ -357,7 +363,7 @@ class World:
         configs = []
         for consumer, props in dep.mappings.items():
             dest = ((props.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
-            on_failure = arns[dest["Fn::GetAtt"][0]] if dest else None
+            on_failure = _destination_arn(dest, arns, dep.buckets) if dest else None
             source = props["EventSourceArn"]
             if "Ref" in source:  # an enhanced fan-out consumer of the changes stream
                 consumer_arn = run.urls[source["Ref"]]
@@ -372,9 +378,19 @@ class World:
             configs.append(replace(config, **run.scenario.mappings.get(consumer, {})))
         run.emulator = Emulator(configs, {f.config.name: f for f in run.functions.values()},
                                 streams_client=run.aws["dynamodbstreams"], kinesis_client=kinesis, bridges=bridges,
-                                sqs_client=sqs,  # type: ignore[attr-defined]
+                                sqs_client=sqs, s3_client=s3,  # type: ignore[attr-defined]
                                 clock=self.clock.now, sleep=self.clock.sleep, retry_backoff_s=1.0, max_backoff_s=30.0,
                                 state_path=self.tmp / f"esm-{run.scenario.seed}.json")
+
+
+def _destination_arn(dest: dict, arns: dict[str, str], buckets: dict[str, dict]) -> str:
+    """A mapping's on-failure destination: a queue (``Fn::GetAtt``), or a hard-fail consumer's
+    bucket (``Fn::Sub`` of its ARN, set by the plugin), as created here."""
+    if "Fn::GetAtt" in dest:
+        return arns[dest["Fn::GetAtt"][0]]
+    sub = dest["Fn::Sub"]
+    (logical,) = [k for k, p in buckets.items() if sub.endswith(":::" + str((p.get("BucketName") or {}).get("Fn::Sub")))]
+    return arns[logical]
 
 
 def _resolve_env(env: dict, urls: dict[str, str], attrs: dict[tuple[str, str], str]) -> dict[str, str]:

@@ -227,8 +227,13 @@ def test_hard_fail_consumers_keep_failed_invocations_in_their_own_bucket(any_tem
         (st,) = policy["Statement"]
         assert st["Principal"] == {"Service": "s3.amazonaws.com"} and st["Condition"]["ArnEquals"]["aws:SourceArn"] == dest
         assert bucket["DependsOn"] == [queue(consumer, "FailureQueuePolicy")]
-        reads = [s for s in role_statements(template, "reprocess") if "s3:GetObject" in s["Action"]]
-        assert any({"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{name}/*"} in s["Resource"] for s in reads)
+        # the worker reads them through the drain: by version (the bucket is versioned), and a
+        # missing object must read as NoSuchKey (ListBucket), not AccessDenied (left forever)
+        worker = role_statements(template, "reprocess")
+        objects = {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{name}/*"}
+        assert any({"s3:GetObject", "s3:GetObjectVersion"} <= set(s["Action"]) and objects in s["Resource"]
+                   for s in worker)
+        assert any(s["Action"] == ["s3:ListBucket"] and dest in s["Resource"] for s in worker)
 
 
 # ---- 5. reprocess jobs run once or are kept ---------------------------------------------------

@@ -134,10 +134,23 @@ def test_the_packaged_template_deploys_and_its_mappings_are_the_emulators(aws, s
         assert m.max_retry_attempts == props.get("MaximumRetryAttempts", -1)
         assert m.max_record_age_s == props.get("MaximumRecordAgeInSeconds", -1)
         assert m.bisect_on_error == props.get("BisectBatchOnFunctionError", False)
-        assert m.report_batch_item_failures and m.on_failure_arn.startswith("arn:aws:sqs:")
+        dest = props["DestinationConfig"]["OnFailure"]["Destination"]  # hard-fail: its bucket (the plugin's Fn::Sub)
+        assert m.report_batch_item_failures and m.on_failure_arn.startswith(
+            "arn:aws:s3:::userstream-dev-" if "Fn::Sub" in dest else "arn:aws:sqs:")
         assert m.function in dep.functions and m.source == source
         fn = dep.functions[m.function]
         assert fn.environment["SEARCH_URL"] == "sqlite:///x.db" and fn.handler.startswith("handlers/")
+    # a hard-fail consumer's on-failure objects reach its failure queue (moto's CloudFormation drops the notification)
+    from consumers.registry import get_consumer
+    from streamkit import onfailure
+
+    (hard,) = [m for m in dep.mappings if m.on_failure_arn.startswith("arn:aws:s3:::")]
+    key = "aws/lambda/0f3c/shardId-000000000000/2026/11/29/2026-11-29T21.00.00-a1"
+    boto3.client("s3").put_object(Bucket=hard.on_failure_arn.rsplit(":", 1)[1], Key=key, Body=b"{}")
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=get_consumer("crm-sync").queue_name("failures"))["QueueUrl"]
+    (note,) = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
+    assert [r.key for r in onfailure.object_refs(json.loads(note["Body"]))] == [key]  # and not S3's test event
     if source == "dynamodb":
         assert all(m.stream_arn.startswith("arn:aws:dynamodb:") and m.consumer_arn is None for m in dep.mappings)
         assert dep.kinesis_destinations == []

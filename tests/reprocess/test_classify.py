@@ -109,3 +109,29 @@ def test_captures_of_one_item_from_kinesis_group_together_and_sort_by_change_not
     older = classify(message(dumps(envelope(record=record("u7", "200", source="kinesis", at=1_795_000_001)))), CONSUMER)
     assert newer.kind is older.kind is Kind.ENVELOPE and newer.group == older.group
     assert sorted([newer, older], key=lambda c: c.order) == [older, newer]
+
+
+def s3_note(*keys: str) -> str:
+    return json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                    "eventTime": "2026-11-29T21:00:00.000Z",
+                                    "s3": {"bucket": {"name": "bkt"}, "object": {"key": k}}} for k in keys]})
+
+
+def test_an_s3_notification_is_an_on_failure_object_grouped_by_its_shard():
+    key = onfailure.s3_object_key("m1", "shardId-7", 1_795_000_000)
+    c = classify(message(s3_note(key)), CONSUMER)
+    assert c.kind is Kind.ON_FAILURE_OBJECT and c.error_type == "OnFailureObject"
+    assert c.group == "shard:shardId-7" and c.order == key and c.seen_at == "2026-11-29T21:00:00.000Z"
+    assert [r.url for r in c.objects] == [f"s3://bkt/{key}"]
+    meta = classify(message(json.dumps(on_failure_body(shardId="shardId-7"))), CONSUMER)
+    assert meta.group == c.group  # one shard's metadata and objects run one after the other
+
+
+def test_s3s_test_event_and_a_broken_notification():
+    c = classify(message(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "bkt"})), CONSUMER)
+    assert c.kind is Kind.ON_FAILURE_OBJECT and c.objects == () and c.error_type == "s3:TestEvent"
+    bad = json.loads(s3_note("k"))
+    bad["Records"][0]["eventName"] = "ObjectRemoved:Delete"
+    p = classify(message(json.dumps(bad)), CONSUMER)
+    assert p.kind is Kind.PARK
+    assert p.park_reason == "unusable S3 notification: S3 event ObjectRemoved:Delete is not an object creation"

@@ -84,3 +84,53 @@ def test_summary_for_the_operator():
     body["DDBStreamBatchInfo"].pop("shardId")
     broken = onfailure.summarize(body)  # still shown, with why it cannot be used
     assert broken["kind"] == "on-failure" and "lacks shardId" in broken["errorMessage"]
+
+
+# --- the S3 destination: its notifications and objects ---------------------------------------------
+def s3_notification(*objects: dict, event: str = "ObjectCreated:Put") -> dict:
+    return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": event,
+                         "eventTime": "2026-11-29T21:00:00.000Z",
+                         "s3": {"bucket": {"name": "userstream-prod-crm-sync-failed-1-eu-west-1"}, "object": o}}
+                        for o in objects]}
+
+
+def test_an_s3_notification_names_the_objects_lambda_wrote():
+    key = onfailure.s3_object_key("4a1f", "shardId-00000001-abc", 1795000010, unique="u1")
+    encoded = key.replace("/", "%2F") + "+x"  # S3 sends keys URL-encoded, spaces as '+'
+    body = s3_notification({"key": encoded, "size": 812, "versionId": "v1"}, {"key": "other/key", "size": 3})
+    assert onfailure.is_object_notification(body) and not onfailure.is_on_failure(body)
+    first, second = onfailure.object_refs(body)
+    assert (first.key, first.version_id, first.size, first.shard_id) == (key + " x", "v1", 812, "shardId-00000001-abc")
+    assert first.url == f"s3://userstream-prod-crm-sync-failed-1-eu-west-1/{key} x" and first.event_time
+    assert (second.version_id, second.shard_id) == (None, None)  # not Lambda's layout: no shard known
+    row = onfailure.summarize_notification(body)
+    assert row["kind"] == "on-failure-object" and row["objects"] == [first.url, second.url]
+
+
+def test_s3s_test_event_names_no_object():
+    body = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-29T21:00:00.000Z", "Bucket": "b"}
+    assert onfailure.is_object_notification(body) and onfailure.is_test_event(json.dumps(body))
+    assert onfailure.object_refs(body) == []
+    assert onfailure.summarize_notification(body)["errorType"] == "s3:TestEvent"
+
+
+@pytest.mark.parametrize("body, reason", [
+    (s3_notification({"key": "k"}, event="ObjectRemoved:Delete"), "S3 event ObjectRemoved:Delete is not an object creation"),
+    (s3_notification({"size": 3}), "S3 event names no bucket and key"),
+    ({"Records": [{"eventSource": "aws:dynamodb"}]}, "not an S3 event notification"),  # a Lambda event: not ours
+])
+def test_a_notification_that_names_no_created_object_says_why(body, reason):
+    with pytest.raises(onfailure.OnFailureMessageError, match=reason):
+        onfailure.object_refs(body)
+    assert reason in onfailure.summarize_notification(body)["errorMessage"]
+
+
+def test_an_objects_content_parses_as_the_record_and_errors_name_the_object():
+    records = [make_record("INSERT", keys={"user_id": "u1"}, new_image={"user_id": "u1"})]
+    body = onfailure.build(batch(batch_size=1), function_arn=FN, condition="RetryAttemptsExhausted", invoke_count=4,
+                           at_epoch_s=1795000010, records=records)
+    ref = onfailure.ObjectRef("b", "aws/lambda/m/shardId-1/2026/11/18/t-u")
+    assert onfailure.parse_object(json.dumps(body).encode(), ref).records == records
+    with pytest.raises(onfailure.OnFailureMessageError, match=r"^on-failure object s3://b/aws/lambda/m/shardId-1/"
+                                                             r"2026/11/18/t-u is unusable: not JSON"):
+        onfailure.parse_object(b"\x00garbage", ref)
