@@ -240,7 +240,8 @@ function sharedAlarms(alarm, cfg, ctx, template, functions) {
     });
   }
   for (const [id] of byType(template, 'AWS::Events::Rule')) {
-    alarm(`${id}FailedInvocationsAlarm`, `${id.replace(/EventsRule.*/, '').toLowerCase()}-schedule-failed-invocations`, PAGE, {
+    // one name per rule (the reprocess function has two: the drain and the rewind schedule)
+    alarm(`${id}FailedInvocationsAlarm`, `${id.replace('EventsRule', '-').toLowerCase()}-failed-invocations`, PAGE, {
       AlarmDescription: `the schedule ${id} could not invoke its target (FailedInvocations)`,
       ...metric('AWS/Events', 'FailedInvocations', 'Sum', { RuleName: ref(id) }), ...atLeast(1), Period: 300,
     });
