@@ -207,6 +207,7 @@ class Settler:
                           seen_at=item.what.seen_at,
                           error=item.error or {"type": item.counted_as, "message": (
                               item.what.on_failure.batch.describe() if item.what.on_failure is not None
+                              else ", ".join(ref.url for ref in item.what.objects) if item.what.objects
                               else item.park_reason or item.what.park_reason or "")})
         if item.error is not None:
             common["error"] = item.error
@@ -219,7 +220,9 @@ class Settler:
             state, extra = "retrying", {"message_id": item.sent_ids.get(0)}
         elif disposition is Disposition.RESENT:  # an on-failure message: its failed records are new captures
             state = "handled"
-            extra = {"note": f"read back from the stream; {len(item.follow_ups)} record(s) failed again and were "
+            where = (f"read from {', '.join(ref.url for ref in item.what.objects)}" if item.what.objects
+                     else "read back from the stream")
+            extra = {"note": f"{where}; {len(item.follow_ups)} record(s) failed again and were "
                              "captured as failures of their own"}
         else:  # LEFT: still in the queue as it was
             state = "retrying" if tried else "captured"

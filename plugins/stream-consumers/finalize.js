@@ -4,7 +4,8 @@
  *   - mappings: EventCount metrics (polled / dropped events); hard-fail consumers' S3
  *     on-failure destination (the osls schema allows only SQS/SNS in the stream event);
  *   - the HTTP API stage's throttling, and one managed policy for read-only operators
- *     (every GET route) apart from one for POST .../reprocess;
+ *     (every GET route) apart from one for the POST routes (reprocess, redrive, other job
+ *     kinds, cancel: whatever starts, changes or stops a job);
  *   - every alarm, each with an explicit name, on the page topic (AlarmTopic) or, for
  *     soft-fail consumers, the ticket topic (TicketTopic); on the Kinesis source also one on
  *     the link from the table to the stream (ctx.source.kind, source.js).
@@ -77,7 +78,7 @@ function patchOperatorApi(template, ctx) {
       Type: 'AWS::IAM::ManagedPolicy',
       Properties: {
         ManagedPolicyName: `${ctx.prefix}-${what}`,
-        Description: `Attach to the operators who may ${what === 'ops-read' ? 'read the operator API' : 'start reprocess jobs'}`,
+        Description: `Attach to the operators who may ${what === 'ops-read' ? 'read the operator API' : 'start or cancel reprocess jobs'}`,
         PolicyDocument: {
           Version: '2012-10-17',
           Statement: [{ Effect: 'Allow', Action: ['execute-api:Invoke'], Resource: keys.map(arnOf) }],

@@ -253,9 +253,7 @@ def flask_routes() -> set[str]:
     from opsapi import create_app
 
     out = set()
-    for rule in create_app().url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+    for rule in create_app().url_map.iter_rules():  # static/<path:filename> too: the page's app.js
         path = re.sub(r"<(?:[^:>]+:)?[^>]+>", "{}", rule.rule)
         out |= {f"{m} {path}" for m in rule.methods - {"HEAD", "OPTIONS"}}
     return out
@@ -271,9 +269,11 @@ def test_api_access_logs_name_the_caller_and_the_stage_is_throttled(template):
     stage = template["Resources"]["HttpApiStage"]["Properties"]
     assert "$context.identity.userArn" in stage["AccessLogSettings"]["Format"]
     assert stage["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0 and stage["DefaultRouteSettings"]["ThrottlingBurstLimit"] > 0
-    (post,) = [k for k in stage["RouteSettings"]]
+    posts = set(stage["RouteSettings"])
     default_rate = stage["DefaultRouteSettings"]["ThrottlingRateLimit"]
-    assert post.startswith("POST ") and stage["RouteSettings"][post]["ThrottlingRateLimit"] <= default_rate
+    # every POST (it starts, changes or stops a job) at the lower rate
+    assert {re.sub(r"\{[^}]+\}", "{}", k) for k in posts} == {k for k in flask_routes() if k.startswith("POST ")}
+    assert all(stage["RouteSettings"][k]["ThrottlingRateLimit"] <= default_rate for k in posts)
 
 
 def test_read_only_operators_can_be_granted_the_gets_without_reprocess(template):
@@ -284,7 +284,10 @@ def test_read_only_operators_can_be_granted_the_gets_without_reprocess(template)
 
     read = grants("OpsApiReadOnlyPolicy")
     assert read and all(g.startswith("GET/") for g in read)
-    assert grants("OpsApiReprocessPolicy") == ["POST/consumers/*/reprocess"]
+    jobs = grants("OpsApiReprocessPolicy")  # whatever starts or cancels a job, and nothing else
+    assert sorted(jobs) == ["POST/consumers/*/jobs/*", "POST/consumers/*/redrive", "POST/consumers/*/reprocess",
+                            "POST/jobs/*/cancel"]
+    assert not set(read) & set(jobs)
 
 
 # ---- 7. bring your own table ------------------------------------------------------------------

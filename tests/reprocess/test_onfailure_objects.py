@@ -235,3 +235,30 @@ def test_a_dry_run_counts_notifications_and_reads_nothing(stream, destination): 
         s = drain("search-indexer", mode="replay", dry_run=True, handle_record=sample_consumers.index_v2, **FAST)
     assert s.taken == 1 and s.by_error_type == {"OnFailureObject": 1} and not faults.injected
     assert queue_depth(failures) == (1, 0) and index_items() == {}
+
+
+def test_the_ledger_names_the_object_a_notification_was_read_from(stream, destination, ledger_table):  # noqa: F811
+    """The failure ledger hears of a notification like of an on-failure message: one item for
+    it naming its s3:// object, and one per record that failed again (captured as an envelope)."""
+    from ..streamkit.test_ledger import ledger_items
+
+    failures, _, _ = destination
+    key = lambda_writes(stream, 1, 4)  # u0003 fails again under index_v1
+    s = drain("search-indexer", mode="replay", handle_record=sample_consumers.index_v1, **FAST)
+    assert (s.taken, s.still_failing, s.resent, s.ledger_write_failures) == (1, 1, 1, 0) and conserved(s)
+    items = ledger_items(ledger_table, "search-indexer")
+    (note,) = [i for i in items if "sequenceNumber" not in i]
+    assert note["state"] == "handled" and note["settledNote"] == (
+        f"read from s3://{BUCKET}/{key}; 1 record(s) failed again and were captured as failures of their own")
+    (again,) = [i for i in items if i is not note]
+    assert (again["state"], again["errorType"], again["keysText"]) == ("retrying", "KeyError", '{"user_id":"u0003"}')
+    (copy,) = take_all(failures)
+    assert copy["body"]["record"]["dynamodb"]["SequenceNumber"] == again["sequenceNumber"]
+
+    # an object the worker cannot use is parked, and its item names the object
+    gone = lambda_writes(stream, 0, 0, at=1_795_000_100)
+    boto3.client("s3").delete_object(Bucket=BUCKET, Key=gone)
+    s = drain("search-indexer", mode="replay", handle_record=sample_consumers.index_v2, **FAST)
+    assert s.parked == 1
+    (parked,) = [i for i in ledger_items(ledger_table, "search-indexer") if i["state"] == "parked"]
+    assert gone in parked["parkReason"]
