@@ -344,21 +344,6 @@ def summarize(body: Any) -> dict:
     }
 
 
-def summarize_notification(body: Any) -> dict:
-    """What an operator sees of an S3 notification of on-failure objects (a sample row; the
-    object itself is read only by the worker)."""
-    row: dict[str, Any] = {"kind": "on-failure-object", "errorType": "OnFailureObject", "keys": None,
-                           "sequenceNumber": None, "capturedAt": None, "attempts": None}
-    try:
-        refs = object_refs(body)
-    except OnFailureMessageError as exc:
-        return {**row, "errorMessage": f"unusable S3 notification: {exc.reason}"}
-    if not refs:
-        return {**row, "errorType": S3_TEST_EVENT, "errorMessage": "S3's test event (names no object)"}
-    return {**row, "errorMessage": ", ".join(r.url for r in refs)[:500], "capturedAt": refs[0].event_time,
-            "objects": [r.url for r in refs]}
-
-
 def _object(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
 
