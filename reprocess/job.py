@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streamkit.errors import ConfigError
-from streamkit.timefmt import now_iso
+from streamkit.timefmt import now_iso, widen
 
 from .checkpoints import CheckpointStore, cancel_key, check_job_id, manifest_key, part_key, summary_key
 from .summary import EXIT_FAILURES, EXIT_OK
@@ -69,12 +69,7 @@ class Counts:
         self.seen(other.newest)
 
     def seen(self, when: str | None) -> None:
-        if not when:
-            return
-        if self.oldest is None or when < self.oldest:
-            self.oldest = when
-        if self.newest is None or when > self.newest:
-            self.newest = when
+        self.oldest, self.newest = widen(self.oldest, self.newest, when)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {n: getattr(self, n) for n in self.NUMBERS}

@@ -5,6 +5,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamkit.timefmt import widen
+
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -65,12 +67,7 @@ class Summary:
         return EXIT_FAILURES if (self.still_failing or self.parked or self.delete_failures) else EXIT_OK
 
     def seen_time(self, iso: str | None) -> None:
-        if not iso:
-            return
-        if self.oldest is None or iso < self.oldest:
-            self.oldest = iso
-        if self.newest is None or iso > self.newest:
-            self.newest = iso
+        self.oldest, self.newest = widen(self.oldest, self.newest, iso)
 
     def note(self, text: str, limit: int = 20) -> None:
         if len(self.notes) < limit and text not in self.notes:

@@ -51,3 +51,12 @@ def age_words(seconds: float) -> str:
     if seconds < 172_800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86_400:.1f} days"
+
+
+def widen(oldest: str | None, newest: str | None, when: str | None) -> tuple[str | None, str | None]:
+    """The (oldest, newest) span of ISO times grown to include ``when`` (ISO strings of one
+    format order as text, so no parsing)."""
+    if not when:
+        return oldest, newest
+    return (when if oldest is None or when < oldest else oldest,
+            when if newest is None or when > newest else newest)
