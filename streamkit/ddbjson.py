@@ -70,7 +70,10 @@ def _number(text: str) -> int | Decimal:
 
 def _number_strict(text: str) -> int | Decimal:
     """Every other number text; raises ``DeserializationError`` for what boto3 rejects."""
-    if len(text) < 39 and "." not in text and "e" not in text and "E" not in text:
+    # int() also takes surrounding whitespace and "_" separators, which boto3's create_decimal
+    # refuses: such texts go to create_decimal below, which refuses them here too.
+    if (len(text) < 39 and "." not in text and "e" not in text and "E" not in text and "_" not in text
+            and text.strip() == text):
         try:
             return int(text)
         except ValueError:
@@ -107,7 +110,7 @@ def deserialize_value(av: dict) -> Any:
     try:
         (tag,) = av
         value = av[tag]
-    except (TypeError, ValueError, KeyError):
+    except (TypeError, ValueError, LookupError):
         raise DeserializationError(f"attribute value must be a one-key dict, got {av!r:.80}") from None
     if tag == "S":
         return value
@@ -149,12 +152,16 @@ def _map(image: dict) -> dict:
             if tag == "S":
                 out[name] = value
             elif tag == "N":
-                # Non-negative integers and plain fractions inline (_number's fast paths);
-                # a non-str raises AttributeError and takes the strict path.
-                if value.isdigit() and len(value) < 39:
+                # Plain fractions, then integers, inline (_number's fast paths); "." first: one
+                # scan sends a fraction to its parse without trying it as an integer. A non-str
+                # raises TypeError and takes the strict path.
+                if "." in value:
+                    if value[-1] in _NONZERO_DIGITS and "e" not in value and "E" not in value:
+                        out[name] = _parse_decimal(value)  # a fraction; garbage or > 38 digits raise
+                    else:
+                        out[name] = _number(value)
+                elif value.isdigit() and len(value) < 39:
                     out[name] = int(value)
-                elif "." in value and value[-1] in _NONZERO_DIGITS and "e" not in value and "E" not in value:
-                    out[name] = _parse_decimal(value)  # a fraction; garbage or > 38 digits raise
                 elif value[:1] == "-" and value[1:].isdigit() and len(value) < 40:
                     out[name] = int(value)
                 else:
@@ -171,7 +178,7 @@ def _map(image: dict) -> dict:
                 out[name] = set(value)  # unhashable items raise TypeError: strict path
             else:
                 out[name] = deserialize_value(av)
-    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError):  # decimal signals too
+    except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError):  # decimal signals too
         if not isinstance(image, dict):
             raise DeserializationError(f"M value must be an object, got {type(image).__name__}") from None
         return {name: deserialize_value(av) for name, av in image.items()}
@@ -187,11 +194,14 @@ def _list(values: list) -> list:
             value = av[tag]
             if tag == "S":
                 append(value)
-            elif tag == "N":
-                if value.isdigit() and len(value) < 39:
+            elif tag == "N":  # as in _map
+                if "." in value:
+                    if value[-1] in _NONZERO_DIGITS and "e" not in value and "E" not in value:
+                        append(_parse_decimal(value))
+                    else:
+                        append(_number(value))
+                elif value.isdigit() and len(value) < 39:
                     append(int(value))
-                elif "." in value and value[-1] in _NONZERO_DIGITS and "e" not in value and "E" not in value:
-                    append(_parse_decimal(value))  # a fraction; garbage or > 38 digits raise
                 elif value[:1] == "-" and value[1:].isdigit() and len(value) < 40:
                     append(int(value))
                 else:
@@ -200,7 +210,7 @@ def _list(values: list) -> list:
                 append(_map(value))
             else:
                 append(deserialize_value(av))
-    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError):  # decimal signals too
+    except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError):  # decimal signals too
         if not isinstance(values, list):
             raise DeserializationError(f"L value must be a list, got {type(values).__name__}") from None
         return [deserialize_value(av) for av in values]

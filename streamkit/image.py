@@ -51,14 +51,15 @@ class LazyImage(Mapping):
         return value
 
     def __getitem__(self, name: str) -> Any:
+        # Strings are the commonest attribute: read straight from the image, neither decoded
+        # nor cached (the value is the image's own str object, so every read returns the same
+        # object, as the cache would). Anything else: cached after its first decode.
+        av = self._raw[name]
+        if type(av) is dict and len(av) == 1 and "S" in av:
+            return av["S"]
         values = self._values
         if name in values:
             return values[name]
-        # First read. Strings are the commonest attribute: decoded here without a call.
-        av = self._raw[name]
-        if type(av) is dict and len(av) == 1 and "S" in av:
-            value = values[name] = av["S"]
-            return value
         return self._decode(name)
 
     def get(self, name: str, default: Any = None) -> Any:

@@ -18,7 +18,7 @@ from .circuit import CIRCUIT_OPEN_REPORT, CircuitOpenError
 from .deadline import Deadline
 from .errors import MalformedEventError, is_transient
 from .log import LazyLogger
-from .record import StreamRecord
+from .record import StreamRecord, stream_record
 from .retry import call_with_retries
 
 
@@ -196,7 +196,7 @@ class BatchLoop:
                 batch.stop(index, "deadline")
                 break
             try:
-                record = StreamRecord(raw)
+                record = stream_record(raw)
                 try:
                     handle(record)  # the hot path: no retry machinery unless something fails
                 except Exception as first:

@@ -121,7 +121,7 @@ BAD_VALUES = [
     {"N": "1" * 39}, {"N": "1." + "1" * 38}, {"N": 5}, {"N": None},  # bad numbers
     {"NS": ["1", "x"]}, {"NS": [5]},
     {"B": "***not base64***"}, {"B": "QUJ"}, {"B": 5}, {"BS": ["AA==", "%%"]},  # bad base64
-    {}, {"S": "a", "N": "1"}, "S", None, 5, ["S", "a"],  # not a one-key dict
+    {}, {"S": "a", "N": "1"}, "S", None, 5, ["S", "a"], [1], ["S"],  # not a one-key dict
     {"M": "x"}, {"M": None}, {"L": 5}, {"L": None}, {"SS": 5}, {"SS": [["x"]]}, {"BS": None},
     {"M": {"a": {"N": "x"}}}, {"M": {"a": "S"}}, {"L": [{"S": "ok"}, {"Q": 1}]}, {"L": [{"M": 3}]},
 ]
@@ -136,6 +136,49 @@ def test_invalid_values_raise_a_clear_error(av):
         deserialize_image({"ok": {"S": "x"}, "bad": av})
     with pytest.raises(DeserializationError):
         deserialize_value({"L": [{"N": "1"}, av]})
+
+
+# Number texts as anything may write them: signs, leading/trailing zeros, a point anywhere,
+# exponents of either case, more than 38 digits, whitespace, underscores, non-ASCII digits.
+number_texts = st.one_of(
+    st.from_regex(r"\A[-+]?[0-9]{0,41}(\.[0-9]{0,41})?([eE][-+]?[0-9]{1,3})?\Z"),
+    st.text(st.sampled_from("0123456789.-+eE _\u0661\u00b2xN"), max_size=12),
+    st.sampled_from(["12.0", "12.", ".5", "-.5", "0.0", "-0", "00012", "1.50", "-12.340", "1e2", "1.5E+3",
+                     "1" * 38, "1" * 39, "-" + "1" * 38, "0." + "1" * 38, "1." + "0" * 37, "1.5e-130",
+                     " 1.5", "1.5 ", "1_000.5", "\u0661\u0662.5", "NaN", "Infinity", "-0.0e5"]),
+)
+
+
+def _boto3_number(text: str):
+    """TypeDeserializer's value, or ``None`` where we must refuse it: it raises, or it returns
+    NaN/Infinity (it turns garbage into NaN; a number DynamoDB stores is finite)."""
+    try:
+        value = TypeDeserializer().deserialize({"N": text})
+    except Exception:
+        return None
+    return value if value.is_finite() else None
+
+
+@settings(max_examples=500, deadline=None)
+@given(number_texts)
+def test_number_texts_match_type_deserializer_everywhere(text):
+    """Every place a number is decoded (an attribute read alone, inside a map, inside a list, in
+    a number set) gives TypeDeserializer's value (integral ones as int) or a DeserializationError
+    where boto3 refuses the text."""
+    theirs = _boto3_number(text)
+    places = [
+        lambda: deserialize_value({"N": text}),
+        lambda: deserialize_image({"a": {"S": "x"}, "n": {"N": text}})["n"],
+        lambda: deserialize_value({"L": [{"S": "x"}, {"N": text}]})[1],
+        lambda: deserialize_value({"M": {"m": {"M": {"n": {"N": text}}}}})["m"]["n"],
+        lambda: next(iter(deserialize_value({"NS": [text]}))),
+    ]
+    for place in places:
+        if theirs is None:
+            with pytest.raises(DeserializationError):
+                place()
+        else:
+            assert_same(place(), theirs)
 
 
 @pytest.mark.parametrize("image", ["x", 5, [{"S": "a"}], ("a",)])
