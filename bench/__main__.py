@@ -38,18 +38,25 @@ MISS_NOTES = {
         "handler's import is the difference). The two targets cannot both hold for a dlq-capture consumer "
         "on this runtime; the first failing invocation no longer pays for the client (first invocation "
         "column). On AWS with a SigV4 OpenSearch domain the sink imports boto3 anyway. opensearch-py comes on "
-        "top (its import is about three quarters of boto3's, more than half of it `requests`, which its "
-        "Urllib3HttpConnection does not use; not shipping `requests` in search-indexer's package would "
-        "leave opensearch-py on urllib3, which boto3 brings already: a packaging change, not made here)."),
+        "top: `import opensearchpy` alone is about 0.9x `import boto3` in CPU time (c2's measure, 2026-11-30), "
+        "a third of it `requests`, which opensearch-py 3.2.0 imports unconditionally (`opensearchpy/helpers/"
+        "signer.py`, reached from `import opensearchpy` through client, transport, serializer and helpers), "
+        "so a package without `requests` cannot import it: leaving it out would take a patched opensearch-py "
+        "or a sink on urllib3 alone."),
     "deserializer vs TypeDeserializer (decimal-heavy": (
-        "Each fraction costs one `Context.create_decimal` call in both deserializers (boto3 makes the same "
-        "call; it is about a third of streamkit's time per decimal attribute, see the per-type table), and "
-        "what remains is Python's per-value loop: the ratio is bounded near 2x without caching number texts "
-        "or a C extension, neither of which is worth its risk here. A handler that reads a few attributes "
-        "of such an item never decodes the rest (LazyImage: the 20 KB 3-field rows)."),
+        "A fraction costs both deserializers about the same, ~250 ns over a string (one "
+        "`Context.create_decimal` call, the Decimal's allocation and release, and our int-or-Decimal text "
+        "test); boto3's lead is its ~440 ns of dispatch per value against our ~110 ns, which a value that "
+        "costs 250 ns more in both cannot turn into 3x (~2.1x is the bound). Measured and dropped (c2, CPU "
+        "time): a bounded text-to-Decimal cache (1.33x on this row: random prices miss; 3.15x only where one "
+        "text repeats), a dict of per-tag functions (1.31x), `Decimal(text)` instead of the context (153 ns "
+        "against 121 ns). A handler that reads a few attributes of such an item never decodes the rest "
+        "(LazyImage: the 20 KB 3-field rows)."),
     "deserializer vs TypeDeserializer (20 KB": (
-        "The nested 20 KB images are half numbers (decimals among them): the same bound as the decimal-heavy "
-        "row applies to that share."),
+        "Per image: 955 values, of which 265 fractions and 208 integers (half), 194 strings, 208 maps, 39 "
+        "lists, 37 string sets. The numbers cost both deserializers about the same per value (see the "
+        "decimal-heavy note); the same images with every number turned into a string decode 2.7x faster than "
+        "boto3 (c2's measure), so the number half holds the row near 2x."),
     "happy path vs naive (200 B": (
         "At 200 B the naive loop's whole-image TypeDeserializer is only ~5 attributes; streamkit's per-record "
         "floor is the StreamRecord view, the key decode and three attribute reads through Python-level "
@@ -61,12 +68,13 @@ MISS_NOTES = {
         "On Kinesis every contender decodes `kinesis.data` (base64, then JSON) per record: in streamkit's "
         "profile `a2b_base64` and the JSON decoder are the largest share of its own time (about 40%), and the reference row (the same "
         "changes from DynamoDB Streams, decoded by Lambda's runtime untimed) shows what is left, a few µs. "
-        "The ratio is the decoding both pay plus streamkit's few µs over Powertools' data classes; it moves "
-        "with the machine's load more than the other rows (interleaved rounds of 0.4-4 MB events)."),
+        "The ratio is the decoding both pay plus streamkit's few µs over Powertools' data classes. Of "
+        "streamkit's ~20 µs per 2.5 KB record, base64 is ~7 µs (CPython's `a2b_base64`, ~2 ns a byte of "
+        "the 3.9 KB text) and the JSON scanner ~9 µs (called directly, without `json.loads`' wrappers); "
+        "nothing is decoded twice, and no stdlib decoder reads part of a JSON text."),
     "deserializer vs TypeDeserializer (2.5 KB": (
-        "A close miss on a row that moves between runs on this shared machine (quick and full runs of the "
-        "same code today gave 2.9-6.8x): the per-type table of the same run shows the attribute types these "
-        "images hold (`S`, `M`, `L`, `SS`) at 2.9-5.9x."),
+        "These images are mostly strings (3.2-3.6x in c2's CPU-time runs): a miss here is a close one; the "
+        "per-type table of the same run shows the attribute types they hold (`S`, `M`, `L`, `SS`)."),
 }
 
 
@@ -191,7 +199,9 @@ def per_record_sections(report: Report, rows: list[dict]) -> None:
             "per attribute read. The last row is streamkit on the same changes from DynamoDB Streams (there "
             "Lambda's runtime parsed the change with the event, untimed): the difference is the Kinesis "
             "decoding every contender pays (which is why the naive loop's ratio has no goal here: the "
-            "decoding both pay is most of the time). The Powertools goal here is 0.5x (b1's).\n\n"
+            "decoding both pay is most of the time). The Powertools goal here is 0.5x (b1's). Times are CPU "
+            "time of the bench process (`bench.timing.CPU`: rounds of 0.4-4 MB events are long enough for a "
+            "loaded machine's scheduler to cut into them).\n\n"
             + "\n".join(lines))
 
     mem = [r for r in rows if r["section"] == "memory"]
@@ -225,7 +235,8 @@ def deserializer_section(report: Report) -> None:
     for r in (r for r in drows if r["bench"] == "deserializer per type"):
         lines.append(f"| {r['contender']} | {r['boto3_ns']:,.0f} | {r['ours_ns']:,.0f} | {_x(r['speedup'])} |")
     report.sections.append("## Deserializer: whole images, streamkit vs boto3's TypeDeserializer (fastest of "
-                           f"{deserializer.ROUNDS} interleaved rounds)\n\n" + "\n".join(lines))
+                           f"{deserializer.ROUNDS} interleaved rounds, CPU time of the bench process)\n\n"
+                           + "\n".join(lines))
 
 
 def fixed_section(report: Report) -> None:

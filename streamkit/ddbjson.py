@@ -12,8 +12,8 @@ Conversions:
 
 * ``deserialize_value`` / ``deserialize_image``: Lambda JSON or boto3 low-level -> Python.
   The hot path (every image a handler reads). Ours rather than boto3's ``TypeDeserializer``:
-  one tight if-chain ordered by how often each type appears in real items, no per-value
-  method dispatch, integral numbers as ``int`` (what handlers want), binary as ``bytes``,
+  one tight loop per map or list that finds strings and numbers by a key test and the rest
+  by an if-chain, no per-value method dispatch, integral numbers as ``int`` (what handlers want), binary as ``bytes``,
   and no boto3 import on the happy path. ``bench/deserializer.py`` measures it.
 * ``serialize_value`` / ``serialize_image``: Python -> Lambda JSON (test events, benchmarks).
 * ``lambda_to_client`` / ``lambda_image_to_client``: Lambda JSON -> boto3 low-level (a
@@ -141,20 +141,20 @@ def deserialize_value(av: dict) -> Any:
 
 
 def _map(image: dict) -> dict:
-    # The commonest scalar types are inlined (no call per attribute), and shape checks
-    # come for free from the unpacking: anything odd falls back to the strict path,
-    # which raises the precise error.
+    # The commonest types are inlined (no call per attribute); a string or a number is found
+    # by a key test (cheaper than unpacking the one-key dict). Shape checks come for free:
+    # anything odd raises in here and falls back to the strict path, which raises the
+    # precise error.
     out = {}
     try:
         for name, av in image.items():
-            (tag,) = av
-            value = av[tag]
-            if tag == "S":
-                out[name] = value
-            elif tag == "N":
+            if "S" in av and len(av) == 1:
+                out[name] = av["S"]
+            elif "N" in av and len(av) == 1:
                 # Plain fractions, then integers, inline (_number's fast paths); "." first: one
                 # scan sends a fraction to its parse without trying it as an integer. A non-str
                 # raises TypeError and takes the strict path.
+                value = av["N"]
                 if "." in value:
                     if value[-1] in _NONZERO_DIGITS and "e" not in value and "E" not in value:
                         out[name] = _parse_decimal(value)  # a fraction; garbage or > 38 digits raise
@@ -166,18 +166,21 @@ def _map(image: dict) -> dict:
                     out[name] = int(value)
                 else:
                     out[name] = _number(value)
-            elif tag == "BOOL":
-                out[name] = value
-            elif tag == "M":
-                out[name] = _map(value)
-            elif tag == "L":
-                out[name] = _list(value)
-            elif tag == "NULL":
-                out[name] = None
-            elif tag == "SS" and type(value) is list:
-                out[name] = set(value)  # unhashable items raise TypeError: strict path
             else:
-                out[name] = deserialize_value(av)
+                (tag,) = av
+                value = av[tag]
+                if tag == "BOOL":
+                    out[name] = value
+                elif tag == "M":
+                    out[name] = _map(value)
+                elif tag == "L":
+                    out[name] = _list(value)
+                elif tag == "NULL":
+                    out[name] = None
+                elif tag == "SS" and type(value) is list:
+                    out[name] = set(value)  # unhashable items raise TypeError: strict path
+                else:
+                    out[name] = deserialize_value(av)
     except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError):  # decimal signals too
         if not isinstance(image, dict):
             raise DeserializationError(f"M value must be an object, got {type(image).__name__}") from None
@@ -189,12 +192,11 @@ def _list(values: list) -> list:
     out: list = []
     append = out.append
     try:
-        for av in values:
-            (tag,) = av
-            value = av[tag]
-            if tag == "S":
-                append(value)
-            elif tag == "N":  # as in _map
+        for av in values:  # as in _map
+            if "S" in av and len(av) == 1:
+                append(av["S"])
+            elif "N" in av and len(av) == 1:
+                value = av["N"]
                 if "." in value:
                     if value[-1] in _NONZERO_DIGITS and "e" not in value and "E" not in value:
                         append(_parse_decimal(value))
@@ -206,8 +208,8 @@ def _list(values: list) -> list:
                     append(int(value))
                 else:
                     append(_number(value))
-            elif tag == "M":
-                append(_map(value))
+            elif "M" in av and len(av) == 1:
+                append(_map(av["M"]))
             else:
                 append(deserialize_value(av))
     except (TypeError, ValueError, LookupError, AttributeError, ArithmeticError):  # decimal signals too
@@ -224,6 +226,8 @@ def deserialize_map(image: dict) -> dict:
 
 def deserialize_image(image: dict | None) -> dict | None:
     """A whole image (``NewImage``/``OldImage``/``Keys``) -> dict of plain values."""
+    if type(image) is dict:
+        return _map(image)
     if image is None:
         return None
     if not isinstance(image, dict):

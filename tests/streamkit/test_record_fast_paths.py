@@ -1,15 +1,19 @@
 """The per-record fast paths (issue 16's 200 B rows) behave exactly like the general code they
 skip: ``stream_record`` (the loop's constructor) like ``StreamRecord(...)``, the one-string-key
 ``keys`` and the inline ``new_image`` like ``_image``, and an uncached string read of a
-``LazyImage`` like a decoded, cached one. Every record shape here, well-formed or not."""
+``LazyImage`` like a decoded, cached one, and Kinesis ``data`` through json's C scanner like
+``json.loads``. Every record shape here, well-formed or not."""
 from __future__ import annotations
 
+import base64
 import copy
+import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamkit import sources
 from streamkit.ddbjson import DeserializationError, deserialize_image
 from streamkit.errors import MalformedRecordError
 from streamkit.image import LazyImage
@@ -123,3 +127,27 @@ def test_string_reads_are_the_images_own_objects_and_never_stale():
         image["bad"]  # two tags: not a string attribute, whatever its "S"
     del raw_image["bad"]
     assert dict(image) == {"s": "text", "n": 1} and image["s"] is first
+
+
+_CHANGE = {"eventName": "INSERT", "dynamodb": {"Keys": {"user_id": {"S": "u\u00e9"}}}}
+_JSON = json.dumps(_CHANGE, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("payload", [
+    _JSON.encode(), (" \n" + _JSON + " \r\n").encode(), ("\ufeff" + _JSON).encode("utf-8"), _JSON.encode("utf-16"),
+    _JSON.encode("utf-32-le"), (_JSON + " x").encode(), (_JSON + _JSON).encode(), b"[1, 2]", b"", b"  ", b"\xff\xfe\xfd",
+    b'{"a": 1', b'{"a": NaN}', b"null", b'"text"',
+], ids=repr)
+def test_kinesis_data_decodes_as_json_loads_does(payload):
+    """The C scanner's shortcut for ``kinesis.data`` takes exactly what ``json.loads`` takes: the
+    same change, or a ValueError where json.loads refuses the text or it is not an object."""
+    data = base64.b64encode(payload).decode()
+    try:
+        expected = json.loads(payload)
+    except ValueError:
+        expected = None
+    if isinstance(expected, dict):
+        assert sources.decode_data(data) == expected
+    else:
+        with pytest.raises(ValueError, match="kinesis.data"):
+            sources.decode_data(data)
