@@ -65,7 +65,7 @@ def sequence_number_of(raw: Any) -> str | None:
 # json's C scanner, called directly: json.loads(bytes) adds its encoding detection, two regex
 # whitespace matches and three Python frames to every record (about 10% of a 2.5 KB change's
 # decode, issue 16's Kinesis rows). Anything it does not take whole goes through json.loads.
-_scan_json = json.JSONDecoder().scan_once
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__, untyped
 
 
 def decode_data(data: Any) -> dict:
