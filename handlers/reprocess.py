@@ -1,6 +1,8 @@
 """The reprocess Lambda: run one operator job (a drain by default), on demand or on a schedule,
-or a part of a backfill or a rewind (``"kind": "backfill" | "rewind"``: ``reprocess.remote``,
-which keeps its own checkpoints and continuations).
+or a part of a backfill or a rewind (``"kind": "backfill" | "rewind"`` without ``"request"``:
+``reprocess.remote``, which keeps its own checkpoints and continuations). A backfill or rewind
+the operator API starts comes in the API's shape (below) and fans its parts out from here
+(``reprocess.checkpointed``).
 
 Event, a drain (the schedule's and the CLI's shape):
     {"consumer": "search-indexer", "max"?: int, "mode"?: "replay"|"latest",
@@ -26,7 +28,7 @@ import time
 from typing import Any
 
 from reprocess.jobkinds import KINDS, JobContext, get_kind
-from reprocess.jobstore import JOB_ID, CancelPoll, JobStore, status_of
+from reprocess.jobstore import FINAL_STATUSES, JOB_ID, CancelPoll, JobStore, status_of
 from reprocess.options import JOB_KINDS, JOBS_BUCKET, LAMBDA_SETTINGS, DrainOptions
 from reprocess.summary import EXIT_USAGE
 from reprocess.worker import drain
@@ -45,7 +47,7 @@ PROGRESS_EVERY_S = 5.0  # a status write at most this often while running (plus 
 
 def handler(event: Any, context: Any) -> dict:
     kind = event.get("kind") if isinstance(event, dict) else None
-    if kind in JOB_KINDS:  # a backfill or a rewind: checkpoints and summary in the jobs bucket
+    if kind in JOB_KINDS and "request" not in event:  # a backfill's or rewind's part, the CLI's or a schedule's
         from reprocess.remote import handle_event
 
         return handle_event(event, context, margin_ms=MARGIN_MS)
@@ -56,13 +58,15 @@ def handler(event: Any, context: Any) -> dict:
     reporter = _Reporter(store, job_id, started, total=event.get("total") if isinstance(event, dict) else None)
     reporter.save({"status": "running", "startedAt": now_iso()})
     ctx = JobContext(job_id=job_id, total=reporter.total, should_stop=CancelPoll(store, job_id),
-                     report=reporter.progress, deadline=deadline, options={"wait_time_s": 1})
+                     report=reporter.progress, deadline=deadline, options={"wait_time_s": 1},
+                     jobs_bucket=store.bucket if store is not None else None)
     result = _run(event, ctx)
     if job_id is not None and store is None:
         result.setdefault("notes", []).append("job summary not stored: no JOBS_BUCKET or an invalid jobId")
     cancelled = str(result.get("stopped_by") or "").startswith("cancelled")
-    reporter.save({"status": status_of(result, cancelled=cancelled), "summary": result,
-                   "stoppedBy": result.get("stopped_by"), "finishedAt": now_iso(),
+    status = status_of(result, cancelled=cancelled)  # a backfill's parts may still be running
+    reporter.save({"status": status, "summary": result, "stoppedBy": result.get("stopped_by"),
+                   "finishedAt": now_iso() if status in FINAL_STATUSES else None,
                    "durationS": round(time.time() - started, 3), "error": result.get("error")}, final=True)
     return result
 

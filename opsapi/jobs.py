@@ -19,7 +19,16 @@ from collections.abc import Callable
 from typing import Any
 
 from reprocess.jobkinds import JobContext, Plan, get_kind
-from reprocess.jobstore import FINAL_STATUSES, STATUS_FIELDS, JobStore, cancelled_by, eta_seconds, new_job_id, status_of
+from reprocess.jobstore import (
+    FINAL_STATUSES,
+    STATUS_FIELDS,
+    JobStore,
+    cancelled_by,
+    eta_seconds,
+    new_job_id,
+    newest_first,
+    status_of,
+)
 from streamkit.awsclient import ClientCache, describe_aws_error
 from streamkit.timefmt import now_iso
 
@@ -137,7 +146,7 @@ class JobRunner:
                 self._save_status(job_id)
 
         ctx = JobContext(job_id=job_id, total=job["total"], should_stop=lambda: self._cancel.get(job_id),
-                         report=report, options=dict(self.drain_options))
+                         report=report, options=dict(self.drain_options), jobs_bucket=self.jobs_bucket)
         try:
             summary = get_kind(job["kind"]).run(job["consumer"], job["request"], ctx)
             stopped = summary.get("stopped_by")
@@ -219,7 +228,7 @@ class JobRunner:
         with self._lock:
             mine = sorted(self._jobs, reverse=True)
         out, seen = [], set()
-        for job_id in sorted(set(ids) | set(mine[:limit]), reverse=True)[:limit]:
+        for job_id in newest_first(set(ids) | set(mine[:limit]))[:limit]:
             job = self.get(job_id)
             if job is not None and job_id not in seen:
                 seen.add(job_id)
@@ -251,6 +260,11 @@ class JobRunner:
             total = progress.get("total")
             if total:
                 progress["percent"] = round(100 * min(progress.get("done") or 0, total) / total, 1)
+        if not job.get("title") and job.get("kind"):  # a job started outside the API (reprocess.py)
+            try:
+                job["title"] = get_kind(job["kind"]).title
+            except Exception:
+                job["title"] = job["kind"]
         summary = job.get("summary") or {}
         if not job.get("stoppedBy") and summary.get("stopped_by"):
             job["stoppedBy"] = summary["stopped_by"]

@@ -58,11 +58,12 @@ def json_body(request: Request) -> dict:
     return data
 
 
-def confirm_count(data: dict) -> int | None:
-    """``confirmCount``: the count the operator saw and confirmed (1 to 10000), None when absent."""
+def confirm_count(data: dict, high: int = 10_000) -> int | None:
+    """``confirmCount``: the count the operator saw and confirmed (1 to ``high``: the job
+    kind's), None when absent."""
     value = data.pop("confirmCount", None)
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10_000:
-        raise ApiError(400, f"confirmCount must be an integer from 1 to 10000 (the count you confirmed), got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+        raise ApiError(400, f"confirmCount must be an integer from 1 to {high} (the count you confirmed), got {value!r}")
     return value

@@ -8,7 +8,9 @@ Routes (all JSON except ``/``):
   GET  /consumers/<name>/charts           the last 3 hours, minute by minute
   POST /consumers/<name>/reprocess        a drain job          } without "confirmCount": 428 with the
   POST /consumers/<name>/redrive          a redrive of parked  } count to confirm; with it: 202 {"jobId"}
-  POST /consumers/<name>/jobs/<kind>      any registered job kind
+  POST /consumers/<name>/jobs/<kind>      any registered job kind: drain, redrive, backfill
+                                          ({"segments", "rate", "pageSize", "dryRun"}), rewind
+                                          ({"since", "until", "window", "mode", "dryRun"})
   GET  /jobs, GET /jobs/<id>              history and one job (progress, ETA, why it stopped, caller)
   POST /jobs/<id>/cancel                  stop a job before its next message
 
@@ -23,6 +25,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from consumers.registry import CONSUMERS, REPROCESS_MODES, Consumer, UnknownConsumerError, get_consumer
 from reprocess.jobkinds import KINDS
 from reprocess.options import OptionsError
+from streamkit.errors import ConfigError
 
 from . import params
 from .errors import ApiError
@@ -102,7 +105,7 @@ def start_job(name: str, kind: str) -> Response:
         raise ApiError(404, f"unknown job kind {kind!r}", known=list(KINDS))
     spec = KINDS[kind]
     data = params.json_body(request)
-    confirmed = params.confirm_count(data)
+    confirmed = params.confirm_count(data, spec.max_confirm)
     try:
         job_request = spec.parse(data, consumer.name)
     except OptionsError as exc:
@@ -110,8 +113,11 @@ def start_job(name: str, kind: str) -> Response:
     svc = get_services()
     if kind == "drain":
         _check_local_latest(consumer, job_request)
-    plan = svc.jobs.plan(kind, consumer.name, job_request)
-    limit = job_request.get(spec.limit_field)
+    try:
+        plan = svc.jobs.plan(kind, consumer.name, job_request)
+    except ConfigError as exc:  # the job could not run as asked (a rewind past retention, no table)
+        raise ApiError(400, str(exc)) from None
+    limit = job_request.get(spec.limit_field) if spec.limit_field else None
     if spec.changes_nothing(job_request):
         known = [x for x in (limit, plan.count) if x is not None]
         total = min(known) if known else None
@@ -124,7 +130,8 @@ def start_job(name: str, kind: str) -> Response:
                                 **({"countError": plan.error} if plan.error else {})})
     else:
         total = confirmed if limit is None else min(limit, confirmed)
-        job_request[spec.limit_field] = total  # never more than the operator confirmed
+        if spec.limit_field:
+            job_request[spec.limit_field] = total  # never more than the operator confirmed
     try:
         job = svc.jobs.start(kind, consumer.name, job_request, caller=caller_of(request), total=total,
                              confirmed=confirmed is not None)

@@ -11,7 +11,8 @@ directory as the fallback for runs without a bucket. The layout, relative to the
                                       (parts), the resolved time range, created when
     jobs/<jobId>/parts/<part>.json    one part's state: status, checkpoint, counts
     jobs/<jobId>/cancel.json          present = cancel: parts stop at their next checkpoint
-                                      ({"by": {"display": who}, "at": iso}, the operator API's form)
+                                      (its format and key: ``reprocess.jobstore``, the owner of
+                                      the operator jobs' records, which the API writes too)
 
 Each part's state is written by the one runner of that part (a thread, or one Lambda
 invocation at a time: a continuation starts after the previous invocation's last write).
@@ -45,10 +46,6 @@ def part_key(job_id: str, part: str) -> str:
     return f"jobs/{job_id}/parts/{part}.json"
 
 
-def cancel_key(job_id: str) -> str:
-    return f"jobs/{job_id}/cancel.json"
-
-
 def check_job_id(job_id: Any) -> str:
     if not isinstance(job_id, str) or not JOB_ID.match(job_id):
         raise ConfigError(f"a job id is 1 to 64 letters, digits, '-' or '_', got {job_id!r}")
@@ -63,6 +60,9 @@ class CheckpointStore(Protocol):
 
     def put(self, key: str, data: dict) -> None:
         """Write ``data`` at ``key`` (whole, replacing what was there)."""
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (nothing when it is not there)."""
 
     def remote(self) -> bool:
         """True when Lambdas can read it (S3)."""
@@ -94,6 +94,9 @@ class S3Store:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(data, default=str).encode(),
                            ContentType="application/json")
 
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+
     def remote(self) -> bool:
         return True
 
@@ -118,6 +121,9 @@ class FileStore:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, default=str))
         os.replace(tmp, path)
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
 
     def remote(self) -> bool:
         return False

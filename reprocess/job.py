@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -29,7 +28,8 @@ from typing import Any, Protocol
 from streamkit.errors import ConfigError
 from streamkit.timefmt import now_iso, widen
 
-from .checkpoints import CheckpointStore, cancel_key, check_job_id, manifest_key, part_key, summary_key
+from .checkpoints import CheckpointStore, check_job_id, manifest_key, part_key, summary_key
+from .jobstore import cancel_key, cancel_request, new_job_id
 from .summary import EXIT_FAILURES, EXIT_OK
 
 PART_STATUSES = ("pending", "running", "paused", "failed", "cancelled", "done")
@@ -122,12 +122,14 @@ class Job:
         self.job_id: str = manifest["jobId"]
         self._cancel_seen: tuple[float, bool] = (0.0, False)
         self._lock = threading.Lock()
+        # a cancel this process hears of first (the operator API's, in memory): seen at once
+        self.cancel_heard: Callable[[], str | None] | None = None
 
     # ---- creating and finding ----------------------------------------------------------
     @classmethod
     def create(cls, store: CheckpointStore, *, kind: str, consumer: str, options: dict, parts: list[str], source: dict,
                job_id: str | None = None) -> Job:
-        job_id = check_job_id(job_id) if job_id else uuid.uuid4().hex
+        job_id = check_job_id(job_id) if job_id else new_job_id()  # time-ordered: the API lists it in order
         if store.get(manifest_key(job_id)) is not None:
             raise JobError(f"job {job_id} already exists in {store.location}; resume it with --resume {job_id}")
         manifest = {"jobId": job_id, "kind": kind, "consumer": consumer, "options": options, "parts": parts,
@@ -172,12 +174,37 @@ class Job:
         return [self.part_state(p) for p in self.parts]
 
     # ---- cancel --------------------------------------------------------------------------
-    def cancel(self, by: str | None = None) -> None:
-        """Ask every part to stop at its next checkpoint (the operator API writes the same)."""
-        self.store.put(cancel_key(self.job_id), {"by": {"display": by or "an operator"}, "at": now_iso()})
+    def cancel(self, by: dict | str | None = None) -> None:
+        """Ask every part to stop at its next checkpoint (``cancel.json``, ``reprocess.jobstore``'s
+        format: the operator API writes the same)."""
+        self.store.put(cancel_key(self.job_id), cancel_request(by))
+
+    def cancel_requested(self) -> dict | None:
+        """The cancel request (who, when), or None."""
+        return self.store.get(cancel_key(self.job_id))
+
+    def reopen(self) -> list[str]:
+        """An operator's resume of a cancelled job: the cancel request is withdrawn and the
+        cancelled parts are paused again, so they run on from their checkpoints. The parts
+        reopened. (Only a person's ``--resume`` does this, never a Lambda continuation.)"""
+        if self.store.get(cancel_key(self.job_id)) is not None:
+            self.store.delete(cancel_key(self.job_id))
+        with self._lock:
+            self._cancel_seen = (0.0, False)
+        reopened = []
+        for state in self.states():
+            if state.status == "cancelled":
+                state.status, state.stopped_by = "paused", "resumed after a cancel"
+                self.save_part(state)
+                reopened.append(state.part)
+        return reopened
 
     def cancelled(self, fresh: bool = False) -> bool:
         """Is there a cancel marker? Read at most every few seconds (it is a GET per look)."""
+        if self.cancel_heard is not None and self.cancel_heard():
+            with self._lock:
+                self._cancel_seen = (time.monotonic(), True)
+            return True
         with self._lock:
             at, seen = self._cancel_seen
             if seen or (not fresh and time.monotonic() - at < CANCEL_CHECK_INTERVAL_S):
@@ -219,6 +246,9 @@ class Job:
             status, code = "paused", EXIT_FAILURES
         out = {
             "kind": self.kind, "job_id": self.job_id, "consumer": self.consumer,
+            **({"windows": self.source.get("windows"),
+                "windows_done": sum(int(s.checkpoint.get("window") or 0) for s in states)}
+               if self.kind == "rewind" else {}),
             "mode": self.source.get("mode"), "dry_run": dry_run, "status": status,
             "parts": len(states), "part_status": dict(by_status),
             **total.to_dict(),
@@ -236,6 +266,18 @@ class Job:
         if summary["status"] in ("succeeded", "finished-with-failures", "cancelled"):
             self.store.put(summary_key(self.job_id), {**summary, "jobId": self.job_id, "finishedAt": now_iso()})
         return summary
+
+
+def progress_of(summary: dict) -> tuple[int, int | None]:
+    """(done, total) of a job summary, as an operator reads it: items taken of the table's
+    count for a backfill; windows of a rewind (a window is done on every part, on average)."""
+    if summary.get("kind") == "rewind":
+        parts = max(1, int(summary.get("parts") or 1))
+        return int(summary.get("windows_done") or 0) // parts, summary.get("windows")
+    total = (summary.get("source") or {}).get("itemCount")
+    if summary.get("status") == "planned":  # a backfill's dry run: it would take them all
+        return int(total or 0), total
+    return int(summary.get("taken") or 0), total
 
 
 class PartRunner(Protocol):

@@ -32,7 +32,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "<service>-<stage>-reprocess) and follow it from the jobs bucket")
     p.add_argument("--detach", action="store_true", help="with --remote: start the job, print its id, do not follow")
     p.add_argument("--function", help="the reprocess function for --remote")
-    p.add_argument("--resume", metavar="JOB_ID", help="continue this job from its checkpoints")
+    p.add_argument("--resume", metavar="JOB_ID",
+                   help="continue this job from its checkpoints (a cancelled one too: its cancel is withdrawn)")
     p.add_argument("--job-id", help="name a new job (default: a random id)")
     p.add_argument("--checkpoints", metavar="s3://BUCKET|DIR",
                    help="where the job keeps its state (default: s3://$JOBS_BUCKET, else .local-state/)")
@@ -212,6 +213,10 @@ def _run(args: argparse.Namespace) -> int:
         if job.kind != args.command or job.consumer != args.consumer:
             print(f"reprocess: error: job {args.resume} is a {job.kind} of {job.consumer}", file=sys.stderr)
             return EXIT_USAGE
+        reopened = job.reopen()  # resuming a cancelled job is the operator's new decision
+        if reopened:
+            print(f"job {job.job_id}: cancel withdrawn; part(s) {', '.join(reopened)} go on from their checkpoints",
+                  file=sys.stderr)
         options = options_of(job)
     else:
         if args.command == "rewind" and not args.since:

@@ -10,7 +10,8 @@ job kind (a rewind or backfill) plugs in with ``register(JobKind(...))``::
     register(JobKind(name="backfill", title="backfill from the table", parse=..., plan=..., run=...))
 
 and the API's confirmation, progress, cancel, history and caller identity work for it as they
-do for a drain.
+do for a drain. ``reprocess.checkpointed`` registers the backfill and the rewind this way
+(imported at the end of this module, so every user of the registry sees them).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class JobContext:
     report: Callable[[int, dict], None] = lambda done, summary: None  # progress: done so far, summary so far
     deadline: Any = None  # a streamkit.deadline.Deadline (the Lambda's) or None
     options: dict = field(default_factory=dict)  # extra keywords for the runner (tests, the local API)
+    jobs_bucket: str | None = None  # where the job's records are (a backfill's checkpoints go beside them)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ class JobKind:
     plan: Callable[[Any, str, dict], Plan]  # (boto3 ClientCache, consumer, request) -> Plan
     run: Callable[[str, dict, JobContext], dict]  # (consumer, request, context) -> summary (exit_code, stopped_by)
     changes_nothing: Callable[[dict], bool] = lambda request: False  # a dry run: no confirmation needed
-    limit_field: str = "max"  # the request field the confirmed count caps
+    limit_field: str | None = "max"  # the request field the confirmed count caps (None: it caps nothing,
+    #                                  it is the progress' total: a backfill's items, a rewind's windows)
+    max_confirm: int = 10_000  # the largest count an operator may confirm
 
 
 KINDS: dict[str, JobKind] = {}
@@ -148,3 +152,6 @@ register(JobKind(
     plan=lambda clients, consumer, request: _queue_plan(clients, consumer, "parking"),
     run=_redrive_run,
 ))
+
+
+from . import checkpointed  # noqa: E402,F401  (registers backfill and rewind)

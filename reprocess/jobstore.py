@@ -7,10 +7,22 @@ reload, an API restart and a Lambda cold start, and any API container can answer
 
     jobs/<jobId>/job.json      what was asked, by whom (the API writes it once)
     jobs/<jobId>/status.json   status, progress, summary (the runner writes it as it goes)
-    jobs/<jobId>/cancel.json   a cancel request: who, when (the API writes it; the runner polls)
+    jobs/<jobId>/cancel.json   a cancel request: who, when (the API or ``reprocess.py jobs cancel``
+                               writes it; a drain's runner and a backfill's or rewind's parts poll it)
 
-Job ids are 32 hex characters that sort by creation time (milliseconds first), so the newest
-jobs are the last keys of a listing. The bucket expires ``jobs/`` after 7 days (serverless.yml).
+This module is the one owner of ``cancel.json`` (``cancel_key``, ``cancel_request``,
+``cancelled_by``): the backfill and rewind parts (``reprocess.job``) read and write it here.
+
+A backfill or rewind keeps its manifest and checkpoints beside these (``reprocess.checkpoints``:
+``manifest.json``, ``parts/``). One started by the operator API has all of them; one started
+by ``reprocess.py`` (or the rewind schedule) has only the manifest and its parts, and ``load``
+answers for it from them: kind, consumer, options, status and progress from its parts' states,
+runner ``cli``, no caller.
+
+Job ids made here are 32 hex characters that sort by creation time (milliseconds first), so
+the newest jobs are the last keys of a listing; the CLI names its jobs the same way. A job
+named by hand (``--job-id nightly``) is listed after them. The bucket expires ``jobs/`` after
+7 days (serverless.yml).
 """
 from __future__ import annotations
 
@@ -18,14 +30,22 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from streamkit.awsclient import describe_aws_error
+from streamkit.timefmt import now_iso
 
-JOB_ID = re.compile(r"[0-9a-f]{32}")
+from .checkpoints import JOB_ID as ANY_JOB_ID
+from .checkpoints import manifest_key
+
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # what new_job_id makes (the API's jobs, the CLI's unnamed ones)
 PREFIX = "jobs/"
 FINAL_STATUSES = ("succeeded", "finished-with-failures", "cancelled", "failed")
+# a backfill's or rewind's summary while its parts are not all finished (reprocess.job.Job.summary)
+UNFINISHED_JOB_STATUSES = ("running", "paused")
+EARLIEST_MS = 1_577_836_800_000  # 2020-01-01: a time-ordered id starts at or after it
+STALE_STATUS_S = 30.0  # a running job's status.json older than this: read its parts instead
 # what the runner writes (status.json); job.json never holds them, so it cannot contradict them
 STATUS_FIELDS = ("status", "startedAt", "finishedAt", "durationS", "progress", "summary", "stoppedBy", "error")
 
@@ -36,15 +56,46 @@ def new_job_id(now: float | None = None) -> str:
     return f"{ms:012x}{uuid.uuid4().hex[:20]}"
 
 
+def time_ordered(job_id: str, now: float | None = None) -> bool:
+    """Was ``job_id`` made by ``new_job_id`` (its first 12 hex digits a plausible time)?"""
+    if not JOB_ID.fullmatch(job_id or ""):
+        return False
+    ms = int(job_id[:12], 16)
+    return EARLIEST_MS <= ms <= ((time.time() if now is None else now) + 86_400) * 1000
+
+
+def newest_first(job_ids: Iterable[str]) -> list[str]:
+    """Time-ordered ids newest first, then the ones named by hand (by name)."""
+    now = time.time()
+    ids = set(job_ids)
+    timed = sorted((i for i in ids if time_ordered(i, now)), reverse=True)
+    return timed + sorted(ids - set(timed))
+
+
 def key(job_id: str, part: str) -> str:
     return f"{PREFIX}{job_id}/{part}.json"
 
 
+def cancel_key(job_id: str) -> str:
+    return key(job_id, "cancel")
+
+
+def cancel_request(by: dict | str | None, at: str | None = None) -> dict:
+    """The body of ``cancel.json``: ``{"by": <caller>, "at": iso}``. ``by`` is the API's caller
+    (``opsapi.security.caller_of``: arn, source, display, ...) or words (``"reprocess.py jobs
+    cancel"``), which become ``{"display": words}``."""
+    who = dict(by) if isinstance(by, dict) else {"display": by or "an operator"}
+    return {"by": who, "at": at or now_iso()}
+
+
 def status_of(summary: dict, *, cancelled: bool = False) -> str:
-    """A finished run's status from its summary (``exit_code`` 0 / 1 / 2, ``error``)."""
+    """A run's status from its summary (``exit_code`` 0 / 1 / 2, ``error``); a backfill's or
+    rewind's summary whose parts are still going says so (``running``, ``paused``)."""
     if summary.get("error") or summary.get("exit_code") == 2:
         return "failed"
-    if cancelled:
+    if summary.get("status") in UNFINISHED_JOB_STATUSES:
+        return summary["status"]
+    if cancelled or summary.get("status") == "cancelled":
         return "cancelled"
     return "succeeded" if summary.get("exit_code") == 0 else "finished-with-failures"
 
@@ -88,12 +139,16 @@ class JobStore:
         self._put(job_id, "status", {**status, "jobId": job_id})
 
     def request_cancel(self, job_id: str, request: dict) -> None:
-        self._put(job_id, "cancel", request)
+        """Write ``cancel.json`` (``request``: made by ``cancel_request``)."""
+        self._put(job_id, "cancel", cancel_request(request.get("by"), request.get("at")))
 
     # ---- reading -----------------------------------------------------------------------------
     def _get(self, job_id: str, part: str) -> dict | None:
+        return self._get_key(key(job_id, part))
+
+    def _get_key(self, object_key: str) -> dict | None:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key(job_id, part))["Body"].read()
+            body = self.s3.get_object(Bucket=self.bucket, Key=object_key)["Body"].read()
             data = json.loads(body)
         except Exception:
             return None
@@ -104,20 +159,58 @@ class JobStore:
 
     def load(self, job_id: str) -> dict | None:
         """The job as one record (job.json, then status.json over it, then the cancel request);
-        None when neither exists."""
-        if not JOB_ID.fullmatch(job_id or ""):
+        a backfill or rewind without them (started by ``reprocess.py``), or whose status.json
+        is not final and not written lately (its Lambda coordinator has gone; its parts go on),
+        from its manifest and parts. None when there is no such job."""
+        if not ANY_JOB_ID.fullmatch(job_id or ""):
             return None
         job, status = self._get(job_id, "job"), self._get(job_id, "status")
-        if job is None and status is None:
-            return None
-        merged = {**(job or {"jobId": job_id}), **(status or {})}
-        if status is None:  # the runner has not written yet: a Lambda-run job waits for its invoke
-            merged["status"] = "submitted" if merged.get("runner") == "lambda" else "queued"
         cancel = self._get(job_id, "cancel")
+        if job is None and status is None:
+            merged = self._from_manifest(job_id, None, cancel)
+            if merged is None:
+                return None
+        else:
+            merged = {**(job or {"jobId": job_id}), **(status or {})}
+            if status is None:  # the runner has not written yet: a Lambda-run job waits for its invoke
+                merged["status"] = "submitted" if merged.get("runner") == "lambda" else "queued"
+            if merged.get("kind") in ("backfill", "rewind") and _stale(status):
+                merged = self._from_manifest(job_id, merged, cancel) or merged
         if cancel is not None:
             merged["cancelRequested"] = cancel
         merged["stored"] = self.where(job_id)
         return merged
+
+    def _from_manifest(self, job_id: str, record: dict | None, cancel: dict | None) -> dict | None:
+        """A backfill's or rewind's record from its manifest and its parts' states (over
+        ``record``, the API's, when there is one); None without a manifest."""
+        manifest = self._get_key(manifest_key(job_id))
+        if manifest is None or not manifest.get("parts"):
+            return None
+        from .checkpoints import S3Store
+        from .job import Job, progress_of
+
+        job = Job(S3Store(self.bucket, self.s3), manifest)
+        try:
+            summary = job.summary()
+        except Exception as exc:
+            return {**(record or {}), "jobId": job_id, "note": f"parts not readable: {describe_aws_error(exc)}"}
+        stopped = summary.get("stopped_by")
+        if summary["status"] == "cancelled" and cancel is not None:
+            stopped = cancelled_by(cancel)
+        base = record or {
+            "jobId": job_id, "kind": job.kind, "consumer": job.consumer,
+            "request": {k: v for k, v in (manifest.get("options") or {}).items() if k not in ("kind", "consumer")},
+            "runner": "cli", "createdAt": manifest.get("createdAt"), "total": None, "confirmedCount": None,
+            "caller": {"arn": None, "source": "cli", "display": "reprocess.py (no caller recorded)"},
+            "note": (f"started outside the operator API (reprocess.py or a schedule): follow it with "
+                     f"'reprocess.py jobs show {job_id} --follow'"),
+        }
+        done, total = progress_of(summary)
+        return {**base, "status": summary["status"], "summary": summary, "stoppedBy": stopped,
+                "progress": {**(base.get("progress") or {}), "done": done, "total": base.get("total") or total,
+                             "updatedAt": now_iso()},
+                "finishedAt": (record or {}).get("finishedAt")}
 
     def recent_ids(self, limit: int = 20) -> tuple[list[str], str | None]:
         """The ``limit`` newest job ids (newest first) and an error, if the listing failed."""
@@ -133,8 +226,7 @@ class JobStore:
                     break
         except Exception as exc:
             return [], describe_aws_error(exc)
-        ids = sorted(i for i in ids if JOB_ID.fullmatch(i))
-        return ids[::-1][:limit], None
+        return newest_first(i for i in ids if ANY_JOB_ID.fullmatch(i))[:limit], None
 
 
 class CancelPoll:
@@ -158,6 +250,18 @@ class CancelPoll:
         if request is not None:
             self._reason = cancelled_by(request)
         return self._reason
+
+
+def _stale(status: dict | None) -> bool:
+    """A status.json nobody keeps up to date: absent, or not final and not written lately."""
+    if status is None:
+        return True
+    if status.get("status") in FINAL_STATUSES:
+        return False
+    from streamkit.timefmt import parse_iso
+
+    written = parse_iso(((status.get("progress") or {}).get("updatedAt")) or status.get("startedAt") or "")
+    return written is None or time.time() - written.timestamp() > STALE_STATUS_S
 
 
 def cancelled_by(request: dict) -> str:
