@@ -110,7 +110,7 @@ def plan_rewind(clients: Any, consumer: str, request: dict) -> Plan:
     options = _rewind_options(request, consumer, now).resolved()
     assert options.since is not None and options.until is not None  # parse_rewind fixed both
     windows = rewind.windows(options.since, options.until, options.window_s)
-    span = f"{windows} window(s) of {options.window_s} s from {request['since']} to {request['until']}"
+    span = f"window(s) of {options.window_s} s from {request['since']} to {request['until']}"  # after the count
     try:
         parts, _ = jobrun.plan_rewind(options, clients, now)
     except JobError as exc:  # past retention, in the future, no stream: 400; AWS unreadable: count stands

@@ -92,6 +92,20 @@ function card(c) {
       el("button", {id: "preview-" + n, onclick: () => preview(n)}, "Preview (dry run)"),
       el("button", {id: "reprocess-" + n, onclick: () => ask(n, "drain")}, "Reprocess"),
       el("button", {id: "redrive-" + n, onclick: () => ask(n, "redrive")}, "Redrive parked")),
+    el("div", {class: "actions", id: "backfill-row-" + n},
+      el("label", {}, "segments ", el("input", {id: "bf-segments-" + n, type: "number", min: "1", max: "1000", placeholder: "1", class: "small"})), " ",
+      el("label", {}, "rate ", el("input", {id: "bf-rate-" + n, type: "number", min: "1", placeholder: "unlimited", class: "small",
+        title: "read capacity units per second for the whole backfill"})), " ",
+      el("label", {}, el("input", {id: "bf-dry-" + n, type: "checkbox"}), " dry run"), " ",
+      el("button", {id: "backfill-" + n, onclick: () => ask(n, "backfill")}, "Backfill from the table")),
+    el("div", {class: "actions", id: "rewind-row-" + n},
+      el("label", {}, "since ", el("input", {id: "rw-since-" + n, placeholder: "10m or 2026-11-29T17:00:00Z", class: "filter"})), " ",
+      el("label", {}, "until ", el("input", {id: "rw-until-" + n, placeholder: "now", class: "filter"})), " ",
+      el("label", {}, "window ", el("input", {id: "rw-window-" + n, placeholder: "15m", class: "small"})), " ",
+      el("label", {}, "mode ", el("select", {id: "rw-mode-" + n}, el("option", {value: ""}, "default (" + c.reprocessMode + ")"),
+        ...MODES.map(m => el("option", {value: m}, m)))), " ",
+      el("label", {}, el("input", {id: "rw-dry-" + n, type: "checkbox"}), " dry run"), " ",
+      el("button", {id: "rewind-" + n, onclick: () => ask(n, "rewind")}, "Rewind the stream")),
     el("div", {id: "confirm-" + n, class: "confirm", hidden: ""},
       el("p", {id: "confirm-text-" + n}),
       el("button", {id: "confirm-yes-" + n, class: "danger"}, "Confirm"), " ",
@@ -227,8 +241,25 @@ async function loadFailures(n) {
 }
 
 // ---- jobs --------------------------------------------------------------------------------------------
+const CHECKPOINTED = ["backfill", "rewind"];  // their confirmation fixes the request (a rewind's times)
+function value(id) { return document.getElementById(id).value.trim(); }
 function requestFor(n, kind, dryRun) {
   if (kind === "redrive") return {};
+  if (kind === "backfill") {
+    const body = {dryRun: document.getElementById("bf-dry-" + n).checked};
+    const segments = parseInt(value("bf-segments-" + n), 10), rate = parseFloat(value("bf-rate-" + n));
+    if (!isNaN(segments)) body.segments = segments;
+    if (!isNaN(rate)) body.rate = rate;
+    return body;
+  }
+  if (kind === "rewind") {
+    const body = {dryRun: document.getElementById("rw-dry-" + n).checked};
+    for (const [field, id] of [["since", "rw-since-"], ["until", "rw-until-"], ["window", "rw-window-"], ["mode", "rw-mode-"]]) {
+      const v = value(id + n);
+      if (v) body[field] = v;
+    }
+    return body;
+  }
   const body = {dryRun: !!dryRun};
   const mode = document.getElementById("mode-" + n).value;
   const max = parseInt(document.getElementById("max-" + n).value, 10);
@@ -258,14 +289,16 @@ async function ask(n, kind) {  // the confirmation: ask the API what would run, 
     const count = c.count === null || c.count === undefined ? "an unknown number of" : c.count;
     document.getElementById("confirm-text-" + n).textContent = clean(
       (KINDS[kind] || kind) + " " + count + " " + (c.what || "") + " of " + n +
-      (body.mode ? " (" + body.mode + " mode)" : "") + "?" + (c.countError ? " (count not readable: " + c.countError + ")" : ""));
+      (body.mode && kind === "drain" ? " (" + body.mode + " mode)" : "") + "?" +
+      (c.countError ? (CHECKPOINTED.includes(kind) ? " (" + c.countError + ")" : " (count not readable: " + c.countError + ")") : ""));
     box.dataset.count = String(c.count);
     box.hidden = false;
     const yes = document.getElementById("confirm-yes-" + n), no = document.getElementById("confirm-no-" + n);
     yes.disabled = !(c.count > 0);
     yes.onclick = async () => {
       box.hidden = true;
-      try { started(n, await postJSON(jobUrl(n, kind), {...body, confirmCount: c.count})); }
+      const confirmed = CHECKPOINTED.includes(kind) ? {...(c.request || body), confirmCount: c.count} : {...body, confirmCount: c.count};
+      try { started(n, await postJSON(jobUrl(n, kind), confirmed)); }
       catch (e) { out.replaceChildren(el("p", {class: "warn"}, errorText(e))); }
     };
     no.onclick = () => { box.hidden = true; out.replaceChildren(el("p", {class: "muted"}, "not started")); };
@@ -279,7 +312,7 @@ function started(n, job) {
 function progressText(j) {
   const p = j.progress || {};
   if (p.total === null || p.total === undefined) return num(p.done, "0") + " done";
-  let t = num(p.done, "0") + " of " + p.total;
+  let t = num(p.done, "0") + " of " + p.total + (j.kind === "rewind" ? " windows" : "");
   if (p.etaSeconds !== null && p.etaSeconds !== undefined && (j.status === "running" || j.status === "submitted")) t += ", about " + fmtAge(p.etaSeconds) + " left";
   return t;
 }
@@ -287,6 +320,18 @@ function summaryText(j) {
   const s = j.summary;
   if (!s) return "";
   if (s.kind === "redrive") return "moved " + s.moved + " of " + s.taken + " back to the failure queue" + (s.left ? ", " + s.left + " left in parking" : "");
+  if (CHECKPOINTED.includes(s.kind)) {
+    if (s.status === "planned") {
+      const e = s.estimate || {};
+      return "would read about " + num(e.items, "?") + " items (" + num(e.readCapacityUnits, "?") + " read units" +
+        (e.secondsAtRate ? ", " + fmtAge(e.secondsAtRate) + " at the rate" : "") + ")";
+    }
+    let t = (s.dry_run ? "would run " : "taken ") + num(s.taken, "0");
+    if (!s.dry_run) t += ", handled " + num(s.handled, "0") + ", captured to the failure queue " + num(s.captured, "0");
+    const parts = Object.entries(s.part_status || {}).map(([k, v]) => v + " " + k).join(", ");
+    const kinds = Object.entries(s.by_event || {}).map(([k, v]) => k + " \u00d7" + v).join(", ");
+    return t + (parts ? "; parts: " + parts : "") + (kinds ? "; by event: " + kinds : "");
+  }
   let t = (s.dry_run ? "would reprocess " : "taken ") + s.taken;
   if (!s.dry_run) t += ", succeeded " + s.succeeded + ", still failing " + s.still_failing + ", parked " + s.parked;
   const types = Object.entries(s.by_error_type || {}).map(([k, v]) => k + " \u00d7" + v).join(", ");

@@ -300,3 +300,79 @@ def test_half_an_hour_of_the_pages_own_refresh_on_a_simulated_clock_receives_not
         msgs = sqs.receive_message(QueueUrl=failures, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
         assert sorted(m["Attributes"]["ApproximateReceiveCount"] for m in msgs) == ["1"] * 4  # this receive only
         assert queue_depth(parking) == (0, 0)
+
+
+def test_backfill_and_rewind_confirm_run_and_cancel_from_the_page(env, monkeypatch):
+    """The backfill and rewind rows: the confirmation with the table's count or the windows
+    (a rewind's relative times as the API fixed them), progress to the total, the summary, a
+    cancel that says who, the history."""
+    from playwright.sync_api import expect
+
+    import consumers.search_indexer as si
+    from consumers.search_indexer import handle_record as index_it
+    from tests.reprocess.jobsupport import index_matches_table, load_table, user_item
+    from tests.support.aws import create_users_table
+
+    create_users_table("users", stream=True)
+    monkeypatch.setenv("USERS_TABLE", "users")
+    boto3.client("s3").create_bucket(Bucket="jobs-bucket")
+    create_consumer_queues("search-indexer")
+    si._sinks.clear()
+    load_table("users", [user_item(i) for i in range(40)])
+    gate, hold = threading.Event(), [False]
+
+    def handle(record):
+        if hold[0]:
+            assert gate.wait(60)
+        index_it(record)
+
+    config = {"JOBS_BUCKET": "jobs-bucket", "DRAIN_OPTIONS": {"wait_time_s": 0, "handle_record": handle}}
+    with serve(config) as (url, _app), browser_page() as page:
+        page.goto(url)
+        page.fill("#bf-segments-search-indexer", "2")
+        page.click("#backfill-search-indexer")
+        expect(page.locator("#confirm-text-search-indexer")).to_contain_text(
+            "backfill from the table 40 items in users (DynamoDB's ItemCount")
+        expect(page.locator("#confirm-text-search-indexer")).to_contain_text("2 segment(s)) of search-indexer?")
+        page.click("#confirm-yes-search-indexer")
+        expect(page.locator("#job-status-search-indexer")).to_have_text("succeeded")
+        expect(page.locator("#job-progress-search-indexer")).to_contain_text("40 of 40")
+        expect(page.locator("#job-summary-search-indexer")).to_have_text(
+            "taken 40, handled 40, captured to the failure queue 0; parts: 2 done")
+        assert index_matches_table(os.environ["SEARCH_URL"], "users") == []
+
+        page.fill("#rw-since-search-indexer", "10m")
+        page.fill("#rw-window-search-indexer", "5m")
+        page.select_option("#rw-mode-search-indexer", "replay")
+        page.click("#rewind-search-indexer")
+        expect(page.locator("#confirm-text-search-indexer")).to_have_text(re.compile(
+            r"^rewind the stream 2 window\(s\) of 300 s from \S+Z to \S+Z \(1 shard lineage\(s\), replay mode\) "
+            r"of search-indexer\?$"))
+        page.click("#confirm-no-search-indexer")
+        expect(page.locator("#job-search-indexer")).to_have_text("not started")
+        page.click("#rewind-search-indexer")
+        page.click("#confirm-yes-search-indexer")
+        expect(page.locator("#job-status-search-indexer")).to_have_text("succeeded")
+        expect(page.locator("#job-progress-search-indexer")).to_contain_text("2 of 2 windows")
+        expect(page.locator("#job-summary-search-indexer")).to_contain_text("parts: 1 done")
+
+        hold[0] = True  # the next backfill waits inside its first page until the test lets it go
+        page.fill("#bf-segments-search-indexer", "1")
+        page.fill("#bf-rate-search-indexer", "1")  # small pages: a cancel lands between two of them
+        page.click("#backfill-search-indexer")
+        page.click("#confirm-yes-search-indexer")
+        expect(page.locator("#job-status-search-indexer")).to_have_text("running")
+        page.click("#job-cancel-search-indexer")
+        expect(page.locator("#job-search-indexer")).to_contain_text("cancel asked by local user")
+        gate.set()
+        expect(page.locator("#job-status-search-indexer")).to_have_text("cancelled")
+        expect(page.locator("#job-stopped-search-indexer")).to_contain_text("stopped because: cancelled by local user")
+        expect(page.locator("#job-cancel-search-indexer")).to_have_count(0)
+        rows = page.locator("#history tbody tr")
+        expect(rows).to_have_count(3)
+        expect(rows.nth(0)).to_contain_text("backfill from the table")
+        expect(rows.nth(0)).to_contain_text("cancelled")
+        expect(rows.nth(1)).to_contain_text("rewind the stream")
+        expect(rows.nth(1)).to_contain_text("2 of 2 windows")
+        assert page.csp_errors == []
+    si._sinks.clear()
