@@ -28,7 +28,7 @@ const { finalize } = require('./stream-consumers/finalize');
 
 const POLICIES = ['soft-fail', 'hard-fail', 'dlq-capture'];
 // Role-statement placeholders in serverless.yml, resolved for custom.allConsumerFunctions.
-const PLACEHOLDERS = ['ALL_CONSUMER_QUEUES', 'USERS_STREAM', 'USERS_STREAM_READ', 'USERS_TABLE',
+const PLACEHOLDERS = ['ALL_CONSUMER_QUEUES', 'USERS_STREAM', 'USERS_STREAM_READ', 'USERS_STREAM_DESCRIBE', 'USERS_TABLE',
   'ON_FAILURE_OBJECTS', 'ON_FAILURE_BUCKETS', 'ALL_CONSUMER_FUNCTIONS'];
 
 class StreamConsumers {
@@ -262,6 +262,7 @@ class StreamConsumers {
       for (const st of fn.iamRoleStatements || []) {
         if (st.Resource === 'ALL_CONSUMER_QUEUES') st.Resource = queueArns;
         if (JSON.stringify(st.Action) === '["USERS_STREAM_READ"]') st.Action = source.readActions;
+        if (JSON.stringify(st.Action) === '["USERS_STREAM_DESCRIBE"]') st.Action = source.describeActions;
         if (st.Resource === 'USERS_STREAM') st.Resource = [source.streamArn];
         if (st.Resource === 'USERS_TABLE') st.Resource = [ctx.table.arn];
         if (st.Resource === 'ON_FAILURE_OBJECTS') st.Resource = ctx.onFailureObjectArns;

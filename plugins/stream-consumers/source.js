@@ -42,6 +42,7 @@ function sourceKind(serverless) {
  * Emits the source's resources into `R` (`tableStreamArn`: the users table's DynamoDB stream,
  * this stack's or the one `usersStreamArn` names) and returns what the plugin needs:
  *   kind, streamArn (what USERS_STREAM resolves to), readActions (for USERS_STREAM_READ),
+ *   describeActions (for USERS_STREAM_DESCRIBE: shards and retention, no records),
  *   event(name, c, prefix) -> the function's `stream` event fields for its source,
  *   statements(name, prefix) -> role statements beyond what the framework derives.
  */
@@ -54,6 +55,7 @@ function emitSource(serverless, { R, O, serviceName, stage, tableStreamArn }) {
       kind,
       streamArn,
       readActions: ['dynamodb:DescribeStream', 'dynamodb:GetRecords', 'dynamodb:GetShardIterator'],
+      describeActions: ['dynamodb:DescribeStream'],
       event: (name, c) => ({ type: 'dynamodb', arn: streamArn, filterPatterns: c.filterPatterns }),
       statements: () => [],
     };
@@ -94,6 +96,7 @@ function emitSource(serverless, { R, O, serviceName, stage, tableStreamArn }) {
     streamArn,
     readActions: ['kinesis:DescribeStreamSummary', 'kinesis:ListShards', 'kinesis:GetShardIterator',
       'kinesis:GetRecords'],
+    describeActions: ['kinesis:DescribeStreamSummary', 'kinesis:ListShards'],
     event: (name, c, prefix) => {
       R[consumerId(prefix)] = {
         Type: 'AWS::Kinesis::StreamConsumer',

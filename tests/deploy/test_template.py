@@ -553,3 +553,23 @@ def test_deployment_bucket_private_versioned_and_encrypted(template):
 def test_functions_are_not_versioned(template):
     # versionFunctions: false: nothing uses versions or aliases; each deploy would add one per function
     assert not resources(template, "AWS::Lambda::Version")
+
+
+def test_the_operator_api_may_describe_the_users_table_and_stream_but_read_no_item_or_record(any_template):
+    """A backfill's count (DescribeTable's ItemCount) and a rewind's plan (the stream's shards and
+    retention) are read by the API before an operator confirms; the items and records only by
+    the reprocess function."""
+    source, template = any_template
+    fns = functions_by_name(template)
+    api = role_statements(template, fns["api"][1])
+    reprocess = role_statements(template, fns["reprocess"][1])
+    (scan,) = [st for st in reprocess if "dynamodb:Scan" in st["Action"]]
+    (describe,) = [st for st in api if "dynamodb:DescribeTable" in st["Action"]]
+    assert describe["Action"] == ["dynamodb:DescribeTable"] and describe["Resource"] == scan["Resource"]
+    stream = {"Fn::GetAtt": ["UsersChangesStream", "Arn"] if source == "kinesis" else ["UsersTable", "StreamArn"]}
+    (shards,) = [st for st in api if st["Resource"] == [stream]]
+    assert sorted(shards["Action"]) == (["kinesis:DescribeStreamSummary", "kinesis:ListShards"] if source == "kinesis"
+                                        else ["dynamodb:DescribeStream"])
+    granted = {a for st in api for a in st["Action"]}
+    assert not {"dynamodb:Scan", "dynamodb:GetItem", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+                "kinesis:GetRecords", "kinesis:GetShardIterator"} & granted
