@@ -259,13 +259,13 @@ class KinesisStreamRecord(StreamRecord):
     def keys(self) -> dict:
         if self._keys is _UNSET:
             self._decoded()
-        return StreamRecord.keys.__get__(self)
+        return StreamRecord.keys.fget(self)  # type: ignore[attr-defined]
 
     @property
     def new_image(self) -> LazyImage | None:
         if self._new is _UNSET:
             self._decoded()
-        return StreamRecord.new_image.__get__(self)
+        return StreamRecord.new_image.fget(self)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         keys = self._ddb.get("Keys") if self._ddb is not _UNSET else "?"
@@ -279,8 +279,8 @@ _new = object.__new__
 def stream_record(raw: Any) -> StreamRecord:
     """``StreamRecord(raw)`` for the loop: a well-formed DynamoDB Streams record is checked and
     viewed here without the class call and its ``__init__`` frame (the per-record fixed cost
-    at 200 B: issue 16); anything else (Kinesis, malformed) goes through ``StreamRecord(raw)``,
-    which converts it or raises as it always has."""
+    at 200 B: issue 16), a Kinesis one made a ``KinesisStreamRecord`` at once; anything else
+    goes through ``StreamRecord(raw)``, which raises as it always has."""
     if type(raw) is dict:
         ddb = raw.get("dynamodb")
         if type(ddb) is dict:
@@ -291,5 +291,11 @@ def stream_record(raw: Any) -> StreamRecord:
                 record.raw = raw
                 record._ddb = ddb
                 record._keys = record._new = record._old = _UNSET
+                return record
+        elif ddb is None:
+            kinesis = raw.get("kinesis")
+            if type(kinesis) is dict:  # made as a Kinesis view at once: no __class__ switch
+                record = _new(KinesisStreamRecord)
+                record._start(raw, kinesis)
                 return record
     return StreamRecord(raw)

@@ -36,6 +36,10 @@ def raw_records(draw):
     raw = make_record(draw(st.sampled_from(["INSERT", "MODIFY", "REMOVE"])), keys={"user_id": "u1"},
                       new_image={"user_id": "u1", "n": 1}, source="kinesis" if kinesis else "dynamodb")
     if kinesis:
+        if draw(st.integers(0, 3)) == 0:
+            raw["kinesis"]["sequenceNumber"] = draw(_odd)
+        if draw(st.integers(0, 3)) == 0:
+            raw["dynamodb"] = draw(_odd)  # a Kinesis record is one only without a 'dynamodb' object
         return raw if draw(st.booleans()) else draw(st.one_of(_odd, st.just({"kinesis": draw(_odd)})))
     ddb = raw["dynamodb"]
     for field in ("Keys", "NewImage", "OldImage"):
