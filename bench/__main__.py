@@ -1,6 +1,7 @@
 """``python -m bench``: run every benchmark, print the tables, write docs/benchmarks.md.
 
-moto runs in a separate process (``python -m moto.server``), so its CPU is not charged to
+moto runs in a separate process (``python -m local.moto_server``: moto's server with its
+concurrent SQS deletes made safe), so its CPU is not charged to
 the contender that waits for it. Ratios compare contenders measured in the same run,
 interleaved; both the ratio of the fastest calls (min) and of the medians are shown, the
 verdicts use the min. Missed targets get a profile of the streamkit contender.
@@ -82,7 +83,7 @@ def _moto() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):

@@ -61,6 +61,9 @@ class EmbeddedAws:
         caller that points only some work at it (the test suite's ``aws`` fixture)."""
         from moto.server import ThreadedMotoServer
 
+        from .moto_server import patch
+
+        patch()  # moto's concurrent SQS deletes can lose one another (local.moto_server)
         keys = [*AWS_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"]
         self._saved_env = {k: os.environ.get(k) for k in keys}
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
