@@ -20,6 +20,7 @@ from typing import Any
 
 from streamkit.deadline import Deadline
 
+from .heartbeat import VisibilityKeeper
 from .item import Holds
 from .options import DrainOptions
 from .summary import Summary
@@ -30,8 +31,10 @@ STRAGGLER_CHECKS = 3  # short polls retried while the queue's visible count says
 
 class Receiver:
     def __init__(self, sqs: Any, queue_url: str, options: DrainOptions, *, deadline: Deadline,
-                 visibility_timeout_s: int, run_id: str, summary: Summary, holds: Holds):
+                 visibility_timeout_s: int, run_id: str, summary: Summary, holds: Holds,
+                 keeper: VisibilityKeeper | None = None):
         self.sqs, self.queue_url, self.options = sqs, queue_url, options
+        self.keeper = keeper  # hides what was received until it is settled (reprocess.heartbeat)
         self.deadline, self.visibility_timeout_s = deadline, visibility_timeout_s
         self.run_id, self.summary, self.holds = run_id, summary, holds
         # one thread for the round read ahead, the others for its parallel receives
@@ -64,6 +67,9 @@ class Receiver:
                 self.holds.seen.add(mid)
                 self.summary.taken += 1
                 fresh.append(m)
+        if self.keeper is not None and len(fresh) < len(messages):  # held to the end: no heartbeat
+            taken = {m["MessageId"] for m in fresh}
+            self.keeper.untrack(m["MessageId"] for m in messages if m["MessageId"] not in taken)
         return fresh
 
     def close(self) -> None:
@@ -81,6 +87,12 @@ class Receiver:
         self._pool.shutdown(wait=True)
 
     def _receive(self) -> list[dict]:
+        got = self._receive_round()
+        if self.keeper is not None:
+            self.keeper.track(got)
+        return got
+
+    def _receive_round(self) -> list[dict]:
         limit = self.options.max_messages
         want = None if limit is None else limit - self.summary.taken
         calls = self.options.round_receives

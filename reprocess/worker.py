@@ -38,6 +38,7 @@ from streamkit.log import LazyLogger
 from streamkit.record import StreamRecord
 
 from .classify import classify
+from .heartbeat import VisibilityKeeper
 from .item import Holds, Item
 from .options import DEFAULT_MAX_ATTEMPTS, OPTION_NAMES, DrainOptions
 from .receive import Receiver
@@ -82,9 +83,11 @@ class Drainer:
         visibility = options.visibility_timeout_s
         if self.dry_run:
             visibility = min(visibility, DRY_RUN_VISIBILITY_S)
+        # a dry run's brief hide is not extended: it changes nothing, a second run may see them
+        self.keeper = VisibilityKeeper(self.sqs, self.queue_url, 0 if self.dry_run else visibility, self.summary)
         self.receiver = Receiver(self.sqs, self.queue_url, options, deadline=self.deadline,
                                  visibility_timeout_s=visibility, run_id=self.run_id, summary=self.summary,
-                                 holds=self.holds)
+                                 holds=self.holds, keeper=self.keeper)
         self.ledger = self._ledger()
         self.settler = Settler(self.sqs, self.queue_url, consumer=self.consumer.name, max_attempts=options.max_attempts,
                                run_id=self.run_id, parking_url=self._parking_queue_url,
@@ -167,6 +170,7 @@ class Drainer:
                 else:
                     runner.run_round(items, pool)
                     self.settler.settle(items, pool)
+                self.keeper.untrack(item.message_id for item in items)  # settled (or held to the end)
                 if self.progress is not None:
                     self.progress(self.summary)
                 if self.settler.call_error:
@@ -174,6 +178,7 @@ class Drainer:
                     break
         finally:
             self.receiver.close()
+            self.keeper.stop()
             self.settler.finish()  # the last round's deletes
             if self.settler.call_error and not self.summary.aborted:  # a delete behind the loop failed
                 self._abort(self.settler.call_error)
