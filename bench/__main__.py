@@ -304,7 +304,11 @@ def drain_section(report: Report) -> None:
         f"## Reprocess drain against **moto SQS** (sink {rrows[0]['sink_ms']:g} ms per record)\n\n"
         "moto's receive cost grows with the backlog (LOCAL-AWS-NOTES): at 2,000 most of the time is "
         "moto's, on real SQS both contenders would be faster. The worker runs with its default options "
-        "(2 s long poll on the first receive). Higher 'vs article loop' is better.\n\n" + "\n".join(lines))
+        "(2 s long poll on the first receive). moto runs as `python -m local.moto_server`: moto's server "
+        "with its SQS deletes made safe under concurrency (moto 5.2.5 lost some of the deletes made at the "
+        "same time; the worker deletes from several threads, so its runs left messages behind and "
+        "re-received them: the 2,000 rows of the 2026-11-29 21:56 run). Higher 'vs article loop' is "
+        "better.\n\n" + "\n".join(lines))
 
 
 def backfill_section(report: Report) -> None:
