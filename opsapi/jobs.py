@@ -25,6 +25,7 @@ from reprocess.jobstore import (
     JobStore,
     cancelled_by,
     eta_seconds,
+    may_change,
     new_job_id,
     newest_first,
     status_of,
@@ -210,14 +211,22 @@ class JobRunner:
             live = json.loads(json.dumps(self._jobs.get(job_id), default=str)) if job_id in self._jobs else None
             final = self._final.get(job_id)
         if live is not None and (live["runner"] == "local" or self.store is None):
-            return self._decorate(live)
+            if self.store is None or not may_change(live):
+                return self._decorate(live)
+            stored = self.store.load(job_id)  # a cancelled backfill may have been resumed since
+            if stored is None:
+                return self._decorate(live)
+            merged = {**live, **stored}
+            if "cancelRequested" not in stored:  # withdrawn by the resume
+                merged.pop("cancelRequested", None)
+            return self._decorate(merged)
         stored = final or (self.store.load(job_id) if self.store is not None else None)
         if stored is None and live is None:
             return None
         job = {**(live or {}), **(stored or {})}
         if live is not None and live.get("status") in FINAL_STATUSES:  # e.g. the invoke itself failed
             job["status"] = live["status"]
-        if stored is not None and stored.get("status") in FINAL_STATUSES:
+        if stored is not None and stored.get("status") in FINAL_STATUSES and not may_change(stored):
             with self._lock:
                 self._final[job_id] = stored
         return self._decorate(job)

@@ -37,7 +37,7 @@ from streamkit.awsclient import describe_aws_error
 from streamkit.timefmt import now_iso
 
 from .checkpoints import JOB_ID as ANY_JOB_ID
-from .checkpoints import manifest_key
+from .checkpoints import manifest_key, summary_key
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # what new_job_id makes (the API's jobs, the CLI's unnamed ones)
 PREFIX = "jobs/"
@@ -46,6 +46,7 @@ FINAL_STATUSES = ("succeeded", "finished-with-failures", "cancelled", "failed")
 UNFINISHED_JOB_STATUSES = ("running", "paused")
 EARLIEST_MS = 1_577_836_800_000  # 2020-01-01: a time-ordered id starts at or after it
 STALE_STATUS_S = 30.0  # a running job's status.json older than this: read its parts instead
+CHECKPOINTED_KINDS = ("backfill", "rewind")  # kinds with a manifest and parts (reprocess.checkpoints)
 # what the runner writes (status.json); job.json never holds them, so it cannot contradict them
 STATUS_FIELDS = ("status", "startedAt", "finishedAt", "durationS", "progress", "summary", "stoppedBy", "error")
 
@@ -174,7 +175,8 @@ class JobStore:
             merged = {**(job or {"jobId": job_id}), **(status or {})}
             if status is None:  # the runner has not written yet: a Lambda-run job waits for its invoke
                 merged["status"] = "submitted" if merged.get("runner") == "lambda" else "queued"
-            if merged.get("kind") in ("backfill", "rewind") and _stale(status):
+            withdrawn = merged.get("status") == "cancelled" and cancel is None  # resumed since (--resume)
+            if merged.get("kind") in CHECKPOINTED_KINDS and (_stale(status) or withdrawn):
                 merged = self._from_manifest(job_id, merged, cancel) or merged
         if cancel is not None:
             merged["cancelRequested"] = cancel
@@ -207,10 +209,11 @@ class JobStore:
                      f"'reprocess.py jobs show {job_id} --follow'"),
         }
         done, total = progress_of(summary)
+        finished = self._get_key(summary_key(job_id)) if summary["status"] in FINAL_STATUSES else None
         return {**base, "status": summary["status"], "summary": summary, "stoppedBy": stopped,
                 "progress": {**(base.get("progress") or {}), "done": done, "total": base.get("total") or total,
                              "updatedAt": now_iso()},
-                "finishedAt": (record or {}).get("finishedAt")}
+                "finishedAt": (finished or {}).get("finishedAt")}
 
     def recent_ids(self, limit: int = 20) -> tuple[list[str], str | None]:
         """The ``limit`` newest job ids (newest first) and an error, if the listing failed."""
@@ -250,6 +253,12 @@ class CancelPoll:
         if request is not None:
             self._reason = cancelled_by(request)
         return self._reason
+
+
+def may_change(record: dict) -> bool:
+    """A finished job whose record can still change: a cancelled backfill or rewind (an
+    operator's ``--resume`` withdraws the cancel and goes on from its checkpoints)."""
+    return record.get("status") == "cancelled" and record.get("kind") in CHECKPOINTED_KINDS
 
 
 def _stale(status: dict | None) -> bool:

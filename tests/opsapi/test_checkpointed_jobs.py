@@ -139,6 +139,10 @@ def test_cancel_stops_a_backfill_at_a_checkpoint_says_who_and_a_resume_finishes_
     resumed = json.loads(out.out)
     assert resumed["status"] == "succeeded" and resumed["taken"] == resumed["handled"] == 100  # none twice
     assert index_matches_table(env_search_url(), "users") == []
+    for c in (client, make_client()):  # this API process and a restarted one both see it went on
+        after = c.get(f"/jobs/{job['jobId']}").get_json()
+        assert after["status"] == "succeeded" and after["progress"]["done"] == 100, after
+        assert after["caller"]["arn"] == IAM_ARN and after["finishedAt"] and "cancelRequested" not in after
 
 
 def test_a_backfill_dry_run_needs_no_confirmation_and_scans_nothing(table, env):
