@@ -14,6 +14,11 @@ If a capture is refused (SQS down, throttled past retries, oversized with no buc
 batch counts as done only up to the record before it: the caller's checkpoint stays there,
 the part stops, and a resume runs the rest again (handled ones again too: handle_record is
 idempotent by contract). Nothing is dropped.
+
+A ``ConfigError`` from ``handle_record`` (a setting missing or wrong: every record would fail
+the same way) is not a record's failure: it is not captured, the batch counts as done up to
+the record before it, and the whole job stops (``run_batch``: exit code 2, the message names
+the fix); a resume after the fix runs that record and the rest.
 """
 from __future__ import annotations
 
@@ -28,9 +33,11 @@ from streamkit import sources
 from streamkit.batch import Failure
 from streamkit.capture import FailureCapture
 from streamkit.deadline import Deadline
+from streamkit.errors import ConfigError
 from streamkit.record import StreamRecord
 from streamkit.retry import call_with_retries
 
+from .job import CONFIG_STOP
 from .latest import build_latest, current_items, key_text, latest_record
 from .snapshot import restamp
 
@@ -45,6 +52,7 @@ class FeedResult:
     captured: int = 0
     by_error_type: Counter = field(default_factory=Counter)
     capture_problem: str | None = None  # why a capture was refused (the part stops)
+    config_error: str | None = None  # handle_record raised ConfigError (the job stops, exit 2)
 
 
 class Feeder:
@@ -100,12 +108,16 @@ class Feeder:
         """Run ``records`` in order until the end, a stop or the deadline; capture the failures."""
         failures: list[Failure] = []
         ran = 0
+        config_error: str | None = None
         current = self._prefetch(records) if self.mode == "latest" and not self.halted() else ({}, 0.0)
         for i, record in enumerate(records):
             if self.halted():
                 break
             try:
                 self._one(record, current)
+            except ConfigError as exc:  # the consumer's configuration, not this record: stop before it
+                config_error = str(exc) or type(exc).__name__
+                break
             except Exception as exc:  # any failure, malformed records included: captured
                 seq = sources.sequence_number_of(record)
                 failures.append(Failure(index=i, raw=record, sequence_number=seq, error=exc))
@@ -114,7 +126,8 @@ class Feeder:
         done = min(refused) if refused else ran
         failed_before = [f for f in failures if f.index < done]
         result = FeedResult(done=done, handled=done - len(failed_before), captured=len(failed_before),
-                            capture_problem=refused[min(refused)] if refused else None)
+                            capture_problem=refused[min(refused)] if refused else None,
+                            config_error=config_error if done == ran else None)
         for f in failed_before:
             result.by_error_type[type(f.error).__name__] += 1
         return result
@@ -132,8 +145,9 @@ class Feeder:
 def run_batch(feeder: Feeder | None, records: list[dict], state: Any, ctx: Any) -> int:
     """Feed ``records`` (a dry run, ``feeder`` None: only count them) for a part of a job,
     adding to ``state.counts`` (``handled``, ``captured``, ``taken``, error types). When the
-    batch stopped short, the part's state says why: ``failed`` (a capture was refused) or
-    halted (a stop, a cancel, the deadline). Returns how many records are done."""
+    batch stopped short, the part's state says why: ``failed`` (a capture was refused, or
+    ``handle_record`` raised ``ConfigError``: then every part stops) or halted (a stop, a
+    cancel, the deadline). Returns how many records are done."""
     if feeder is None or not records:
         done = len(records)
     else:
@@ -145,6 +159,12 @@ def run_batch(feeder: Feeder | None, records: list[dict], state: Any, ctx: Any) 
         if done < len(records) and result.capture_problem:
             state.status = "failed"
             state.problem = f"capture refused, stopped before it: {result.capture_problem}"[:500]
+        elif result.config_error:
+            state.status, state.stopped_by = "failed", CONFIG_STOP
+            state.problem = (f"handle_record raised ConfigError: {result.config_error} -- fix the configuration, "
+                             "then resume the job: the record it stopped at and the rest run then "
+                             "(nothing after the checkpoint was handled or captured)")[:1000]
+            ctx.abort(f"stopped: part {state.part} hit a configuration error")
     state.counts.taken += done
     if done < len(records) and state.status != "failed":
         ctx.halt(state, ctx.stop_reason() or "interrupted")

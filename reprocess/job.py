@@ -30,9 +30,10 @@ from streamkit.timefmt import now_iso, widen
 
 from .checkpoints import CheckpointStore, check_job_id, manifest_key, part_key, summary_key
 from .jobstore import cancel_key, cancel_request, new_job_id
-from .summary import EXIT_FAILURES, EXIT_OK
+from .summary import EXIT_FAILURES, EXIT_OK, EXIT_USAGE
 
 PART_STATUSES = ("pending", "running", "paused", "failed", "cancelled", "done")
+CONFIG_STOP = "configuration error"  # stopped_by of a part whose handle_record raised ConfigError
 FINISHED = frozenset({"done", "cancelled"})  # will not run again unless resumed by hand (cancelled)
 CANCEL_CHECK_INTERVAL_S = 5.0
 
@@ -236,6 +237,8 @@ class Job:
             status, code = "succeeded", EXIT_OK
         elif all_done:
             status, code = "finished-with-failures", EXIT_FAILURES
+        elif any(s.stopped_by == CONFIG_STOP for s in states):  # the consumer's settings: exit 2, as for usage
+            status, code = "failed", EXIT_USAGE
         elif by_status.get("cancelled") and finished:
             status, code = "cancelled", EXIT_FAILURES
         elif by_status.get("failed"):
@@ -295,10 +298,16 @@ class RunContext:
     deadline: Any  # streamkit.deadline.Deadline
     stop: threading.Event
     progress: Callable[[PartState], None] | None = None
+    aborted: str | None = None  # why one part stopped them all (``abort``)
+
+    def abort(self, reason: str) -> None:
+        """Stop every part of this run at its next checkpoint (a part hit a configuration error)."""
+        self.aborted = reason
+        self.stop.set()
 
     def stop_reason(self) -> str | None:
         if self.stop.is_set():
-            return "interrupted"
+            return self.aborted or "interrupted"
         if self.job.cancelled():
             return "cancelled"
         if self.deadline.expired():

@@ -257,6 +257,9 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
     _print(summary, args.json)
+    if summary["exit_code"] == EXIT_USAGE:  # handle_record raised ConfigError: say the fix where errors go
+        for problem in summary.get("problems") or []:
+            print(f"reprocess: error: {problem}", file=sys.stderr)
     return summary["exit_code"]
 
 

@@ -311,10 +311,11 @@ class RewindRunner:
     def _window_of_shard(self, state: PartState, ctx: RunContext, shard: _Shard, since: datetime,
                          until: datetime, end: datetime, feeder: Any) -> bool:
         """Consume this shard's records before ``end``; ``False`` when the part must stop."""
-        source, cursor, pos = shard.source, shard.cursor, shard.pos
+        source, cursor = shard.source, shard.cursor
         finished_at = until + source.lateness
         batch: list[dict] = []
         consumed: str | None = None  # the last sequence number read, handled or skipped
+        finished = False  # the shard holds nothing more of the range: done once this batch is
         while True:
             if len(batch) >= BATCH or ctx.stop_reason():
                 if not self._flush(state, ctx, shard, batch, consumed, feeder):
@@ -327,10 +328,10 @@ class RewindRunner:
                     return False
             record = cursor.peek()
             if record is None:  # a closed shard read to its end, or the tip of an open one
-                pos["done"] = True
+                finished = True
                 break
             if source.position(record) >= finished_at:  # nothing of the range can follow
-                pos["done"] = True
+                finished = True
                 break
             when = source.created(record)
             if since <= when < until and when >= end:
@@ -342,10 +343,13 @@ class RewindRunner:
                 state.counts.skipped += 1
                 continue
             batch.append(record)
-        return self._flush(state, ctx, shard, batch, consumed, feeder)
+        return self._flush(state, ctx, shard, batch, consumed, feeder, finished=finished)
 
     def _flush(self, state: PartState, ctx: RunContext, shard: _Shard, batch: list[dict], consumed: str | None,
-               feeder: Any) -> bool:
+               feeder: Any, *, finished: bool = False) -> bool:
+        """Feed ``batch`` and move the shard's checkpoint past what is done. The shard is marked
+        done (``finished``: nothing more of the range follows) only when the whole batch is:
+        a part stopped inside its last batch must read the rest again on resume."""
         source, pos = shard.source, shard.pos
         records = [source.to_lambda(r, shard.arn, shard.shard_id) for r in batch]
         done = run_batch(feeder, records, state, ctx)
@@ -355,6 +359,8 @@ class RewindRunner:
         if done == len(records):
             if consumed is not None:
                 pos["last"] = consumed
+            if finished:
+                pos["done"] = True
             ctx.save(state)
             return True
         # stopped inside the batch: the records not done are read again on resume

@@ -15,7 +15,10 @@ from streamkit.metrics import COUNTERS, EmfTemplate
 
 from .conftest import ARTIFACTS, EXAMPLE_STREAM, ROOT, function_resources, package_variant
 
-STATEFUL = ("AWS::SQS::Queue", "AWS::S3::Bucket")
+STATEFUL = ("AWS::SQS::Queue", "AWS::S3::Bucket", "AWS::DynamoDB::Table")
+# Tables that hold no data worth keeping once the stack is gone: expiring guard keys, and each
+# sink's circuit state (streamkit/circuit.py fails open without it). Every other table is kept.
+EPHEMERAL_TABLES = {"IdempotencyTable", "CircuitTable"}
 
 
 def resources(t, rtype):
@@ -66,8 +69,8 @@ def queue(consumer, kind):
 def test_stateful_resources_are_kept_except_when_their_first_create_fails(any_template):
     _, template = any_template  # on both sources
     kept = [k for k, r in template["Resources"].items()
-            if r["Type"] in STATEFUL and k != "ServerlessDeploymentBucket"] + ["UsersTable"]
-    assert len(kept) >= 2 * len(CONSUMERS) + 3
+            if r["Type"] in STATEFUL and k != "ServerlessDeploymentBucket" and k not in EPHEMERAL_TABLES]
+    assert {"UsersTable", "LedgerTable"} <= set(kept) and len(kept) >= 2 * len(CONSUMERS) + 4
     for k in kept:
         r = template["Resources"][k]
         assert r.get("DeletionPolicy") == "RetainExceptOnCreate" and r.get("UpdateReplacePolicy") == "Retain", k

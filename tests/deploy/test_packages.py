@@ -79,11 +79,18 @@ def test_stream_functions_ship_no_web_or_cli_stack(zip_contents, consumer):
 
 
 def test_each_function_carries_only_its_own_clients(zip_contents):
-    clients = {"search-indexer": "opensearchpy", "slack-notifier": "slack_sdk", "crm-sync": "httpx"}
+    clients = {"search-indexer": "opensearchpy", "crm-sync": "httpx"}
     for consumer, client in clients.items():
         for other, holder in zip_contents.items():
             has = provides_top_level(holder, client)
             assert has == (other in (consumer, "reprocess")), (other, client)
+
+
+def test_no_function_ships_slack_sdk(zip_contents):
+    """slack-notifier posts with a stdlib webhook client (consumers/slack_webhook.py): no zip
+    carries slack_sdk, not even the notifier's or the reprocess function's."""
+    assert {"slack-notifier", "reprocess"} <= set(zip_contents)
+    assert [name for name, names in zip_contents.items() if provides_top_level(names, "slack_sdk")] == []
 
 
 @pytest.mark.parametrize("function", [*CONSUMERS, "reprocess", "api"])

@@ -333,3 +333,26 @@ def test_on_a_terminal_the_cli_backfill_shows_a_progress_bar_of_items(search, tm
     code, _, shown = run_cli_on_a_terminal("backfill", "--consumer", "search-indexer", "--no-progress",
                                            "--checkpoints", str(tmp_path / "jobs"))
     assert code == 0 and "backfill search-indexer" not in shown and "60/60" not in shown
+
+
+def test_a_configuration_error_stops_the_backfill_with_exit_2_and_a_resume_finishes_it(search, tmp_path):
+    """search-indexer's handle_record raises ConfigError on a SEARCH_URL it cannot use: that is
+    no record's failure, so nothing is captured; the job stops (every part) with exit 2 and the
+    message naming the setting, and after the fix a resume of the same job indexes everything."""
+    load_table("users", [user_item(i) for i in range(60)])
+    common = ["backfill", "--consumer", "search-indexer", "--segments", "2", "--json",
+              "--checkpoints", str(tmp_path / "jobs")]
+    first = run_cli(*common, "--job-id", "bad-config", extra_env={"SEARCH_URL": "ftp://index.example"})
+    assert first.returncode == 2, first.stderr[-2000:]
+    assert "reprocess: error:" in first.stderr and "SEARCH_URL='ftp://index.example'" in first.stderr
+    assert "resume" in first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["status"] == "failed" and summary["exit_code"] == 2
+    assert summary["captured"] == 0 and summary["handled"] == 0
+    assert queue_count(search["failures"]) == 0  # not 60 captures of one configuration error
+    second = run_cli(*common, "--resume", "bad-config")
+    assert second.returncode == 0, second.stderr[-2000:]
+    resumed = json.loads(second.stdout)
+    assert resumed["status"] == "succeeded" and resumed["handled"] == resumed["taken"] == 60
+    assert index_matches_table(search["url"], "users") == []
+    assert queue_count(search["failures"]) == 0

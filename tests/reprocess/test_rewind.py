@@ -155,6 +155,30 @@ def test_a_stopped_rewind_resumes_where_it_stopped(stream):
     assert [r.keys["user_id"] for r in seen] == [f"u{i:05d}" for i in range(250)]  # each once, in order
 
 
+def test_a_rewind_stopped_inside_the_last_batch_of_its_range_resumes_with_the_rest(stream):
+    """The shard's last batch is the one read up to the tip (or to --until): a stop inside it
+    must not mark the shard done, or the resume skips the records after the stop."""
+    since = now()
+    time.sleep(0.05)
+    for i in range(30):  # fewer than a batch: the one batch is read to the tip
+        put(i)
+    seen: list = []
+    stop = threading.Event()
+    first_handler = recorder(seen)
+
+    def stop_at_20(record) -> None:
+        first_handler(record)
+        if len(seen) == 20:
+            stop.set()
+
+    opts = RewindOptions(consumer="search-indexer", since=since, until=now(), mode="replay")
+    first = run_job(opts, store=stream["store"], handle_record=stop_at_20, stop=stop, job_id="rw-last")
+    assert first["status"] == "paused" and first["taken"] == 20
+    second = run_job(opts, store=stream["store"], handle_record=recorder(seen), resume="rw-last")
+    assert second["status"] == "succeeded" and second["taken"] == second["handled"] == 30
+    assert [r.keys["user_id"] for r in seen] == [f"u{i:05d}" for i in range(30)]  # each once, in order
+
+
 def test_failures_are_captured_with_the_stream_record_and_attempts(stream):
     since = now()
     time.sleep(0.05)
@@ -360,3 +384,33 @@ def test_on_a_terminal_the_cli_rewind_shows_a_progress_bar_of_windows(stream, cr
     assert done and done[1] == done[2] and int(done[1]) >= 5, last
     assert "handled=3" in last and "captured=0" in last, last
     assert len(crm.active()) == 3 and "rewind of crm-sync" in out
+
+
+def test_a_configuration_error_stops_the_rewind_before_that_record_and_a_resume_runs_it(stream):
+    """ConfigError from handle_record (a setting, not the record) is not captured: the job stops
+    with exit 2 at that record, its checkpoint before it; the resume runs it and the rest, so
+    every record is handled exactly once and the failure queue stays empty."""
+    from streamkit import ConfigError
+
+    since = now()
+    time.sleep(0.05)
+    for i in range(30):
+        put(i)
+    opts = RewindOptions(consumer="search-indexer", since=since, until=now(), mode="replay")
+    handled: list = []
+
+    def misconfigured_at_12(record) -> None:
+        if len(handled) == 12:
+            raise ConfigError("set CRM_TOKEN (local) or CRM_TOKEN_PARAM (the SSM SecureString name, in AWS)")
+        handled.append(record.keys["user_id"])
+
+    first = run_job(opts, store=stream["store"], handle_record=misconfigured_at_12, job_id="cfg")
+    assert first["status"] == "failed" and first["exit_code"] == 2, first
+    assert first["taken"] == first["handled"] == 12 and first["captured"] == 0
+    assert "CRM_TOKEN_PARAM" in first["problems"][0] and "resume" in first["problems"][0]
+    second = run_job(opts, store=stream["store"], handle_record=recorder(seen := []), resume="cfg")
+    assert second["status"] == "succeeded" and second["exit_code"] == 0, second
+    assert second["taken"] == second["handled"] == 30 and second["captured"] == 0
+    assert handled + [r.keys["user_id"] for r in seen] == [f"u{i:05d}" for i in range(30)]  # each once, in order
+    queue = boto3.client("sqs").get_queue_url(QueueName="userstream-dev-search-indexer-failures")["QueueUrl"]
+    assert take_all(queue) == []
