@@ -21,7 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app. ``config`` keys (all optional): ``REFRESH_MS`` (3000), ``ESM_STATE_PATH``,
     ``DRAIN_OPTIONS`` (extra options for local jobs' runs), ``REPROCESS_FUNCTION_NAME``
     (default: env; set -> jobs are async Lambda invokes), ``JOBS_BUCKET`` (default: env; job
-    records and history), ``LEDGER_TABLE`` (default: env, else the deployed name),
+    records and history), ``LEDGER_TABLE`` and ``CIRCUIT_TABLE`` (default: env, else the deployed name),
     ``LEDGER_TTL_S`` (10: how long ledger reads are reused), ``TRUSTED_HOSTS`` (default:
     ``OPSAPI_TRUSTED_HOSTS``, else loopback and API Gateway's domain), ``CLOCK`` (a monotonic
     clock for the caches; tests simulate time with it)."""
@@ -32,6 +32,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         REPROCESS_FUNCTION_NAME=os.environ.get("REPROCESS_FUNCTION_NAME") or None,
         JOBS_BUCKET=os.environ.get("JOBS_BUCKET") or None,
         LEDGER_TABLE=os.environ.get("LEDGER_TABLE") or None,
+        CIRCUIT_TABLE=os.environ.get("CIRCUIT_TABLE") or None,
         LEDGER_TTL_S=float(os.environ.get("OPSAPI_LEDGER_TTL_S", "10")),
         REFRESH_MS=int(os.environ.get("OPSAPI_REFRESH_MS", "3000")),
         TRUSTED_HOSTS=trusted_hosts(),

@@ -11,6 +11,9 @@ The inputs are the stack's alarms, the mapping, the ledger and the consumer's ow
 - **ledger**: open and parked failures by error type; the record a hard-fail consumer is
   blocked on (its real error, failed invocations so far).
 - **drops**: records a soft-fail consumer dropped (its ``dropped`` metric).
+- **circuit**: the sink's circuit breaker (``opsapi.circuits``): open or half-open holds the
+  shard (dlq-capture, hard-fail: blocked) or drops records (soft-fail: dropping), unless its
+  probe is long overdue (no invocation met it since: degraded, said so).
 
 ``derive`` turns them into a badge with the reasons, in words.
 """
@@ -164,12 +167,30 @@ def blocking_detail(blocking: dict | None, mapping: dict | None, now: datetime |
     }
 
 
+def circuit_reason(circuit: dict) -> str:
+    """An open or half-open circuit in words (the badge's reason)."""
+    text = (f"sink circuit {circuit['state']}" + (f" since {circuit['since']}" if circuit.get("since") else "")
+            + (f" ({circuit['reason']})" if circuit.get("reason") else "") + f": {circuit.get('whileOpen') or ''}")
+    if circuit.get("note"):
+        return f"{text}; {circuit['note']}"
+    return text + (f"; next probe at {circuit['nextProbeAt']}" if circuit.get("nextProbeAt") else "")
+
+
 def derive(policy: str, *, alarms: dict, mapping: dict | None, ledger: dict, drops: dict | None,
-           failures: dict, blocking: dict | None, now: datetime | None = None) -> dict:
+           failures: dict, blocking: dict | None, now: datetime | None = None, circuit: dict | None = None) -> dict:
     """``{"badge": ok|degraded|dropping|blocked|unknown, "reasons": [...]}`` (worst first)."""
     now = now or _now()
-    blocked, dropping, degraded, unknown = [], [], [], []
+    blocked: list[str] = []
+    dropping: list[str] = []
+    degraded: list[str] = []
+    unknown: list[str] = []
     mapping = mapping or {}
+    circuit = circuit or {}
+    if circuit.get("state") in ("open", "half-open"):
+        where = degraded if circuit.get("probeOverdue") else dropping if policy == "soft-fail" else blocked
+        where.append(circuit_reason(circuit))
+    elif circuit.get("error"):
+        unknown.append(f"circuit breaker state not readable: {circuit['error']}")
     if mapping.get("state") in ("Disabled", "Disabling"):
         blocked.append(f"its event-source mapping is {mapping['state']}: nothing is read from the stream")
     if blocking and blocking.get("state") == "blocked":

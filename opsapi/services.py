@@ -15,6 +15,7 @@ from flask import Flask, current_app
 
 from streamkit.awsclient import ClientCache
 
+from .circuits import CircuitView
 from .inspect_aws import Inspector, api_clients
 from .jobs import JobRunner
 from .ledger_view import LedgerView
@@ -28,6 +29,7 @@ class Services:
     inspector: Inspector
     ledger: LedgerView
     jobs: JobRunner
+    circuits: CircuitView
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Services:
@@ -39,7 +41,8 @@ class Services:
         ledger = LedgerView(clients, config["LEDGER_TABLE"], ttl_s=config["LEDGER_TTL_S"], clock=clock)
         jobs = JobRunner(clients=clients, function_name=remote, on_finish=ledger.invalidate,
                          drain_options=config["DRAIN_OPTIONS"], jobs_bucket=config["JOBS_BUCKET"], clock=clock)
-        return cls(clients, inspector, ledger, jobs)
+        circuits = CircuitView(clients, config.get("CIRCUIT_TABLE"), clock=clock)
+        return cls(clients, inspector, ledger, jobs, circuits)
 
     def install(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self

@@ -12,6 +12,7 @@ from typing import Any
 from consumers.registry import Consumer
 
 from . import health
+from .circuits import breaker_configured
 from .inspect_aws import function_name
 from .ledger_view import read_age_s
 from .services import Services
@@ -37,8 +38,10 @@ def consumer_status(svc: Services, consumer: Consumer) -> dict:
     function = mapping.get("function") if mapping.get("source") == "local-esm" else None
     drops = drops_of(metrics, function)
     blocking = health.blocking_detail(ledger.pop("blocking", None), mapping)
+    circuit = svc.circuits.status(consumer.name, policy["policy"],
+                                  configured=lambda: breaker_configured(inspector.function_env(consumer)[0]))
     verdict = health.derive(policy["policy"], alarms=alarms, mapping=mapping, ledger=ledger, drops=drops,
-                            failures=failures, blocking=blocking)
+                            failures=failures, blocking=blocking, circuit=circuit)
     lag = mapping.get("iteratorAgeSeconds")
     if lag is None:
         lag = (metrics.get("latest") or {}).get("iteratorAgeSeconds")
@@ -64,6 +67,7 @@ def consumer_status(svc: Services, consumer: Consumer) -> dict:
             "queueAgeSeconds": (metrics.get("latest") or {}).get("oldestFailureAgeSeconds"),
         },
         "blocking": blocking,
+        "circuit": circuit,
         "drops": drops if policy["policy"] == "soft-fail" or (drops or {}).get("last3h") else None,
         "alarms": alarms,
         "lagSeconds": lag,

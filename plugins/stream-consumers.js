@@ -218,12 +218,17 @@ class StreamConsumers {
     }
     // The failure ledger (streamkit/ledger.py): dlq-capture writes its captures in batches;
     // hard-fail records the record its shard is blocked on (and reads which ones, once).
+    // With a circuit breaker, a dlq-capture consumer's shard can be held too (the sink is
+    // down): it records and resolves the record it waits on, as hard-fail does.
     if (c.policy === 'dlq-capture' || c.policy === 'hard-fail') {
       environment.LEDGER_TABLE = ref('LedgerTable');
-      statements.push(c.policy === 'dlq-capture'
-        ? { Effect: 'Allow', Action: ['dynamodb:BatchWriteItem'], Resource: [arn('LedgerTable')] }
-        : { Effect: 'Allow', Action: ['dynamodb:UpdateItem', 'dynamodb:Query'],
+      if (c.policy === 'dlq-capture') {
+        statements.push({ Effect: 'Allow', Action: ['dynamodb:BatchWriteItem'], Resource: [arn('LedgerTable')] });
+      }
+      if (c.policy === 'hard-fail' || c.circuitBreaker) {
+        statements.push({ Effect: 'Allow', Action: ['dynamodb:UpdateItem', 'dynamodb:Query'],
           Resource: [arn('LedgerTable'), sub('${LedgerTable.Arn}/index/byState')] });
+      }
     }
     statements.push(...(c.iamRoleStatements || []));
 

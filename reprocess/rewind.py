@@ -219,6 +219,12 @@ def window_end(source: dict, k: int) -> datetime:
     return min(since + timedelta(seconds=source["windowS"] * (k + 1)), until)
 
 
+def _ceil_ms(value: datetime) -> datetime:
+    """``value`` rounded up to a whole millisecond (``iso`` truncates to one)."""
+    extra = value.microsecond % 1000
+    return value + timedelta(microseconds=1000 - extra) if extra else value
+
+
 def _dt(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -243,7 +249,10 @@ def plan(client: Any, stream_arn: str, since: datetime, until: datetime, window_
                      "earlier stream of the table, if any, is not read)")
     parts = lineages(shards)
     return {
-        "source": source.kind, "streamArn": stream_arn, "since": iso(since), "until": iso(until),
+        # the plan's times are text with milliseconds (``iso``): ``since`` rounds down and ``until``
+        # up, so the range stored covers the one asked for (a record made in the same millisecond
+        # as, but before, ``until`` stays in it; truncating lost it)
+        "source": source.kind, "streamArn": stream_arn, "since": iso(since), "until": iso(_ceil_ms(until)),
         "windowS": window_s, "windows": windows(since, until, window_s), "lineages": parts,
         "oldestAvailable": iso(oldest), "shards": sum(len(p) for p in parts), "notes": notes,
     }

@@ -32,7 +32,12 @@ execution environment. If the state cannot be read or written, the breaker fails
 are tried, as without it.
 
 Every transition: a log line ``circuit_transition`` (from, to, reason) and a metric
-(``circuit_opened``, ``circuit_half_open``, ``circuit_closed``, ``circuit_reopened``).
+(``circuit_opened``, ``circuit_half_open``, ``circuit_closed``, ``circuit_reopened``). Every
+invocation the open circuit kept records from the sink (held for retry, or dropped by
+soft-fail) counts them in ``circuit_open`` (``count_refused``; the plugin's ``<consumer>-circuit-open``
+alarm). The item also keeps ``probe_s`` (the interval, so a reader can say when the next probe
+is due) and ``closed_at``; ``parse_state`` is the one reader of its format (the operator API
+uses it too).
 """
 from __future__ import annotations
 
@@ -72,6 +77,9 @@ CLOSED, OPEN, HALF_OPEN = "CLOSED", "OPEN", "HALF_OPEN"
 METRICS = {(CLOSED, OPEN): "circuit_opened", (OPEN, HALF_OPEN): "circuit_half_open",
            (HALF_OPEN, HALF_OPEN): "circuit_half_open", (HALF_OPEN, CLOSED): "circuit_closed",
            (HALF_OPEN, OPEN): "circuit_reopened"}
+# records the open circuit held for retry or dropped (the one whose failure opened it included),
+# counted per invocation that met it
+METRIC_OPEN = "circuit_open"
 MIN_POLL_S = 1.0  # a waiting invocation reads the shared state at most this often
 CIRCUIT_OPEN_REPORT = "sink circuit open; reporting it and the rest of the batch for retry (the shard waits)"
 
@@ -96,6 +104,8 @@ class CircuitState:
     probe_owner: str | None = None
     probe_until: float = 0.0
     reason: str = ""
+    probe_s: float = 0.0  # the probe interval, as the breaker that opened it knew it (0: not stored)
+    closed_at: float = 0.0
 
 
 class CircuitBreaker:
@@ -210,7 +220,7 @@ class CircuitBreaker:
         except Exception as exc:  # fail open: a breaker must never stop a healthy sink
             self._log().warning("circuit_state_unreadable", error=repr(exc)[:300])
             return self._cached or CircuitState()
-        st = self._cached = _parse(item)
+        st = self._cached = parse_state(item)
         self._read_at = now
         return st
 
@@ -227,7 +237,8 @@ class CircuitBreaker:
             self._read_at = float("-inf")  # someone else moved it: read again next time
             return False
         self._probing = True
-        self._cached, self._read_at = CircuitState(HALF_OPEN, seen.opened_at, self.me, until, seen.reason), now
+        self._cached, self._read_at = CircuitState(HALF_OPEN, seen.opened_at, self.me, until, seen.reason,
+                                                   self.probe_s), now
         self._announce(seen.state, HALF_OPEN, "probe due" if seen.state == OPEN else "the last probe never ended")
         return True
 
@@ -235,11 +246,13 @@ class CircuitBreaker:
         now = self.clock()
         values = {":to": {"S": dst}, ":now": {"N": repr(now)}, ":why": {"S": reason[:500]}}
         if dst == OPEN:
-            update = "SET #s = :to, opened_at = :now, open_reason = :why REMOVE probe_owner, probe_until"
-            state = CircuitState(OPEN, now, None, 0.0, reason)
+            update = ("SET #s = :to, opened_at = :now, open_reason = :why, probe_s = :every "
+                      "REMOVE probe_owner, probe_until")
+            values[":every"] = {"N": repr(float(self.probe_s))}
+            state = CircuitState(OPEN, now, None, 0.0, reason, self.probe_s)
         else:
             update = "SET #s = :to, closed_at = :now, open_reason = :why REMOVE probe_owner, probe_until, opened_at"
-            state = CircuitState()
+            state = CircuitState(closed_at=now)
         if ":closed" in condition:
             values[":closed"] = {"S": CLOSED}
         if ":me" in condition:
@@ -263,6 +276,19 @@ class CircuitBreaker:
             self._log().error("circuit_state_unwritable", to_state=values[":to" if ":to" in values else ":half"]["S"],
                               error=repr(exc)[:300])
             return False
+
+    def count_refused(self, records: int) -> None:
+        """An invocation met the open circuit: ``records`` were held for retry or dropped by
+        soft-fail because of it, not sent (the one whose failure opened it included). One EMF
+        document (``circuit_open``), what the consumer's circuit-open alarm counts."""
+        if records <= 0:
+            return
+        try:
+            from .metrics import count_now
+
+            count_now(self.consumer, METRIC_OPEN, records)
+        except Exception as exc:  # a metric never breaks the loop
+            self._log().error("metric_failed", error=repr(exc)[:200])
 
     def _announce(self, src: str, dst: str, reason: str) -> None:
         self._log().warning("circuit_transition", from_state=src, to_state=dst, reason=reason[:300],
@@ -296,7 +322,9 @@ def _shared_client() -> Any:
         return client
 
 
-def _parse(item: dict | None) -> CircuitState:
+def parse_state(item: dict | None) -> CircuitState:
+    """A ``CircuitTable`` item as boto3's low-level client reads it -> ``CircuitState`` (no item:
+    closed, never opened)."""
     if not item:
         return CircuitState()
 
@@ -309,4 +337,6 @@ def _parse(item: dict | None) -> CircuitState:
         probe_owner=item.get("probe_owner", {}).get("S"),
         probe_until=num("probe_until"),
         reason=item.get("open_reason", {}).get("S", ""),
+        probe_s=num("probe_s"),
+        closed_at=num("closed_at"),
     )

@@ -189,6 +189,8 @@ class BatchLoop:
         attempted = len(records)
         retries = self.settings.max_retries
         holds = self._holds_shard  # an open circuit: wait for the probe rather than give up at once
+        refused = 0  # records the open circuit kept from the sink (decided as CircuitOpenError)
+        refused_rest = False  # ...and the policy stopped on one: the rest of the batch is held too
 
         for index, raw in enumerate(records):
             if clock() >= end:
@@ -205,10 +207,13 @@ class BatchLoop:
                     self._retry(record, first, batch, deadline)
             except Exception as exc:
                 failure = batch.failure(index, exc)
+                circuit_open = isinstance(exc, CircuitOpenError)
+                refused += circuit_open
                 stop = batch.apply(failure, self._decide(failure))
                 if not stop and batch.held:
                     stop = batch.settle(policy.settle(batch.held, final=False, request_id=request_id))
                 if stop:
+                    refused_rest = circuit_open
                     attempted = index + 1
                     batch.stop(index + 1, "policy")
                     break
@@ -239,6 +244,8 @@ class BatchLoop:
             after(batch)
         if self.metrics is not None:
             self.metrics.publish(batch.counts())
+        if refused and self.breaker is not None:
+            self.breaker.count_refused(refused + (len(records) - attempted if refused_rest else 0))
         return response
 
     def _decide(self, failure: Failure) -> Decision:

@@ -66,6 +66,36 @@ class FailurePolicy:
         ledger's; it cannot change the batch's outcome). Must not raise."""
 
 
+class BlockingRecords:
+    """The record a consumer's shard is held on, in the failure ledger (``Ledger.blocking_*``):
+    written once per invocation that reports it for retry, marked resolved when a later batch
+    starts with it and handles it. What the operator page's "blocked" badge reads, with the
+    real error (a hard-fail failure, or the sink's open circuit)."""
+
+    def __init__(self, ledger: Ledger | None, function_name: str | None):
+        self.ledger, self.function_name = ledger, function_name
+        self._open: set[str] | None = None  # sequence numbers recorded as blocking (loaded once)
+
+    def failed(self, failure: Failure) -> None:
+        if self.ledger is not None and failure.sequence_number is not None:
+            self.ledger.blocking_failed(failure.raw, failure.error_info, function_name=self.function_name)
+            if self._open is not None:
+                self._open.add(failure.sequence_number)
+
+    def after_batch(self, batch: Batch) -> None:
+        """Costs one ledger Query per container (which records are blocking), nothing per batch."""
+        if self.ledger is None or not batch.size or 0 in batch.reported:
+            return
+        first = batch.sequence_number(0)
+        if first is None:
+            return
+        if self._open is None:
+            self._open = self.ledger.open_blocking()
+        if first in self._open:
+            self._open.discard(first)
+            self.ledger.blocking_resolved(first)
+
+
 class SoftFail(FailurePolicy):
     """Log, count, continue: the batch succeeds."""
 
@@ -97,33 +127,27 @@ class HardFail(FailurePolicy):
     def __init__(self) -> None:
         self.ledger: Ledger | None = None
         self.function_name: str | None = None
-        self._open: set[str] | None = None  # sequence numbers recorded as blocking (loaded once)
+        self.blocking = BlockingRecords(None, None)
 
     def bind(self, consumer: str, env: Mapping[str, str]) -> None:
         super().bind(consumer, env)
         self.ledger = Ledger.from_env(consumer, env)
         self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.blocking = BlockingRecords(self.ledger, self.function_name)
 
     def on_failure(self, failure: Failure) -> Decision:
-        if self.ledger is not None and failure.sequence_number is not None:
-            self.ledger.blocking_failed(failure.raw, failure.error_info, function_name=self.function_name)
-            if self._open is not None:
-                self._open.add(failure.sequence_number)
+        self.blocking.failed(failure)
         return self._REPORT
 
+    def on_circuit_open(self, failure: Failure) -> Decision:
+        """Held by the open circuit: blocked as surely as by a failure, so the ledger says so
+        (its error: the circuit's, naming the sink failure that opened it)."""
+        self.blocking.failed(failure)
+        return self._REPORT_OPEN
+
     def after_batch(self, batch: Batch) -> None:
-        """A batch that starts with a record this consumer was blocked on, and handles it: resolved.
-        Costs one ledger Query per container (which records are blocking), nothing per batch."""
-        if self.ledger is None or not batch.size or 0 in batch.reported:
-            return
-        first = batch.sequence_number(0)
-        if first is None:
-            return
-        if self._open is None:
-            self._open = self.ledger.open_blocking()
-        if first in self._open:
-            self._open.discard(first)
-            self.ledger.blocking_resolved(first)
+        """A batch that starts with a record this consumer was blocked on, and handles it: resolved."""
+        self.blocking.after_batch(batch)
 
 
 class DlqCapture(FailurePolicy):
@@ -158,6 +182,7 @@ class DlqCapture(FailurePolicy):
         self.max_message_bytes = max_message_bytes
         self.capture: FailureCapture | None = None
         self._in_flight: InFlight | None = None  # this batch's captures on their way
+        self.blocking = BlockingRecords(None, None)  # the shard held by the open circuit (ledger)
 
     def bind(self, consumer: str, env: Mapping[str, str]) -> None:
         given = {"FAILURE_QUEUE_URL": self.queue_url, "FAILURE_BUCKET": self.bucket}
@@ -173,9 +198,17 @@ class DlqCapture(FailurePolicy):
             ledger=Ledger(values["LEDGER_TABLE"], consumer, retention_days=values["LEDGER_RETENTION_DAYS"])
             if values["LEDGER_TABLE"] else None,
         )
+        if (env.get("CIRCUIT_FAILURES") or "0").strip() not in ("", "0"):  # only the breaker holds its shard
+            self.blocking = BlockingRecords(self.capture.ledger, env.get("AWS_LAMBDA_FUNCTION_NAME"))
 
     def on_failure(self, failure: Failure) -> Decision:
         return self._HOLD
+
+    def on_circuit_open(self, failure: Failure) -> Decision:
+        """Not captured (the sink is down, not the record): the shard waits, and the ledger
+        records the record it waits on, as a hard-fail consumer's."""
+        self.blocking.failed(failure)
+        return self._REPORT_OPEN
 
     def settle(self, held: Sequence[Failure], *, final: bool, request_id: str | None) -> Sequence[Settlement]:
         """Send the held failures 10 at a time (one ``SendMessageBatch``) while the loop goes
@@ -199,9 +232,11 @@ class DlqCapture(FailurePolicy):
         return settled
 
     def after_batch(self, batch: Batch) -> None:
-        """The batch's remaining ledger items, in one BatchWriteItem call per 25."""
+        """The batch's remaining ledger items, in one BatchWriteItem call per 25; a record the
+        circuit held the shard on, handled now: resolved."""
         if self.capture is not None:
             self.capture.flush_ledger()
+        self.blocking.after_batch(batch)
 
 
 POLICIES = {"soft-fail": SoftFail, "hard-fail": HardFail, "dlq-capture": DlqCapture}

@@ -165,6 +165,17 @@ function render(c) {
           b.lastFailedAgeSeconds !== null && b.lastFailedAgeSeconds !== undefined ? " \u00b7 last failed " + fmtAge(b.lastFailedAgeSeconds) + " ago" : "",
           b.resolvedAt ? " \u00b7 resolved at " + clean(b.resolvedAt) : ""));
   }
+  const cb = c.circuit;
+  if (cb) {
+    const open = cb.state === "open" || cb.state === "half-open";
+    row("sink circuit", el("b", {id: "circuit-" + n, "data-circuit": clean(cb.state), class: open ? "warn" : null}, clean(cb.state)),
+        cb.since ? " since " + clean(cb.since) : "", cb.nextProbeAt ? " \u00b7 next probe " + clean(cb.nextProbeAt) : "",
+        el("span", {class: "muted"}, " (circuit table, read " + fmtAge(cb.ageSeconds) + " ago)"),
+        open && cb.reason ? el("div", {}, el("code", {}, short(cb.reason))) : null,
+        open && cb.whileOpen ? el("div", {id: "circuit-effect-" + n}, val(cb.whileOpen, 300)) : null,
+        cb.note ? el("div", {class: "muted"}, val(cb.note, 300)) : null,
+        cb.error ? el("div", {class: "warn"}, "error: ", val(cb.error)) : null);
+  }
   if (c.drops) row("dropped", el("span", {id: "dropped-" + n, "data-dropped": String(c.drops.last3h)},
       num(c.drops.recent) + " in the latest batch, " + num(c.drops.last3h) + " in the last 3 h"));
   const alarms = c.alarms || {};

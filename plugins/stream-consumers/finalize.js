@@ -193,6 +193,18 @@ function consumerAlarms(alarm, cfg, ctx, name, c, fn, mappingId, topic) {
     ...metric('AWS/SQS', 'ApproximateNumberOfMessagesVisible', 'Maximum', queue(`${P}ParkingQueue`)),
     ...atLeast(1), Period: 300, TreatMissingData: 'ignore',
   });
+  if (c.circuitBreaker) {
+    // streamkit/circuit.py counts, per invocation, the records the open circuit kept from the
+    // sink (circuit_open): the shard waits for the next probe (dlq-capture, hard-fail) or the
+    // records are dropped (soft-fail). In ALARM while invocations keep meeting the open circuit.
+    alarm(`${P}CircuitOpenAlarm`, `${name}-circuit-open`, topic, {
+      AlarmDescription: `${name}'s sink circuit breaker is open: ${c.policy === 'soft-fail'
+        ? 'records are dropped without calling the sink' : 'its shard waits without calling the sink'} ` +
+        `until a probe (every ${c.circuitBreaker.probeSeconds || 30} s) gets through`,
+      ...metric(ctx.metricsNamespace, 'circuit_open', 'Sum', { consumer: name, service: name }),
+      ...atLeast(1), Period: 300,
+    });
+  }
   if (c.policy === 'soft-fail') {
     // a soft-fail consumer drops what fails, by design: a ticket past a threshold, not a page each
     alarm(`${P}DroppedRecordsAlarm`, `${name}-dropped-records`, TICKET, {

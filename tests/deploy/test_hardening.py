@@ -139,6 +139,20 @@ def test_soft_fail_dropped_records_alarm_reads_the_metric_the_code_emits(templat
     assert p["Threshold"] > 1 and p["AlarmActions"] == [{"Ref": "TicketTopic"}]
 
 
+def test_each_consumer_alarms_when_its_sink_circuit_is_open_on_the_metric_the_breaker_emits(template):
+    from streamkit.circuit import METRIC_OPEN
+
+    topics = {"slack-notifier": "TicketTopic", "search-indexer": "AlarmTopic", "crm-sync": "AlarmTopic"}
+    for consumer, topic in topics.items():
+        (p,) = [p for p in alarms(template).values() if p["AlarmName"] == f"userstream-dev-{consumer}-circuit-open"]
+        doc = json.loads(EmfTemplate(consumer, (METRIC_OPEN,), namespace=p["Namespace"]).render({METRIC_OPEN: 4}))
+        directive = doc["_aws"]["CloudWatchMetrics"][0]
+        assert p["MetricName"] == METRIC_OPEN == directive["Metrics"][0]["Name"] and p["Statistic"] == "Sum"
+        assert set(dims(p)) == set(directive["Dimensions"][0]) and all(doc[k] == v for k, v in dims(p).items())
+        assert p["Threshold"] == 1 and p["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert p["AlarmActions"] == [{"Ref": topic}]
+
+
 # ---- 3. alarm coverage ------------------------------------------------------------------------
 
 def test_every_function_alarms_on_errors_throttles_and_duration_near_its_timeout(any_template):

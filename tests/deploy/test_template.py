@@ -260,7 +260,11 @@ def test_each_consumer_reaches_only_its_own_circuit(any_template):
         assert st["Resource"] == [{"Fn::GetAtt": ["CircuitTable", "Arn"]}]
         assert st["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [consumer]}}
     for name, (_, fn) in fns.items():
-        if name not in CONSUMERS:
+        if name == "api":  # the operator page shows each consumer's circuit: reads, nothing else
+            (st,) = [st for st in role_statements(template, fn) if "CircuitTable" in json.dumps(st)]
+            assert st["Action"] == ["dynamodb:GetItem"] and st["Resource"] == [{"Fn::GetAtt": ["CircuitTable", "Arn"]}]
+            assert fn["Properties"]["Environment"]["Variables"]["CIRCUIT_TABLE"] == {"Ref": "CircuitTable"}
+        elif name not in CONSUMERS:
             assert "CircuitTable" not in json.dumps(role_statements(template, fn))
 
 
@@ -493,7 +497,10 @@ def test_failure_ledger_table_and_who_may_do_what_with_it(template):
     index = json.dumps({"Fn::Sub": "${LedgerTable.Arn}/index/byState"}, sort_keys=True)
     fns = functions_by_name(template)
     expected = {
-        "search-indexer": {"dynamodb:BatchWriteItem": {table}},  # dlq-capture: writes its captures in batches
+        # dlq-capture: writes its captures in batches; with a circuit breaker, the record its
+        # shard waits on while the sink is down (blocking, resolved: UpdateItem, Query)
+        "search-indexer": {"dynamodb:BatchWriteItem": {table}, "dynamodb:UpdateItem": {table, index},
+                           "dynamodb:Query": {table, index}},
         "crm-sync": {"dynamodb:UpdateItem": {table, index}, "dynamodb:Query": {table, index}},  # hard-fail: blocking
         "slack-notifier": {},  # soft-fail: its drops are metrics
         "reprocess": {"dynamodb:UpdateItem": {table}, "dynamodb:BatchWriteItem": {table}},

@@ -71,7 +71,9 @@ def transitions(out: str) -> list[tuple[str, str]]:
 
 
 def metrics(out: str) -> list[str]:
-    return [name for e in lines(out) if "_aws" in e for name in e if name.startswith("circuit_")]
+    """The transitions' metrics (``circuit_open``, records kept from the sink, is asserted apart)."""
+    return [name for e in lines(out) if "_aws" in e for name in e if name.startswith("circuit_")
+            and name != "circuit_open"]
 
 
 def conserved(handler, n: int) -> None:
@@ -266,3 +268,167 @@ def test_without_a_deadline_an_open_circuit_is_reported_at_once(circuits):
     start = clock.now
     assert [f["itemIdentifier"] for f in handler(event_of(records))["batchItemFailures"]] == seqs(records)
     assert clock.now == start and len(sink.calls) == 1
+
+
+# ---- what an operator sees of an open circuit: ledger, metric, API (issues 12 and 14) ----------
+
+def ledger_item(consumer: str, item_id: str) -> dict:
+    from streamkit.ledger import from_item
+
+    raw = boto3.client("dynamodb").get_item(TableName="failure-ledger", Key={
+        "consumer": {"S": consumer}, "id": {"S": item_id}}, ConsistentRead=True).get("Item")
+    return from_item(raw) if raw else {}
+
+
+def emf_counts(out: str, consumer: str, name: str) -> list[float]:
+    return [e[name][0] for e in lines(out) if "_aws" in e and e.get("consumer") == consumer and name in e]
+
+
+@pytest.fixture
+def api(circuits, ledger_table, monkeypatch, tmp_path):
+    """The operator API over the same moto state; ``api(clock)`` a client whose caches run on
+    the test's clock."""
+    from opsapi import create_app
+
+    monkeypatch.setenv("LOCAL_ESM_STATE", str(tmp_path / "no-esm.json"))
+    for var in ("CRM_SYNC_FAILURE_POLICY", "SLACK_NOTIFIER_FAILURE_POLICY", "SEARCH_INDEXER_FAILURE_POLICY"):
+        monkeypatch.delenv(var, raising=False)
+
+    def client(clock: FakeClock):
+        app = create_app({"LEDGER_TTL_S": 0, "CIRCUIT_TABLE": circuits, "CLOCK": clock.monotonic})
+        app.testing = True
+        return app.test_client()
+
+    return client
+
+
+def test_an_open_circuit_blocks_in_the_ledger_counts_in_emf_and_shows_in_the_api_until_it_closes(api, capsys):
+    """A CRM outage opens crm-sync's (hard-fail) circuit. Each invocation that meets it writes
+    the blocking record the page's "blocked" badge reads (its error: the open circuit and the
+    sink failure that opened it), counts the records it kept from the sink (circuit_open, the
+    alarm's metric), and the API shows the circuit open with its next probe. The sink comes
+    back: the probe closes it, the blocking record is resolved, the API says closed."""
+    import time
+
+    clock, sink = FakeClock(time.time()), Sink()  # wall-clock based: the API reads the state's times
+    handler = make(sink, "hard-fail", clock, failures=3, retries=2, name="crm-sync")
+    client = api(clock)
+    sink.down = True
+    records = user_records(5)
+    out = handler(event_of(records), clock.context(10_000))  # the third try opens it; 10 s < the probe: reported
+    assert [f["itemIdentifier"] for f in out["batchItemFailures"]] == seqs(records)
+    conserved(handler, 5)
+    logged = capsys.readouterr().out
+    assert emf_counts(logged, "crm-sync", "circuit_opened") == [1.0]
+    assert emf_counts(logged, "crm-sync", "circuit_open") == [5.0]  # every record of the batch kept from the sink
+    blocking = ledger_item("crm-sync", f"b#{seqs(records)[0]}")
+    assert blocking["state"] == "blocked" and blocking["kind"] == "blocking" and blocking["attempts"] == 1
+    assert blocking["errorType"] == "CircuitOpenError"
+    assert "the sink's circuit is open" in blocking["errorMessage"] and "503" in blocking["errorMessage"]
+
+    clock.advance(5)  # the retry of the batch: the sink is not called, the ledger counts one more invocation
+    handler(event_of(records), clock.context(10_000))
+    assert len(sink.calls) == 3
+    assert emf_counts(capsys.readouterr().out, "crm-sync", "circuit_open") == [5.0]
+    assert ledger_item("crm-sync", f"b#{seqs(records)[0]}")["attempts"] == 2
+
+    body = client.get("/consumers/crm-sync").get_json()
+    circuit = body["circuit"]
+    assert circuit["state"] == "open" and circuit["table"] == "circuits" and "error" not in circuit
+    assert "3 consecutive transient failures" in circuit["reason"] and circuit["probeEverySeconds"] == PROBE_S
+    assert circuit["nextProbeAt"] and 0 < circuit["nextProbeInSeconds"] <= PROBE_S and not circuit["probeOverdue"]
+    assert "the shard waits" in circuit["whileOpen"] and "nothing is skipped" in circuit["whileOpen"]
+    assert body["status"]["badge"] == "blocked"
+    assert any(r.startswith("sink circuit open since") for r in body["status"]["reasons"])
+    assert body["blocking"]["state"] == "blocked" and body["blocking"]["errorType"] == "CircuitOpenError"
+    assert body["blocking"]["attempts"] == 2
+
+    sink.down = False  # the CRM is back; the next invocation has time for the probe
+    out = handler(event_of(records), clock.context(60_000))
+    assert out == {"batchItemFailures": []} and handler.loop.last_batch.handled == 5
+    assert emf_counts(capsys.readouterr().out, "crm-sync", "circuit_open") == []  # nothing kept from the sink
+    assert stored("crm-sync")["state"] == "CLOSED"
+    resolved = ledger_item("crm-sync", f"b#{seqs(records)[0]}")
+    assert resolved["state"] == "resolved" and resolved["resolution"] == "handled"
+    clock.advance(10)  # past the API's cache
+    body = client.get("/consumers/crm-sync").get_json()
+    assert body["circuit"]["state"] == "closed" and body["circuit"]["since"]
+    assert body["status"]["badge"] != "blocked"
+    assert not [r for r in body["status"]["reasons"] if "circuit" in r]
+    assert body["blocking"]["state"] == "resolved"
+
+
+def test_dlq_capture_records_the_record_its_shard_waits_on_and_not_a_capture(api, queue_url, monkeypatch, capsys):
+    """search-indexer (dlq-capture): what failed before the circuit opened is captured (ledger
+    items, state captured); from the opening failure on the shard waits, and the ledger says
+    which record it waits on, as for hard-fail; the probe's success resolves it."""
+    import time
+
+    monkeypatch.setenv("FAILURE_QUEUE_URL", queue_url)
+    clock, sink = FakeClock(time.time()), Sink()
+    handler = make(sink, "dlq-capture", clock, failures=3, retries=0, name="search-indexer")
+    client = api(clock)
+    sink.down = True
+    records = user_records(6)
+    out = handler(event_of(records), clock.context(10_000))
+    assert [f["itemIdentifier"] for f in out["batchItemFailures"]] == seqs(records)[2:]
+    conserved(handler, 6)
+    assert len(take_all(queue_url)) == 2
+    assert emf_counts(capsys.readouterr().out, "search-indexer", "circuit_open") == [4.0]
+    blocking = ledger_item("search-indexer", f"b#{seqs(records)[2]}")
+    assert blocking["state"] == "blocked" and blocking["errorType"] == "CircuitOpenError"
+    body = client.get("/consumers/search-indexer").get_json()
+    assert body["circuit"]["state"] == "open" and "not captured" in body["circuit"]["whileOpen"]
+    assert body["status"]["badge"] == "blocked" and body["ledger"]["open"] == 2  # the two captures, still open
+
+    sink.down = False
+    assert handler(event_of(records[2:]), clock.context(60_000)) == {"batchItemFailures": []}
+    assert ledger_item("search-indexer", f"b#{seqs(records)[2]}")["state"] == "resolved"
+    assert take_all(queue_url) == []  # nothing more was captured
+    clock.advance(10)
+    assert client.get("/consumers/search-indexer").get_json()["circuit"]["state"] == "closed"
+
+
+def test_soft_fail_drops_while_open_and_the_api_says_dropping(api, capsys):
+    import time
+
+    clock, sink = FakeClock(time.time()), Sink()
+    handler = make(sink, "soft-fail", clock, failures=2, retries=0, name="slack-notifier")
+    client = api(clock)
+    sink.down = True
+    handler(event_of(user_records(6)), clock.context(60_000))
+    assert handler.loop.last_batch.dropped == 6 and len(sink.calls) == 2
+    # the record whose failure opened it and the four never sent: dropped by the open circuit
+    assert emf_counts(capsys.readouterr().out, "slack-notifier", "circuit_open") == [5.0]
+    body = client.get("/consumers/slack-notifier").get_json()
+    assert body["circuit"]["state"] == "open" and "dropped without calling the sink" in body["circuit"]["whileOpen"]
+    assert body["status"]["badge"] == "dropping"
+    assert any(r.startswith("sink circuit open") and "dropped" in r for r in body["status"]["reasons"])
+
+
+def test_the_api_states_an_unreadable_a_stale_and_an_absent_circuit(api, monkeypatch):
+    import time
+
+    from opsapi.circuits import describe
+
+    clock = FakeClock(time.time())
+    body = api(clock).get("/consumers/crm-sync").get_json()
+    assert body["circuit"]["state"] == "closed" and body["circuit"]["note"] == "never opened"
+    # an open circuit whose probe is long overdue: nobody has invoked since; said, and not "blocked"
+    opened = time.time() - 600
+    stale = describe({"consumer": {"S": "crm-sync"}, "state": {"S": "OPEN"}, "opened_at": {"N": str(opened)},
+                      "probe_s": {"N": "30"}, "open_reason": {"S": "5 consecutive transient failures"}}, "hard-fail")
+    assert stale["probeOverdue"] and "none came" in stale["note"] and stale["sinceAgeSeconds"] >= 600
+    from opsapi.health import derive
+
+    verdict = derive("hard-fail", alarms={}, mapping={}, ledger={}, drops=None, failures={}, blocking=None,
+                     circuit=stale)
+    assert verdict["badge"] == "degraded" and "none came" in verdict["reasons"][0]
+    # the table unreadable: unknown, with the error, never "closed"
+    monkeypatch.setenv("CIRCUIT_TABLE", "no-such-table")
+    from opsapi import create_app
+
+    app = create_app({"LEDGER_TTL_S": 0, "CIRCUIT_TABLE": "no-such-table"})
+    body = app.test_client().get("/consumers/crm-sync").get_json()
+    assert body["circuit"]["state"] == "unknown" and "ResourceNotFoundException" in body["circuit"]["error"]
+    assert any(u.startswith("circuit breaker state not readable") for u in body["status"]["unknown"])
