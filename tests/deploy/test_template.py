@@ -577,6 +577,8 @@ def test_the_operator_api_may_describe_the_users_table_and_stream_but_read_no_it
     (shards,) = [st for st in api if st["Resource"] == [stream]]
     assert sorted(shards["Action"]) == (["kinesis:DescribeStreamSummary", "kinesis:ListShards"] if source == "kinesis"
                                         else ["dynamodb:DescribeStream"])
-    granted = {a for st in api for a in st["Action"]}
+    circuits = [{"Fn::GetAtt": ["CircuitTable", "Arn"]}]  # its one GetItem: the consumers' circuit states
+    assert [st["Action"] for st in api if st["Resource"] == circuits] == [["dynamodb:GetItem"]]
+    granted = {a for st in api if st["Resource"] != circuits for a in st["Action"]}
     assert not {"dynamodb:Scan", "dynamodb:GetItem", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
                 "kinesis:GetRecords", "kinesis:GetShardIterator"} & granted
