@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary.to_dict(), indent=2, sort_keys=False))
     else:
         print(summary.to_text())
+    if summary.config_error:  # where errors go, naming the fix (exit 2)
+        print(f"reprocess: error: handle_record raised ConfigError: {summary.config_error}", file=sys.stderr)
     return summary.exit_code
 
 

@@ -22,7 +22,7 @@ from streamkit import onfailure
 from streamkit.awsclient import ClientCache, describe_aws_error, error_code, is_not_found
 from streamkit.deadline import Deadline
 from streamkit.envelope import build_envelope, describe_error
-from streamkit.errors import MalformedRecordError
+from streamkit.errors import ConfigError, MalformedRecordError
 from streamkit.record import StreamRecord
 from streamkit.retry import call_with_retries
 
@@ -52,6 +52,9 @@ class RecordRunner:
         self.consumer = options.consumer
         self.mode = options.effective_mode
         self.handle_record = handle_record
+        # handle_record raised ConfigError (a setting, not a record): nothing more runs, what
+        # did not finish is made visible again as it was, and the drain ends with exit 2
+        self.config_error: str | None = None
 
     def run_round(self, items: list[Item], pool: ThreadPoolExecutor | None) -> None:
         groups: dict[str, list[Item]] = defaultdict(list)
@@ -67,7 +70,7 @@ class RecordRunner:
 
     def _run_group(self, group: list[Item]) -> None:
         for item in group:
-            if self.deadline.expired():
+            if self.deadline.expired() or self.config_error:
                 item.outcome = Outcome.NOT_STARTED
                 continue
             try:
@@ -77,6 +80,11 @@ class RecordRunner:
                     self._run_on_failure(item, self._fetch_objects(item.what.objects))
                 else:
                     self._run_envelope(item)
+            except ConfigError as exc:  # not this message's failure: it goes back untouched
+                self.config_error = self.config_error or (str(exc) or type(exc).__name__)
+                item.follow_ups.clear()
+                item.stream_records = 0
+                item.outcome = Outcome.NOT_STARTED
             except ParkError as exc:
                 item.park(exc.reason)
             except Exception as exc:
@@ -173,6 +181,8 @@ class RecordRunner:
             for record in sorted(res.records, key=sequence_of):
                 try:
                     self._call(self._in_mode(record, mode))
+                except ConfigError:
+                    raise  # the whole message goes back: _run_group
                 except Exception as exc:
                     error = (
                         {"type": "ParkError", "message": exc.reason, "traceback": ""}

@@ -21,6 +21,10 @@ class Summary:
     (made visible again) and not counted as taken. ``held`` counts receipts of messages
     already tried in this run (their re-sent copies), which are left alone.
 
+    ``config_error``: ``handle_record`` raised ``ConfigError`` (a setting missing or wrong, the
+    same for every record): the run stopped, the message it came from and any not run yet were
+    made visible again untouched (``released``, attempts unchanged), exit status 2.
+
     ``aborted`` says which SQS call failed past its retries and ended the run early (the
     summary still comes, the exit status is 1); ``delete_failures`` are messages settled but
     still in the queue (they come back, and count as remaining); ``unreleased`` are messages
@@ -42,6 +46,7 @@ class Summary:
     delete_failures: int = 0
     unreleased: int = 0
     aborted: str | None = None
+    config_error: str | None = None  # handle_record raised ConfigError: the run stopped (exit 2)
     ledger_write_failures: int = 0
     stream_records: int = 0  # records of on-failure messages: read back from the stream, or kept in S3 objects
     by_error_type: Counter = field(default_factory=Counter)
@@ -59,7 +64,10 @@ class Summary:
     @property
     def exit_code(self) -> int:
         """0 when everything taken succeeded and left the queue (or a dry run that read it all);
-        1 when failures remain, were parked, could not be deleted, or the run ended on an error."""
+        1 when failures remain, were parked, could not be deleted, or the run ended on an error;
+        2 when ``handle_record`` raised ``ConfigError`` (the consumer's configuration, as for bad usage)."""
+        if self.config_error:
+            return EXIT_USAGE
         if self.aborted:
             return EXIT_FAILURES
         if self.dry_run:
@@ -90,6 +98,7 @@ class Summary:
             "delete_failures": self.delete_failures,
             "unreleased": self.unreleased,
             "aborted": self.aborted,
+            "config_error": self.config_error,
             "ledger_write_failures": self.ledger_write_failures,
             "stream_records": self.stream_records,
             "by_error_type": dict(self.by_error_type.most_common()),
@@ -120,6 +129,8 @@ class Summary:
                 lines.append(f"{'not deleted':<16}{self.delete_failures} (still in the queue: they come back)")
         if self.aborted:
             lines.append(f"ABORTED  {self.aborted}")
+        if self.config_error:
+            lines.append(f"STOPPED  handle_record raised ConfigError: {self.config_error}")
         if self.unreleased:
             lines.append(f"hidden   {self.unreleased} message(s) could not be made visible again "
                          "(they reappear after their visibility timeout)")

@@ -173,6 +173,9 @@ class Drainer:
                 self.keeper.untrack(item.message_id for item in items)  # settled (or held to the end)
                 if self.progress is not None:
                     self.progress(self.summary)
+                if runner is not None and runner.config_error:
+                    self._stop_on_config_error(runner.config_error)
+                    break
                 if self.settler.call_error:
                     self._abort(self.settler.call_error)
                     break
@@ -187,6 +190,14 @@ class Drainer:
                 pool.shutdown(wait=True)
             self.summary.duration_s = time.monotonic() - started
         return self.summary
+
+    def _stop_on_config_error(self, error: str) -> None:
+        """``handle_record`` raised ``ConfigError``: every record would fail the same way, so no
+        message is re-sent (which would spend its attempts toward parking): the run stops."""
+        self.summary.config_error = error[:1000]
+        self.summary.stopped_by = ("configuration error: fix it and run again (the messages not handled were "
+                                   "made visible again, their attempts unchanged)")
+        self.log.error("reprocess run stopped: handle_record raised ConfigError", error=error[:500])
 
     def _abort(self, why: str) -> None:
         """End the run on an SQS failure of our own; the ``finally`` of ``run`` releases what is held."""

@@ -102,3 +102,26 @@ def test_bad_usage_and_configuration_exit_2(queues, monkeypatch):
     assert latest.returncode == 2 and "USERS_TABLE" in latest.stderr
     bad_handler = run_cli("--consumer", "search-indexer", "--mode", "replay", "--handler", "nope")
     assert bad_handler.returncode == 2
+
+
+def test_a_configuration_error_stops_the_drain_with_exit_2_and_leaves_every_message_as_it_was(queues):
+    """search-indexer's real handle_record raises ConfigError on a SEARCH_URL it cannot use: no
+    record's failure. The drain stops at once with exit 2 naming the setting; nothing is re-sent
+    (which would spend the messages' attempts toward parking) or parked: every message is back
+    in the queue, visible, as it was (attempts 1)."""
+    failures, parking = queues
+    records = [insert(user_item(i, v2=True)) for i in range(12)]
+    capture(failures, [envelope(r) for r in records])
+    out = run_cli("--consumer", "search-indexer", "--mode", "replay", "--json", "--wait-seconds", "0",
+                  extra_env={"SEARCH_URL": "ftp://index.example"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "reprocess: error: handle_record raised ConfigError" in out.stderr
+    assert "SEARCH_URL='ftp://index.example'" in out.stderr
+    s = json.loads(out.stdout)
+    assert s["exit_code"] == 2 and "SEARCH_URL" in s["config_error"]
+    assert (s["taken"], s["succeeded"], s["still_failing"], s["parked"], s["resent"]) == (0, 0, 0, 0, 0)
+    assert s["stopped_by"].startswith("configuration error")
+    left = take_all(failures)
+    assert sorted(m["body"]["record"]["eventID"] for m in left) == sorted(r["eventID"] for r in records)
+    assert {m["body"]["attempts"] for m in left} == {1}
+    assert queue_count(parking) == 0
