@@ -35,6 +35,7 @@ from streamkit.log import LazyLogger
 from streamkit.sqsbatch import send_batch
 from streamkit.timefmt import now_iso
 
+from .heartbeat import VisibilityKeeper
 from .item import Holds, Item, Outcome
 from .receive import RUN_ATTRIBUTE
 from .summary import Summary
@@ -65,8 +66,11 @@ def reason_kind(reason: str | None) -> str:
 class Settler:
     def __init__(self, sqs: Any, queue_url: str, *, consumer: str, max_attempts: int, run_id: str,
                  parking_url: Callable[[], str | None], parking_name: str, summary: Summary, holds: Holds,
-                 log: LazyLogger, ledger: Ledger | None = None, settled_by: str | None = None):
+                 log: LazyLogger, ledger: Ledger | None = None, settled_by: str | None = None,
+                 keeper: VisibilityKeeper | None = None):
         self.sqs, self.queue_url, self.consumer = sqs, queue_url, consumer
+        # the heartbeat (reprocess.heartbeat): a message stays hidden until SQS has its disposition
+        self.keeper = keeper
         self.max_attempts, self.run_id = max_attempts, run_id
         self._parking_url, self.parking_name = parking_url, parking_name
         self.summary, self.holds, self.log = summary, holds, log
@@ -121,6 +125,9 @@ class Settler:
                     self._leave(item, "ResendFailed", "could not capture failed stream records")
         deletable += self._park(to_park)
         deletable += self._resend(to_resend)
+        if self.keeper is not None:  # the deletable ones stay tracked until their delete is done
+            deleting = {id(it) for it in deletable}
+            self.keeper.untrack(it.message_id for it in items if id(it) not in deleting)
         self._delete(deletable, pool)
         self._flush_ledger(pool)
 
@@ -399,6 +406,8 @@ class Settler:
                 self.holds.deleted.update(it.message_id for i, it in enumerate(chunk) if str(i) not in bad)
             for item in undeleted:  # still in the queue: made visible again when the run ends
                 self.holds.hold(item.message)
+            if self.keeper is not None:
+                self.keeper.untrack(it.message_id for it in chunk)
             return len(undeleted)
 
         def all_of_them() -> int:

@@ -93,7 +93,8 @@ class Drainer:
                                run_id=self.run_id, parking_url=self._parking_queue_url,
                                parking_name=self.consumer.queue_name("parking"), summary=self.summary,
                                holds=self.holds, log=self.log, ledger=self.ledger,
-                               settled_by=f"job {options.job_id}" if options.job_id else None)
+                               settled_by=f"job {options.job_id}" if options.job_id else None,
+                               keeper=self.keeper)
         self._parking_url: str | None = None
         self._parking_looked_up = False  # on first use: most runs park nothing
 
@@ -167,10 +168,10 @@ class Drainer:
                     self.summary.seen_time(item.what.seen_at)
                 if runner is None:
                     self.settler.inspect(items)
+                    self.keeper.untrack(item.message_id for item in items)  # held to the end
                 else:
                     runner.run_round(items, pool)
-                    self.settler.settle(items, pool)
-                self.keeper.untrack(item.message_id for item in items)  # settled (or held to the end)
+                    self.settler.settle(items, pool)  # untracks each message once SQS has its disposition
                 if self.progress is not None:
                     self.progress(self.summary)
                 if runner is not None and runner.config_error:
@@ -181,8 +182,8 @@ class Drainer:
                     break
         finally:
             self.receiver.close()
-            self.keeper.stop()
             self.settler.finish()  # the last round's deletes
+            self.keeper.stop()
             if self.settler.call_error and not self.summary.aborted:  # a delete behind the loop failed
                 self._abort(self.settler.call_error)
             self.settler.release()

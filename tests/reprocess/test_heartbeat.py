@@ -100,3 +100,32 @@ def test_no_heartbeat_below_two_seconds_or_on_a_dry_run(queues):
     keeper = VisibilityKeeper(boto3.client("sqs"), failures, 1, Summary("search-indexer", failures, "replay"))
     keeper.track([{"MessageId": "m1", "ReceiptHandle": "r1"}])
     assert keeper._thread is None and not keeper.enabled
+
+
+def test_a_message_stays_hidden_until_its_delete_behind_the_loop_has_returned(queues, index_table):
+    """Deletes run behind the loop: a slow DeleteMessageBatch (past the timeout) must not let
+    another receiver take a message the run has handled but not yet deleted."""
+    failures, _ = queues
+    capture(failures, [envelope(insert(user_item(i))) for i in range(2)])
+    sqs = boto3.client("sqs")
+    stop, stolen = threading.Event(), []
+    other = threading.Thread(target=_poll_other_receiver, args=(failures, stop, stolen))
+
+    def slow_delete(**kw):
+        if not other.is_alive():
+            other.start()
+        time.sleep(VISIBILITY_S * 2)
+
+    sqs.meta.events.register("before-send.sqs.DeleteMessageBatch", slow_delete)
+    try:
+        s = drain("search-indexer", mode="replay", handle_record=lambda record: None, wait_time_s=0,
+                  concurrency=1, visibility_timeout_s=VISIBILITY_S, queue_url=failures, sqs=sqs)
+    finally:
+        stop.set()
+        if other.is_alive():
+            other.join()
+    assert other.ident is not None
+    assert stolen == []
+    assert (s.taken, s.succeeded, s.delete_failures) == (2, 2, 0) and s.conserved
+    attrs = sqs.get_queue_attributes(QueueUrl=failures, AttributeNames=["All"])["Attributes"]
+    assert (attrs["ApproximateNumberOfMessages"], attrs["ApproximateNumberOfMessagesNotVisible"]) == ("0", "0")
